@@ -1,0 +1,264 @@
+//! Decoding: bytes in, frames out.
+
+use super::{DecodeState, FrameCodec, LengthPrefix, Oversize, READ_AHEAD, varint_step};
+use crate::error::Error;
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One decoding event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A complete payload. It shares memory with the input buffer: no payload
+    /// byte was copied.
+    Frame(Bytes),
+    /// An oversized frame of `length` payload bytes was skipped entirely
+    /// ([`Oversize::Discard`] mode). Reported once its last byte has been
+    /// skipped, so events keep the stream's order.
+    Discarded {
+        /// The payload length the peer declared.
+        length: u64,
+    },
+}
+
+/// The outcome of parsing a length prefix at the start of a buffer.
+enum Parsed {
+    /// More bytes are needed.
+    Incomplete,
+    /// The prefix takes `len` bytes and carries `wire`.
+    Complete { len: usize, wire: u64 },
+}
+
+impl FrameCodec {
+    /// Decodes the next event from `src`, consuming its bytes. Oversized
+    /// frames in [`Oversize::Discard`] mode are reported as
+    /// [`Decoded::Discarded`]. See the [module docs](super) for the contract.
+    ///
+    /// No buffer is reserved for a payload before its prefix has been
+    /// checked against the maximum, and then only what has arrived plus
+    /// [`READ_AHEAD`](super::READ_AHEAD) bytes.
+    #[inline]
+    pub fn decode_next(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        let len = match self.state {
+            DecodeState::Head => {
+                let (head_len, wire) = match self.parse_head(src)? {
+                    Parsed::Complete { len, wire } => (len, wire),
+                    Parsed::Incomplete => return Ok(None),
+                };
+                let declared = self.config.payload_len(wire)?;
+                let max = self.config.max_frame_length;
+                let len = match usize::try_from(declared) {
+                    Ok(len) if len <= max => len,
+                    _ => match self.config.oversize {
+                        Oversize::Error => {
+                            return Err(Error::FrameTooLarge {
+                                declared,
+                                max: max as u64,
+                            });
+                        }
+                        Oversize::Discard => {
+                            src.advance(head_len);
+                            self.state = DecodeState::Discard {
+                                remaining: declared,
+                                length: declared,
+                            };
+                            return self.discard(src);
+                        }
+                    },
+                };
+                // Fast path: the whole frame is already buffered.
+                if let Some(frame_end) = head_len.checked_add(len)
+                    && src.len() >= frame_end
+                {
+                    src.advance(head_len);
+                    return Ok(Some(Decoded::Frame(src.split_to(len).freeze())));
+                }
+                src.advance(head_len);
+                self.state = DecodeState::Data(len);
+                len
+            }
+            DecodeState::Data(len) => len,
+            DecodeState::Discard { .. } => return self.discard(src),
+        };
+
+        if src.len() < len {
+            // Room for what is missing, but never more than the read-ahead:
+            // the declared length is only a claim until the bytes arrive.
+            let missing = len - src.len();
+            src.reserve(missing.min(READ_AHEAD));
+            return Ok(None);
+        }
+        self.state = DecodeState::Head;
+        Ok(Some(Decoded::Frame(src.split_to(len).freeze())))
+    }
+
+    /// Decodes what is left when the stream has ended: a complete frame, or
+    /// `Ok(None)` if the buffer is empty at a frame boundary, or
+    /// [`Error::Truncated`] if the stream stopped inside a frame.
+    pub fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+        if let Some(frame) = self.decode_frame(src)? {
+            return Ok(Some(frame));
+        }
+        match self.state {
+            DecodeState::Head if src.is_empty() => Ok(None),
+            DecodeState::Head => Err(Error::Truncated {
+                received: src.len() as u64,
+                expected: None,
+            }),
+            DecodeState::Data(len) => Err(Error::Truncated {
+                received: src.len() as u64,
+                expected: Some(len as u64),
+            }),
+            DecodeState::Discard { remaining, length } => Err(Error::Truncated {
+                received: length - remaining,
+                expected: Some(length),
+            }),
+        }
+    }
+
+    /// Skips the bytes of an oversized frame as they arrive.
+    fn discard(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        let DecodeState::Discard { remaining, length } = self.state else {
+            return Ok(None);
+        };
+        let available = src.len() as u64;
+        if available < remaining {
+            src.clear();
+            self.state = DecodeState::Discard {
+                remaining: remaining - available,
+                length,
+            };
+            return Ok(None);
+        }
+        // `remaining <= available`, which is a usize.
+        src.advance(usize::try_from(remaining).unwrap_or(usize::MAX));
+        self.state = DecodeState::Head;
+        Ok(Some(Decoded::Discarded { length }))
+    }
+
+    /// Parses the prefix at the start of `src` without consuming it.
+    #[inline]
+    fn parse_head(&self, src: &[u8]) -> Result<Parsed, Error> {
+        macro_rules! fixed {
+            ($n:literal, $from:ident, $ty:ty) => {
+                match src.first_chunk::<$n>() {
+                    Some(bytes) => Parsed::Complete {
+                        len: $n,
+                        wire: u64::from(<$ty>::$from(*bytes)),
+                    },
+                    None => Parsed::Incomplete,
+                }
+            };
+        }
+        Ok(match self.config.prefix {
+            LengthPrefix::U32Be => fixed!(4, from_be_bytes, u32),
+            LengthPrefix::U32Le => fixed!(4, from_le_bytes, u32),
+            LengthPrefix::U16Be => fixed!(2, from_be_bytes, u16),
+            LengthPrefix::U16Le => fixed!(2, from_le_bytes, u16),
+            LengthPrefix::U8 => fixed!(1, from_be_bytes, u8),
+            LengthPrefix::U64Be => fixed!(8, from_be_bytes, u64),
+            LengthPrefix::U64Le => fixed!(8, from_le_bytes, u64),
+            LengthPrefix::Varint => return parse_varint(src, self.config.max_varint_len),
+        })
+    }
+}
+
+/// Parses an unsigned LEB128 varint of at most `max_len` bytes.
+fn parse_varint(src: &[u8], max_len: usize) -> Result<Parsed, Error> {
+    let mut value: u64 = 0;
+    for (i, &byte) in src.iter().take(max_len).enumerate() {
+        if varint_step(&mut value, i, byte)? {
+            return Ok(Parsed::Complete {
+                len: i + 1,
+                wire: value,
+            });
+        }
+    }
+    if src.len() >= max_len {
+        // `max_len` bytes, all with the continuation bit set.
+        return Err(Error::InvalidVarint { len: max_len + 1 });
+    }
+    Ok(Parsed::Incomplete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameCodec, LengthPrefix};
+
+    fn varint_codec(max: usize) -> FrameCodec {
+        FrameCodec::builder()
+            .prefix(LengthPrefix::Varint)
+            .max_frame_length(max)
+            .new_codec()
+    }
+
+    #[test]
+    fn varint_longer_than_the_maximum_needs_is_rejected_early() {
+        // 16 MiB needs 4 varint bytes; a fifth continuation is an error even
+        // before the value is known.
+        let mut codec = varint_codec(16 << 20);
+        let mut buf = BytesMut::from(&[0x80, 0x80, 0x80, 0x80, 0x80][..]);
+        assert!(matches!(
+            codec.decode_next(&mut buf),
+            Err(Error::InvalidVarint { len: 5 })
+        ));
+    }
+
+    #[test]
+    fn varint_with_padding_within_the_limit_is_accepted() {
+        let mut codec = varint_codec(1 << 20);
+        let mut buf = BytesMut::from(&[0x81, 0x80, 0x00, 0xAA][..]);
+        assert_eq!(
+            codec.decode_next(&mut buf).unwrap(),
+            Some(Decoded::Frame(Bytes::from_static(&[0xAA])))
+        );
+    }
+
+    #[test]
+    fn tenth_varint_byte_over_one_overflows() {
+        let mut codec = FrameCodec::builder()
+            .prefix(LengthPrefix::Varint)
+            .oversize(Oversize::Discard)
+            .new_codec();
+        let mut bytes = vec![0xFF; 9];
+        bytes.push(0x02);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(matches!(
+            codec.decode_next(&mut buf),
+            Err(Error::InvalidVarint { len: 10 })
+        ));
+    }
+
+    #[test]
+    fn eleven_byte_varint_is_rejected() {
+        let mut codec = FrameCodec::builder()
+            .prefix(LengthPrefix::Varint)
+            .oversize(Oversize::Discard)
+            .new_codec();
+        let mut buf = BytesMut::from(&[0x80; 11][..]);
+        assert!(matches!(
+            codec.decode_next(&mut buf),
+            Err(Error::InvalidVarint { len: 11 })
+        ));
+    }
+
+    #[test]
+    fn largest_varint_is_read_in_discard_mode() {
+        let mut codec = FrameCodec::builder()
+            .prefix(LengthPrefix::Varint)
+            .max_frame_length(8)
+            .oversize(Oversize::Discard)
+            .new_codec();
+        let mut bytes = vec![0xFF; 9];
+        bytes.push(0x01);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(codec.decode_next(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(Error::Truncated {
+                received: 0,
+                expected: Some(u64::MAX)
+            })
+        ));
+    }
+}
