@@ -1,1 +1,183 @@
-fn main() {}
+//! `server`: serves a directory over the framekit protocol.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGINT or SIGTERM), 1 on an
+//! unexpected runtime failure, 2 on a usage error, 3 when the address
+//! cannot be listened on, 4 when the root directory cannot be used.
+
+use clap::Parser;
+use server::{Config, Server};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// Serve a directory over the framekit file-transfer protocol.
+///
+/// The first line printed on stdout is `listening on ADDR`, with the actual
+/// port when 0 was asked for. Logs go to stderr (set RUST_LOG, e.g.
+/// RUST_LOG=debug, for more detail).
+#[derive(Debug, Parser)]
+#[command(version, after_help = EXIT_CODES)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    listen: String,
+
+    /// Directory to serve; created if missing.
+    #[arg(long, value_name = "DIR", default_value = "storage")]
+    root: PathBuf,
+
+    /// Largest file accepted, in bytes; K, M, G and T suffixes (powers of
+    /// 1024) are accepted.
+    #[arg(long, value_name = "BYTES", default_value = "64G", value_parser = parse_size)]
+    max_file_size: u64,
+
+    /// Connections served at once; more are refused with a busy error.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// Seconds a silent peer is waited for before being dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+
+    /// On SIGINT or SIGTERM, seconds that transfers in flight may take to
+    /// finish before they are aborted.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    grace_period: u64,
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  clean shutdown
+  1  unexpected failure
+  2  usage error
+  3  cannot listen on the address
+  4  cannot use the root directory";
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        Some((i, 't' | 'T')) => (&text[..i], 40),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size in bytes (e.g. 1048576, 512M, 10G)"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return ExitCode::from(3);
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return ExitCode::from(3);
+        }
+    };
+    let config = Config {
+        root: args.root,
+        max_file_size: args.max_file_size,
+        max_connections: args.max_connections as usize,
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        grace_period: Duration::from_secs(args.grace_period),
+    };
+    let root = config.root.clone();
+    let server = match Server::new(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!(
+                "error: cannot use {} as the root directory: {e}",
+                root.display()
+            );
+            return ExitCode::from(4);
+        }
+    };
+
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "listening on {addr}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        // Nobody is reading stdout; keep serving.
+    }
+    drop(stdout);
+    tracing::info!(%addr, root = %root.display(), "serving");
+
+    server.run(listener, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_binary_suffixes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("10g"), Ok(10 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

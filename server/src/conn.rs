@@ -1,0 +1,160 @@
+//! One connection's stream: protocol frames and raw body bytes, with
+//! timeouts on every wait.
+
+use bytes::{Buf, Bytes, BytesMut};
+use proto::frame::FrameCodec;
+use proto::message;
+use proto::transfer::frame_config;
+use serde::{Serialize, de::DeserializeOwned};
+use std::io;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout, timeout_at};
+
+/// Room kept free in the read buffer before each read.
+const READ_RESERVE: usize = 8 * 1024;
+
+/// Why a connection can no longer be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The peer sent bytes that are not a valid frame or message.
+    #[error("{0}")]
+    Protocol(#[from] proto::Error),
+    /// The peer was silent for longer than the idle timeout.
+    #[error("idle timeout")]
+    Timeout,
+    /// The stream failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection in the middle of an exchange.
+    #[error("peer closed the connection mid-request")]
+    Closed,
+}
+
+impl ConnError {
+    /// Whether the failure was the peer's silence or disappearance rather
+    /// than a broken protocol.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            ConnError::Timeout | ConnError::Closed | ConnError::Io(_) => true,
+            ConnError::Protocol(e) => e.is_truncated(),
+        }
+    }
+}
+
+/// A framed connection that can also carry raw body bytes.
+#[derive(Debug)]
+pub struct Conn<S> {
+    stream: S,
+    codec: FrameCodec,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    idle: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Wraps a stream. Every read or write that waits longer than `idle`
+    /// fails with [`ConnError::Timeout`].
+    pub fn new(stream: S, idle: Duration) -> Self {
+        Conn {
+            stream,
+            codec: FrameCodec::with_config(frame_config()),
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            idle,
+        }
+    }
+
+    /// Reads the next frame. `Ok(None)` when the peer closed the
+    /// connection cleanly between frames. The whole frame must arrive
+    /// within the idle timeout, so a peer that trickles bytes cannot hold a
+    /// connection forever with one message.
+    pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ConnError> {
+        let deadline = Instant::now() + self.idle;
+        loop {
+            if let Some(frame) = self.codec.decode_frame(&mut self.read_buf)? {
+                return Ok(Some(frame));
+            }
+            self.read_buf.reserve(READ_RESERVE);
+            let n = timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
+                .await
+                .map_err(|_| ConnError::Timeout)??;
+            if n == 0 {
+                return Ok(self.codec.decode_eof(&mut self.read_buf)?);
+            }
+        }
+    }
+
+    /// Reads the next frame as a `T`; a clean end of stream here is an
+    /// error, since a message was expected.
+    pub async fn read_message<T: DeserializeOwned>(&mut self) -> Result<T, ConnError> {
+        match self.read_frame().await? {
+            Some(frame) => Ok(message::decode(&frame)?),
+            None => Err(ConnError::Closed),
+        }
+    }
+
+    /// Writes one message and flushes it.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ConnError> {
+        self.queue(msg)?;
+        self.flush().await
+    }
+
+    /// Adds one message to the write buffer without sending it.
+    pub fn queue<T: Serialize>(&mut self, msg: &T) -> Result<(), ConnError> {
+        message::encode_frame(self.codec.config(), msg, &mut self.write_buf)?;
+        Ok(())
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.write_buf.len()
+    }
+
+    /// Sends everything queued.
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        if !self.write_buf.is_empty() {
+            let buf = &mut self.write_buf;
+            timeout(self.idle, self.stream.write_all_buf(buf))
+                .await
+                .map_err(|_| ConnError::Timeout)??;
+        }
+        timeout(self.idle, self.stream.flush())
+            .await
+            .map_err(|_| ConnError::Timeout)??;
+        Ok(())
+    }
+
+    /// Reads body bytes into `buf`: first what is already buffered, then
+    /// from the stream. Returns how many were read; at most `buf.len()`.
+    /// The end of the stream is [`ConnError::Closed`].
+    pub async fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
+        if !self.read_buf.is_empty() {
+            let n = buf.len().min(self.read_buf.len());
+            buf[..n].copy_from_slice(&self.read_buf[..n]);
+            self.read_buf.advance(n);
+            return Ok(n);
+        }
+        let n = timeout(self.idle, self.stream.read(buf))
+            .await
+            .map_err(|_| ConnError::Timeout)??;
+        if n == 0 && !buf.is_empty() {
+            return Err(ConnError::Closed);
+        }
+        Ok(n)
+    }
+
+    /// Writes body bytes, all of them.
+    pub async fn write_body(&mut self, body: &[u8]) -> Result<(), ConnError> {
+        timeout(self.idle, self.stream.write_all(body))
+            .await
+            .map_err(|_| ConnError::Timeout)??;
+        Ok(())
+    }
+
+    /// Closes the sending side so the peer sees the end of the stream after
+    /// what was sent.
+    pub async fn shutdown(&mut self) {
+        let _ = timeout(self.idle, self.stream.shutdown()).await;
+    }
+}

@@ -1,0 +1,530 @@
+//! The protocol, server side: the handshake, then requests one after the
+//! other until the peer leaves.
+
+use crate::Shared;
+use crate::conn::{Conn, ConnError};
+use crate::store::{Store, StoreError, Upload};
+use proto::message;
+use proto::transfer::{
+    Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_NAME_LEN, Put, Request, Response,
+    Stat, Trailer, VERSION, Welcome,
+};
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Size of the buffers that carry file bodies between the socket and the
+/// disk. Two are in flight per transfer, so disk and network work overlap.
+const CHUNK: usize = 256 * 1024;
+
+/// Listing entries are sent in batches of about this many bytes.
+const LIST_BATCH: usize = 32 * 1024;
+
+/// How a request ended, for the log.
+enum Outcome {
+    /// It succeeded.
+    Done,
+    /// It was refused with this error, already sent to the client.
+    Refused(ErrorCode),
+}
+
+/// What a request moved, for the log.
+struct Summary {
+    bytes: u64,
+    outcome: Outcome,
+}
+
+impl Summary {
+    fn done(bytes: u64) -> Self {
+        Summary {
+            bytes,
+            outcome: Outcome::Done,
+        }
+    }
+
+    fn refused(code: ErrorCode) -> Self {
+        Summary {
+            bytes: 0,
+            outcome: Outcome::Refused(code),
+        }
+    }
+}
+
+/// Serves one connection until the peer closes it, breaks the protocol,
+/// times out, or `stop` is cancelled while it is between requests.
+pub async fn serve<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = Session {
+        conn: Conn::new(stream, shared.config.idle_timeout),
+        shared,
+    };
+    if !session.handshake().await? {
+        return Ok(());
+    }
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = stop.cancelled() => {
+                let bye = ErrorReply::new(ErrorCode::ShuttingDown, "the server is shutting down");
+                let _ = session.conn.send(&Response::Error(bye)).await;
+                session.conn.shutdown().await;
+                return Ok(());
+            }
+            frame = session.conn.read_frame() => frame?,
+        };
+        let Some(frame) = frame else {
+            return Ok(());
+        };
+        let request: Request = match message::decode(&frame) {
+            Ok(request) => request,
+            Err(e) => {
+                session.refuse(ErrorCode::BadRequest, e.to_string()).await?;
+                session.conn.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        session.request(request).await?;
+    }
+}
+
+struct Session<S> {
+    conn: Conn<S>,
+    shared: Arc<Shared>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Reads the client's hello and answers it. `Ok(false)` if the client
+    /// left without saying anything, or was refused.
+    async fn handshake(&mut self) -> Result<bool, ConnError> {
+        let frame = match self.conn.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(false),
+            Err(ConnError::Protocol(e)) if !e.is_truncated() => {
+                // Whatever this peer speaks, it is not our framing.
+                self.refuse(ErrorCode::BadMagic, "not a framekit client")
+                    .await?;
+                self.conn.shutdown().await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e),
+        };
+        if !frame.starts_with(&MAGIC) {
+            self.refuse(ErrorCode::BadMagic, "not a framekit client")
+                .await?;
+            self.conn.shutdown().await;
+            debug!("refused: bad magic");
+            return Ok(false);
+        }
+        let hello: Hello = match message::decode(&frame) {
+            Ok(hello) => hello,
+            Err(e) => {
+                self.refuse(ErrorCode::BadRequest, e.to_string()).await?;
+                self.conn.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        if hello.version != VERSION {
+            let message = format!(
+                "the server speaks protocol version {VERSION}, the client version {}",
+                hello.version
+            );
+            self.refuse(ErrorCode::UnsupportedVersion, message).await?;
+            self.conn.shutdown().await;
+            info!(version = hello.version, "refused: unsupported version");
+            return Ok(false);
+        }
+        let config = &self.shared.config;
+        let welcome = Welcome {
+            version: VERSION,
+            max_file_size: config.max_file_size,
+            max_message_len: u32::try_from(proto::transfer::MAX_MESSAGE_LEN).unwrap_or(u32::MAX),
+            idle_timeout_ms: u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+            read_only: false,
+        };
+        self.conn.send(&Response::Welcome(welcome)).await?;
+        Ok(true)
+    }
+
+    /// Handles one request and logs it.
+    async fn request(&mut self, request: Request) -> Result<(), ConnError> {
+        let started = Instant::now();
+        let (op, name) = match &request {
+            Request::Put(r) => ("put", r.name.clone()),
+            Request::Get(r) => ("get", r.name.clone()),
+            Request::List(r) => ("list", r.prefix.clone()),
+            Request::Stat(r) => ("stat", r.name.clone()),
+            Request::Delete(r) => ("delete", r.name.clone()),
+        };
+        let result = match request {
+            Request::Put(r) => self.put(r).await,
+            Request::Get(r) => self.get(r).await,
+            Request::List(r) => self.list(r).await,
+            Request::Stat(r) => self.stat(r).await,
+            Request::Delete(r) => self.delete(r).await,
+        };
+        let ms = started.elapsed().as_millis();
+        match &result {
+            Ok(Summary {
+                bytes,
+                outcome: Outcome::Done,
+            }) => info!(op, name = %name.escape_debug(), bytes, ms, outcome = "ok"),
+            Ok(Summary {
+                bytes,
+                outcome: Outcome::Refused(code),
+            }) => info!(op, name = %name.escape_debug(), bytes, ms, outcome = %code),
+            Err(e) => warn!(op, name = %name.escape_debug(), ms, outcome = "failed", error = %e),
+        }
+        result.map(|_| ())
+    }
+
+    async fn refuse(
+        &mut self,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<Summary, ConnError> {
+        self.conn
+            .send(&Response::Error(ErrorReply::new(code, message)))
+            .await?;
+        Ok(Summary::refused(code))
+    }
+
+    async fn refuse_store(&mut self, error: StoreError) -> Result<Summary, ConnError> {
+        if let StoreError::Io(e) = &error {
+            warn!(error = %e, "storage failure");
+        }
+        self.refuse(error.code(), error.client_message()).await
+    }
+
+    /// Runs blocking file-system work off the async threads.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, ConnError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || f(&shared.store))
+            .await
+            .map_err(|e| ConnError::Io(io::Error::other(e)))
+    }
+
+    async fn put(&mut self, put: Put) -> Result<Summary, ConnError> {
+        let max = self.shared.config.max_file_size;
+        if put.size > max {
+            let message = format!(
+                "{} bytes is over the server's limit of {max} bytes",
+                put.size
+            );
+            return self.refuse(ErrorCode::TooLarge, message).await;
+        }
+        let (name, size, overwrite) = (put.name.clone(), put.size, put.overwrite);
+        let prepared = self
+            .blocking(move |store| -> Result<Upload, StoreError> {
+                store.check_put(&name, overwrite)?;
+                if store.available_space()? < size {
+                    return Err(StoreError::NoSpace);
+                }
+                store.begin_upload()
+            })
+            .await?;
+        let upload = match prepared {
+            Ok(upload) => upload,
+            Err(e) => return self.refuse_store(e).await,
+        };
+        self.conn.send(&Response::PutReady { offset: 0 }).await?;
+
+        let (upload, hash, write_error) = self.receive_body(upload, size).await?;
+        let trailer: Trailer = match self.conn.read_message().await {
+            Ok(trailer) => trailer,
+            Err(ConnError::Protocol(e)) if !e.is_truncated() => {
+                self.refuse(ErrorCode::BadRequest, format!("expected a trailer: {e}"))
+                    .await?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(error) = write_error {
+            return self.refuse_store(error.into()).await;
+        }
+        if trailer.hash != *hash.as_bytes() {
+            return self
+                .refuse(
+                    ErrorCode::IntegrityMismatch,
+                    "the received content does not match the trailer's BLAKE3 hash",
+                )
+                .await;
+        }
+        let name = put.name.clone();
+        match self
+            .blocking(move |store| store.publish(upload, &name, overwrite))
+            .await?
+        {
+            Ok(()) => {
+                let done = Response::PutDone {
+                    size,
+                    hash: *hash.as_bytes(),
+                };
+                self.conn.send(&done).await?;
+                Ok(Summary::done(size))
+            }
+            Err(e) => self.refuse_store(e).await,
+        }
+    }
+
+    /// Receives `size` body bytes into the upload's file, hashing them on
+    /// the way, with socket reads and disk writes overlapped. A disk error
+    /// does not stop the reading: the body is drained so that the client
+    /// can be told, and the connection stays usable.
+    async fn receive_body(
+        &mut self,
+        mut upload: Upload,
+        size: u64,
+    ) -> Result<(Upload, blake3::Hash, Option<io::Error>), ConnError> {
+        let (full_tx, mut full_rx, empty_tx, mut empty_rx) = buffer_pair(size);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut hasher = blake3::Hasher::new();
+            let mut error = None;
+            let mut received = 0u64;
+            while let Some(Filled { buf, range }) = full_rx.blocking_recv() {
+                let data = &buf[range];
+                hasher.update(data);
+                received += data.len() as u64;
+                if error.is_none()
+                    && let Some(file) = upload.file()
+                    && let Err(e) = file.write_all(data)
+                {
+                    error = Some(e);
+                }
+                let _ = empty_tx.try_send(buf);
+            }
+            // Only a complete body is worth syncing; an incomplete one is
+            // about to be dropped.
+            if received == size
+                && error.is_none()
+                && let Some(file) = upload.file()
+                && let Err(e) = file.sync_all()
+            {
+                error = Some(e);
+            }
+            (upload, hasher.finalize(), error)
+        });
+
+        let mut remaining = size;
+        while remaining > 0 {
+            let mut buf = empty_rx.recv().await.ok_or_else(worker_gone)?;
+            let want = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let mut filled = 0;
+            while filled < want {
+                filled += self.conn.read_body(&mut buf[filled..want]).await?;
+            }
+            remaining -= want as u64;
+            full_tx
+                .send(Filled {
+                    buf,
+                    range: 0..want,
+                })
+                .await
+                .map_err(|_| worker_gone())?;
+        }
+        drop(full_tx);
+        writer.await.map_err(|e| ConnError::Io(io::Error::other(e)))
+    }
+
+    async fn get(&mut self, get: Get) -> Result<Summary, ConnError> {
+        let name = get.name.clone();
+        let (file, entry) = match self.blocking(move |store| store.open_read(&name)).await? {
+            Ok(opened) => opened,
+            Err(e) => return self.refuse_store(e).await,
+        };
+        let offset = match get.if_version {
+            Some(version) if version == entry.version() && get.offset <= entry.size => get.offset,
+            _ => 0,
+        };
+        let ready = Response::GetReady {
+            size: entry.size,
+            offset,
+            modified_ns: entry.modified_ns,
+        };
+        self.conn.send(&ready).await?;
+        let hash = self.send_body(file, entry.size, offset).await?;
+        self.conn
+            .send(&Trailer {
+                hash: *hash.as_bytes(),
+            })
+            .await?;
+        Ok(Summary::done(entry.size - offset))
+    }
+
+    /// Sends bytes `offset..size` of `file` and returns the hash of the
+    /// whole file. Disk reads and hashing run on a blocking thread,
+    /// overlapped with the socket writes.
+    async fn send_body(
+        &mut self,
+        mut file: std::fs::File,
+        size: u64,
+        offset: u64,
+    ) -> Result<blake3::Hash, ConnError> {
+        let (full_tx, mut full_rx, empty_tx, mut empty_rx) = buffer_pair(size);
+        let reader = tokio::task::spawn_blocking(move || -> io::Result<blake3::Hash> {
+            let mut hasher = blake3::Hasher::new();
+            let mut position = 0u64;
+            let mut recycled = None;
+            while position < size {
+                let Some(mut buf) = recycled.take().or_else(|| empty_rx.blocking_recv()) else {
+                    // The connection side gave up.
+                    break;
+                };
+                let start = position;
+                let want = usize::try_from(size - start)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                // A file that shrinks while it is read ends in UnexpectedEof.
+                file.read_exact(&mut buf[..want])?;
+                hasher.update(&buf[..want]);
+                position += want as u64;
+                if position <= offset {
+                    // The client already has this part: it counts in the
+                    // hash but is not sent.
+                    recycled = Some(buf);
+                    continue;
+                }
+                let skip = usize::try_from(offset.saturating_sub(start)).unwrap_or(0);
+                if full_tx
+                    .blocking_send(Filled {
+                        buf,
+                        range: skip..want,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(hasher.finalize())
+        });
+
+        let mut sent = offset;
+        while sent < size {
+            let Some(filled) = full_rx.recv().await else {
+                break;
+            };
+            self.conn
+                .write_body(&filled.buf[filled.range.clone()])
+                .await?;
+            sent += filled.range.len() as u64;
+            let _ = empty_tx.try_send(filled.buf);
+        }
+        let hash = reader
+            .await
+            .map_err(|e| ConnError::Io(io::Error::other(e)))??;
+        if sent < size {
+            return Err(ConnError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended before its announced size",
+            )));
+        }
+        Ok(hash)
+    }
+
+    async fn list(&mut self, list: List) -> Result<Summary, ConnError> {
+        if list.prefix.len() > MAX_NAME_LEN {
+            return self
+                .refuse(ErrorCode::InvalidName, "the prefix is longer than any name")
+                .await;
+        }
+        let (tx, mut rx) = mpsc::channel(256);
+        let prefix = list.prefix;
+        let shared = Arc::clone(&self.shared);
+        // The walk stops early if the connection side goes away.
+        let walker = tokio::task::spawn_blocking(move || {
+            shared
+                .store
+                .list(&prefix, &mut |entry| tx.blocking_send(entry).is_ok())
+        });
+        let mut count = 0u64;
+        while let Some(entry) = rx.recv().await {
+            self.conn.queue(&Response::Entry(entry))?;
+            count += 1;
+            if self.conn.queued() >= LIST_BATCH {
+                self.conn.flush().await?;
+            }
+        }
+        let result = walker
+            .await
+            .map_err(|e| ConnError::Io(io::Error::other(e)))?;
+        match result {
+            Ok(()) => {
+                self.conn.queue(&Response::ListEnd { count })?;
+                self.conn.flush().await?;
+                Ok(Summary::done(count))
+            }
+            Err(e) => self.refuse_store(e).await,
+        }
+    }
+
+    async fn stat(&mut self, stat: Stat) -> Result<Summary, ConnError> {
+        match self.blocking(move |store| store.stat(&stat.name)).await? {
+            Ok(entry) => {
+                self.conn.send(&Response::Entry(entry)).await?;
+                Ok(Summary::done(0))
+            }
+            Err(e) => self.refuse_store(e).await,
+        }
+    }
+
+    async fn delete(&mut self, delete: Delete) -> Result<Summary, ConnError> {
+        match self
+            .blocking(move |store| store.delete(&delete.name))
+            .await?
+        {
+            Ok(()) => {
+                self.conn.send(&Response::Deleted).await?;
+                Ok(Summary::done(0))
+            }
+            Err(e) => self.refuse_store(e).await,
+        }
+    }
+}
+
+/// A body buffer and the part of it that holds data.
+struct Filled {
+    buf: Vec<u8>,
+    range: Range<usize>,
+}
+
+type Pipe = (
+    mpsc::Sender<Filled>,
+    mpsc::Receiver<Filled>,
+    mpsc::Sender<Vec<u8>>,
+    mpsc::Receiver<Vec<u8>>,
+);
+
+/// Channels that pass body buffers between the socket side and a disk
+/// thread and back: filled ones one way, empty ones the other. Two buffers
+/// circulate when the body needs more than one, so one can be filled while
+/// the other is drained; a small body gets a single buffer of its size.
+fn buffer_pair(size: u64) -> Pipe {
+    let len = usize::try_from(size).unwrap_or(CHUNK).clamp(1, CHUNK);
+    let count = if size > len as u64 { 2 } else { 1 };
+    let (full_tx, full_rx) = mpsc::channel(count);
+    let (empty_tx, empty_rx) = mpsc::channel(count);
+    for _ in 0..count {
+        let _ = empty_tx.try_send(vec![0u8; len]);
+    }
+    (full_tx, full_rx, empty_tx, empty_rx)
+}
+
+fn worker_gone() -> ConnError {
+    ConnError::Io(io::Error::other("the disk worker stopped unexpectedly"))
+}

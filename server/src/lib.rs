@@ -1,0 +1,194 @@
+//! The framekit file-transfer server.
+//!
+//! [`Server::run`] takes an already bound listener and a shutdown future,
+//! so tests bind port 0 and drive it directly; [`handler::serve`] serves
+//! one connection over any `AsyncRead + AsyncWrite` stream (TCP, TLS, or an
+//! in-memory pipe).
+
+pub mod conn;
+pub mod handler;
+pub mod store;
+
+use proto::message;
+use proto::transfer::{ErrorCode, ErrorReply, Response};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory served.
+    pub root: PathBuf,
+    /// The largest file accepted, in bytes.
+    pub max_file_size: u64,
+    /// How many connections are served at once; more are refused as busy.
+    pub max_connections: usize,
+    /// How long a silent peer is waited for before it is dropped.
+    pub idle_timeout: Duration,
+    /// On shutdown, how long transfers in flight may take to finish before
+    /// they are aborted.
+    pub grace_period: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("storage"),
+            max_file_size: 64 << 30,
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(30),
+            grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The served directory.
+    pub store: Store,
+    /// The settings.
+    pub config: Config,
+}
+
+/// How many refused connections are answered at once; beyond that, extra
+/// connections are closed without an answer.
+const BUSY_RESPONDERS: usize = 64;
+
+/// How long a refused connection is given to say hello and read the answer.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A server ready to run.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Opens the root directory (creating it if needed) and removes
+    /// leftovers of interrupted uploads.
+    pub fn new(config: Config) -> io::Result<Server> {
+        let store = Store::open(&config.root)?;
+        Ok(Server {
+            shared: Arc::new(Shared { store, config }),
+        })
+    }
+
+    /// The state shared by connections, to serve streams directly with
+    /// [`handler::serve`].
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Accepts and serves connections until `shutdown` completes. Then it
+    /// stops accepting, lets transfers in flight finish for the grace
+    /// period, and aborts what is left (uploads not finished are never
+    /// published).
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+        let busy_slots = Arc::new(Semaphore::new(BUSY_RESPONDERS));
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        tokio::pin!(shutdown);
+
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Typically out of file descriptors: wait for some
+                        // to be released instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = Arc::clone(&shared);
+                    let stop = stop.clone();
+                    let abort = abort.clone();
+                    let span = info_span!("conn", %peer);
+                    tracker.spawn(
+                        async move {
+                            debug!("connected");
+                            tokio::select! {
+                                result = handler::serve(stream, shared, stop) => match result {
+                                    Ok(()) => debug!("closed"),
+                                    Err(e) if e.is_disconnect() => info!(error = %e, "connection dropped"),
+                                    Err(e) => warn!(error = %e, "connection closed on protocol error"),
+                                },
+                                () = abort.cancelled() => warn!("transfer aborted by shutdown"),
+                            }
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(_) => {
+                    if let Ok(permit) = Arc::clone(&busy_slots).try_acquire_owned() {
+                        tracker.spawn(async move {
+                            refuse_busy(stream, peer).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+        }
+
+        drop(listener);
+        info!("shutting down");
+        stop.cancel();
+        tracker.close();
+        if tokio::time::timeout(shared.config.grace_period, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("grace period over, aborting transfers in flight");
+            abort.cancel();
+            tracker.wait().await;
+        }
+    }
+}
+
+/// Tells a connection over the limit that the server is busy. The hello is
+/// read first, so that closing the socket does not reset the connection
+/// before the client has read the answer.
+async fn refuse_busy(mut stream: TcpStream, peer: SocketAddr) {
+    info!(%peer, "refused: too many connections");
+    let reply = Response::Error(ErrorReply::new(
+        ErrorCode::Busy,
+        "the server is at its connection limit; try again later",
+    ));
+    let Ok(frame) = message::to_frame(&proto::transfer::frame_config(), &reply) else {
+        return;
+    };
+    let _ = tokio::time::timeout(BUSY_TIMEOUT, async {
+        let mut conn = conn::Conn::new(&mut stream, BUSY_TIMEOUT);
+        let _ = conn.read_frame().await;
+        drop(conn);
+        stream.write_all(&frame).await?;
+        stream.shutdown().await?;
+        // Wait for the client to close its side.
+        let mut sink = [0u8; 512];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
+    })
+    .await;
+}

@@ -1,0 +1,526 @@
+//! The served directory: name resolution confined to the root, uploads
+//! staged and published atomically.
+//!
+//! Every path is resolved by `cap-std` relative to an open handle on the
+//! root, component by component (with `openat2(RESOLVE_BENEATH)` where the
+//! kernel has it): `..` and symlinks cannot lead outside the root, whatever
+//! the name says, and no string prefix check is involved. Names are also
+//! checked against the protocol's rules ([`validate_name`]) before anything
+//! is touched.
+//!
+//! Uploads are written to a temporary file under `.framekit/staging/`, a
+//! directory no client name can reach. Publishing is a single `rename`
+//! (replace) or `link` (create only if absent), so readers see the old file
+//! or the new one, never a partial one, and two uploads of the same new
+//! name cannot both succeed.
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
+use proto::transfer::{Entry, ErrorCode, MAX_NAME_LEN, NameError, RESERVED_NAME, validate_name};
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where uploads in progress live, relative to the root.
+const STAGING: &str = ".framekit/staging";
+
+/// Why a storage operation failed, in terms a client can be told.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The name breaks the protocol's rules.
+    #[error("invalid name: {0}")]
+    InvalidName(#[from] NameError),
+    /// No file of that name.
+    #[error("no such file")]
+    NotFound,
+    /// A file of that name exists and overwriting was not requested.
+    #[error("a file of that name already exists")]
+    AlreadyExists,
+    /// The name is a directory, or one of its parents is a file.
+    #[error("the name is a directory or lies under a file")]
+    NotAFile,
+    /// Access was denied: resolving the name would leave the root
+    /// (through a symlink), or the file system refused.
+    #[error("access to that name is denied")]
+    Denied,
+    /// The disk is full.
+    #[error("no space left on the server's disk")]
+    NoSpace,
+    /// Any other I/O failure.
+    #[error("storage error: {0}")]
+    Io(io::Error),
+}
+
+impl StoreError {
+    /// The protocol error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::InvalidName(_) => ErrorCode::InvalidName,
+            StoreError::NotFound => ErrorCode::NotFound,
+            StoreError::AlreadyExists => ErrorCode::AlreadyExists,
+            StoreError::NotAFile => ErrorCode::NotAFile,
+            StoreError::Denied => ErrorCode::Forbidden,
+            StoreError::NoSpace => ErrorCode::NoSpace,
+            StoreError::Io(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The message sent to the client: no server-side paths or OS details
+    /// for internal errors.
+    pub fn client_message(&self) -> String {
+        match self {
+            StoreError::Io(_) => "the server could not complete the operation".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<io::Error> for StoreError {
+    fn from(error: io::Error) -> Self {
+        match error.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound,
+            io::ErrorKind::AlreadyExists => StoreError::AlreadyExists,
+            io::ErrorKind::IsADirectory
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::DirectoryNotEmpty => StoreError::NotAFile,
+            // cap-std reports an attempt to leave the root as PermissionDenied.
+            io::ErrorKind::PermissionDenied => StoreError::Denied,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::NoSpace,
+            _ => StoreError::Io(error),
+        }
+    }
+}
+
+/// The served root.
+#[derive(Debug)]
+pub struct Store {
+    root: Dir,
+    staging: Dir,
+    next_upload: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating it if needed) the directory to serve, and removes the
+    /// leftovers of uploads that were in progress when a previous server
+    /// stopped.
+    pub fn open(path: &Path) -> io::Result<Store> {
+        std::fs::create_dir_all(path)?;
+        let root = Dir::open_ambient_dir(path, ambient_authority())?;
+        root.create_dir_all(STAGING)?;
+        let staging = root.open_dir(STAGING)?;
+        for entry in staging.entries()? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if entry.file_type()?.is_dir() {
+                staging.remove_dir_all(&name)?;
+            } else {
+                staging.remove_file(&name)?;
+            }
+        }
+        Ok(Store {
+            root,
+            staging,
+            next_upload: AtomicU64::new(0),
+        })
+    }
+
+    /// Checks, before any body byte is sent, that `name` could be published:
+    /// a valid name, not a directory, not under a file, not outside the
+    /// root, and absent unless `overwrite`.
+    pub fn check_put(&self, name: &str, overwrite: bool) -> Result<(), StoreError> {
+        validate_name(name)?;
+        match self.root.metadata(name) {
+            Ok(meta) if meta.is_dir() => Err(StoreError::NotAFile),
+            Ok(_) if !overwrite => Err(StoreError::AlreadyExists),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Bytes available to uploads on the root's file system.
+    pub fn available_space(&self) -> io::Result<u64> {
+        let stat = rustix::fs::fstatvfs(&self.root)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// Creates a fresh temporary file in the staging area.
+    pub fn begin_upload(&self) -> Result<Upload, StoreError> {
+        let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
+        let temp = format!("upload-{}-{id}.part", std::process::id());
+        let file = self
+            .staging
+            .open_with(&temp, OpenOptions::new().write(true).create_new(true))?;
+        Ok(Upload {
+            file: Some(file.into_std()),
+            temp,
+            staging: self.staging.try_clone()?,
+            published: false,
+        })
+    }
+
+    /// Makes a complete, verified and synced upload visible as `name`:
+    /// atomically replacing an existing file if `overwrite`, otherwise
+    /// failing with [`StoreError::AlreadyExists`] if the name was taken in
+    /// the meantime. Creates missing parent directories and syncs the
+    /// directory that received the file.
+    pub fn publish(
+        &self,
+        mut upload: Upload,
+        name: &str,
+        overwrite: bool,
+    ) -> Result<(), StoreError> {
+        validate_name(name)?;
+        // The file's content is synced by the caller; close it before it
+        // becomes visible.
+        drop(upload.file.take());
+        let parent = parent_of(name);
+        if let Some(parent) = parent {
+            self.root.create_dir_all(parent)?;
+        }
+        if overwrite {
+            self.staging.rename(&upload.temp, &self.root, name)?;
+        } else {
+            // `link` fails if the name exists: the check and the publish are
+            // one step. The staged name is removed afterwards.
+            self.staging.hard_link(&upload.temp, &self.root, name)?;
+            self.staging.remove_file(&upload.temp)?;
+        }
+        upload.published = true;
+        self.sync_dir(parent)?;
+        Ok(())
+    }
+
+    /// Opens a regular file for reading. Returns it with its size and
+    /// modification time.
+    pub fn open_read(&self, name: &str) -> Result<(File, Entry), StoreError> {
+        validate_name(name)?;
+        // O_NONBLOCK: opening a FIFO placed in the root must not hang the
+        // server; it is then refused as not a regular file.
+        let file = self.root.open_with(
+            name,
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32),
+        )?;
+        let file = file.into_std();
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(StoreError::NotAFile);
+        }
+        let entry = Entry {
+            name: name.to_owned(),
+            size: meta.len(),
+            modified_ns: std_mtime_ns(&meta),
+        };
+        Ok((file, entry))
+    }
+
+    /// Describes one regular file.
+    pub fn stat(&self, name: &str) -> Result<Entry, StoreError> {
+        validate_name(name)?;
+        let meta = self.root.metadata(name)?;
+        if !meta.is_file() {
+            return Err(StoreError::NotAFile);
+        }
+        Ok(Entry {
+            name: name.to_owned(),
+            size: meta.len(),
+            modified_ns: mtime_ns(meta.mtime(), meta.mtime_nsec()),
+        })
+    }
+
+    /// Deletes one file (a symlink is removed itself, never its target).
+    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+        validate_name(name)?;
+        let meta = self.root.symlink_metadata(name)?;
+        if meta.is_dir() {
+            return Err(StoreError::NotAFile);
+        }
+        self.root.remove_file(name)?;
+        self.sync_dir(parent_of(name))?;
+        Ok(())
+    }
+
+    /// Calls `each` for every regular file whose name starts with `prefix`,
+    /// in byte order of the names, until it returns `false`. Symlinks are
+    /// not followed and the staging area is never listed; names that the
+    /// protocol could not address are skipped.
+    pub fn list(
+        &self,
+        prefix: &str,
+        each: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), StoreError> {
+        let root = self.root.try_clone()?;
+        walk(&root, "", prefix, each)?;
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
+        // A directory handle from `open_dir` may be an O_PATH descriptor,
+        // which cannot be synced: open the directory for reading instead.
+        let dir = self.root.open(dir.unwrap_or("."))?;
+        dir.sync_all()?;
+        Ok(())
+    }
+}
+
+/// Visits `dir` (whose name relative to the root is `path`, empty for the
+/// root). Returns `false` once `each` asked to stop.
+fn walk(
+    dir: &Dir,
+    path: &str,
+    prefix: &str,
+    each: &mut dyn FnMut(Entry) -> bool,
+) -> io::Result<bool> {
+    // Siblings sorted by their name, with a '/' appended to directories: a
+    // depth-first walk in this order yields full names in byte order
+    // ("a.txt" < "a/b" because '.' < '/').
+    let mut children = Vec::new();
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if path.is_empty() && name == RESERVED_NAME {
+            continue;
+        }
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            children.push((format!("{name}/"), entry));
+        } else if file_type.is_file() {
+            children.push((name, entry));
+        }
+    }
+    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+
+    for (key, entry) in children {
+        let full = format!("{path}{key}");
+        if full.len() > MAX_NAME_LEN + 1 {
+            continue;
+        }
+        if key.ends_with('/') {
+            // Descend only where names matching the prefix can be.
+            if (full.starts_with(prefix) || prefix.starts_with(&full))
+                && !walk(&entry.open_dir()?, &full, prefix, each)?
+            {
+                return Ok(false);
+            }
+        } else if full.starts_with(prefix) && validate_name(&full).is_ok() {
+            let meta = entry.metadata()?;
+            let keep_going = each(Entry {
+                name: full,
+                size: meta.len(),
+                modified_ns: mtime_ns(meta.mtime(), meta.mtime_nsec()),
+            });
+            if !keep_going {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn parent_of(name: &str) -> Option<&str> {
+    name.rsplit_once('/').map(|(parent, _)| parent)
+}
+
+fn mtime_ns(secs: i64, nsec: i64) -> u64 {
+    let ns = i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+    u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
+}
+
+fn std_mtime_ns(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    mtime_ns(meta.mtime(), meta.mtime_nsec())
+}
+
+/// A file being uploaded, in the staging area. Dropped without being
+/// published, it removes its temporary file.
+#[derive(Debug)]
+pub struct Upload {
+    file: Option<File>,
+    temp: String,
+    staging: Dir,
+    published: bool,
+}
+
+impl Upload {
+    /// The temporary file to write the body to.
+    pub fn file(&mut self) -> Option<&mut File> {
+        self.file.as_mut()
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.published {
+            drop(self.file.take());
+            // Best effort: a leftover is also removed at the next start.
+            let _ = self.staging.remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("root")).unwrap();
+        (dir, store)
+    }
+
+    fn put(store: &Store, name: &str, body: &[u8], overwrite: bool) -> Result<(), StoreError> {
+        store.check_put(name, overwrite)?;
+        let mut upload = store.begin_upload()?;
+        upload.file().unwrap().write_all(body).unwrap();
+        store.publish(upload, name, overwrite)
+    }
+
+    fn staging_is_empty(store: &Store) -> bool {
+        store.staging.entries().unwrap().next().is_none()
+    }
+
+    #[test]
+    fn publish_creates_parents_and_leaves_staging_empty() {
+        let (dir, store) = store();
+        put(&store, "a/b/c.txt", b"hello", false).unwrap();
+        let on_disk = std::fs::read(dir.path().join("root/a/b/c.txt")).unwrap();
+        assert_eq!(on_disk, b"hello");
+        assert!(staging_is_empty(&store));
+    }
+
+    #[test]
+    fn publish_without_overwrite_refuses_a_name_taken_meanwhile() {
+        let (dir, store) = store();
+        store.check_put("x", false).unwrap();
+        let mut first = store.begin_upload().unwrap();
+        first.file().unwrap().write_all(b"first").unwrap();
+        let mut second = store.begin_upload().unwrap();
+        second.file().unwrap().write_all(b"second").unwrap();
+        store.publish(first, "x", false).unwrap();
+        assert!(matches!(
+            store.publish(second, "x", false),
+            Err(StoreError::AlreadyExists)
+        ));
+        assert_eq!(std::fs::read(dir.path().join("root/x")).unwrap(), b"first");
+        assert!(staging_is_empty(&store));
+    }
+
+    #[test]
+    fn dropped_upload_removes_its_temporary_file() {
+        let (_dir, store) = store();
+        let mut upload = store.begin_upload().unwrap();
+        upload.file().unwrap().write_all(b"partial").unwrap();
+        assert!(!staging_is_empty(&store));
+        drop(upload);
+        assert!(staging_is_empty(&store));
+    }
+
+    #[test]
+    fn reopening_removes_leftover_uploads() {
+        let (dir, store) = store();
+        let upload = store.begin_upload().unwrap();
+        std::mem::forget(upload);
+        drop(store);
+        let store = Store::open(&dir.path().join("root")).unwrap();
+        assert!(staging_is_empty(&store));
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_not_followed() {
+        let (dir, store) = store();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        let root = dir.path().join("root");
+        std::os::unix::fs::symlink(&outside, root.join("out_dir")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("out_file")).unwrap();
+
+        assert!(matches!(
+            store.open_read("out_file"),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            store.open_read("out_dir/secret"),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            store.stat("out_dir/secret"),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            store.check_put("out_dir/new", false),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            put(&store, "out_dir/new", b"x", true),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            store.delete("out_dir/secret"),
+            Err(StoreError::Denied)
+        ));
+        // Deleting the link removes the link, not its target.
+        store.delete("out_file").unwrap();
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"secret");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+
+        let mut names = Vec::new();
+        store
+            .list("", &mut |e| {
+                names.push(e.name);
+                true
+            })
+            .unwrap();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn list_is_in_byte_order_and_honours_the_prefix() {
+        let (_dir, store) = store();
+        for name in ["b", "a/z", "a.txt", "a/b/c", "ab", "a-"] {
+            put(&store, name, name.as_bytes(), false).unwrap();
+        }
+        let mut names = Vec::new();
+        store
+            .list("", &mut |e| {
+                names.push(e.name);
+                true
+            })
+            .unwrap();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(names, ["a-", "a.txt", "a/b/c", "a/z", "ab", "b"]);
+
+        let mut under_a = Vec::new();
+        store
+            .list("a/", &mut |e| {
+                under_a.push(e.name);
+                true
+            })
+            .unwrap();
+        assert_eq!(under_a, ["a/b/c", "a/z"]);
+    }
+
+    #[test]
+    fn directories_are_not_files() {
+        let (_dir, store) = store();
+        put(&store, "d/f", b"", false).unwrap();
+        assert!(matches!(
+            store.check_put("d", true),
+            Err(StoreError::NotAFile)
+        ));
+        assert!(matches!(store.open_read("d"), Err(StoreError::NotAFile)));
+        assert!(matches!(store.delete("d"), Err(StoreError::NotAFile)));
+        assert!(matches!(
+            store.check_put("d/f/g", false),
+            Err(StoreError::NotAFile)
+        ));
+    }
+}

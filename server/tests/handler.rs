@@ -1,0 +1,337 @@
+//! The connection handler driven over an in-memory stream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use proto::message::MessageCodec;
+use proto::transfer::{
+    Delete, ErrorCode, FileVersion, Get, Hello, List, Put, Request, Response, Stat, Trailer,
+    frame_config,
+};
+use server::{Config, Server, handler};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+struct Peer {
+    framed: Framed<DuplexStream, MessageCodec<Response>>,
+}
+
+impl Peer {
+    async fn send<T: serde::Serialize>(&mut self, msg: T) {
+        self.framed.send(msg).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Response {
+        self.framed.next().await.expect("a response").unwrap()
+    }
+
+    /// Reads `n` raw body bytes, taking what the codec buffered first.
+    async fn body(&mut self, n: usize) -> Vec<u8> {
+        let buffered = self.framed.read_buffer_mut();
+        let take = n.min(buffered.len());
+        let mut body = buffered.split_to(take).to_vec();
+        let mut rest = vec![0; n - take];
+        self.framed.get_mut().read_exact(&mut rest).await.unwrap();
+        body.extend_from_slice(&rest);
+        body
+    }
+
+    async fn raw(&mut self, bytes: &[u8]) {
+        self.framed.get_mut().write_all(bytes).await.unwrap();
+    }
+
+    async fn trailer(&mut self) -> Trailer {
+        let mut codec = proto::frame::FrameCodec::with_config(frame_config());
+        loop {
+            if let Some(frame) = codec.decode_frame(self.framed.read_buffer_mut()).unwrap() {
+                return proto::message::decode(&frame).unwrap();
+            }
+            let mut more = [0u8; 1024];
+            let n = self.framed.get_mut().read(&mut more).await.unwrap();
+            assert!(n > 0, "stream ended before the trailer");
+            self.framed.read_buffer_mut().extend_from_slice(&more[..n]);
+        }
+    }
+}
+
+async fn start(dir: &tempfile::TempDir) -> (Peer, tokio::task::JoinHandle<()>) {
+    let server = Server::new(Config {
+        root: dir.path().join("root"),
+        max_file_size: 1 << 20,
+        idle_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .unwrap();
+    let (client, server_end) = tokio::io::duplex(64 * 1024);
+    let shared = server.shared();
+    let task = tokio::spawn(async move {
+        let _ = handler::serve(server_end, shared, CancellationToken::new()).await;
+    });
+    let mut peer = Peer {
+        framed: Framed::new(
+            client,
+            MessageCodec::with_frames(proto::frame::FrameCodec::with_config(frame_config())),
+        ),
+    };
+    peer.send(Hello::new(None)).await;
+    assert!(matches!(peer.recv().await, Response::Welcome(_)));
+    (peer, task)
+}
+
+fn error_code(response: Response) -> ErrorCode {
+    match response {
+        Response::Error(e) => e.code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+async fn put(peer: &mut Peer, name: &str, body: &[u8], overwrite: bool) -> Response {
+    peer.send(Request::Put(Put {
+        name: name.into(),
+        size: body.len() as u64,
+        overwrite,
+        resume_key: None,
+    }))
+    .await;
+    match peer.recv().await {
+        Response::PutReady { offset: 0 } => {}
+        other => return other,
+    }
+    peer.raw(body).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(body).as_bytes(),
+    })
+    .await;
+    peer.recv().await
+}
+
+#[tokio::test]
+async fn put_get_list_stat_delete_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+
+    let done = put(&mut peer, "dir/file.bin", &body, false).await;
+    assert_eq!(
+        done,
+        Response::PutDone {
+            size: body.len() as u64,
+            hash: *blake3::hash(&body).as_bytes()
+        }
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("root/dir/file.bin")).unwrap(),
+        body
+    );
+
+    peer.send(Request::Get(Get {
+        name: "dir/file.bin".into(),
+        offset: 0,
+        if_version: None,
+    }))
+    .await;
+    let Response::GetReady {
+        size, offset: 0, ..
+    } = peer.recv().await
+    else {
+        panic!("expected GetReady")
+    };
+    assert_eq!(size, body.len() as u64);
+    assert_eq!(peer.body(body.len()).await, body);
+    assert_eq!(peer.trailer().await.hash, *blake3::hash(&body).as_bytes());
+
+    peer.send(Request::List(List {
+        prefix: String::new(),
+    }))
+    .await;
+    let Response::Entry(entry) = peer.recv().await else {
+        panic!()
+    };
+    assert_eq!(entry.name, "dir/file.bin");
+    assert_eq!(entry.size, body.len() as u64);
+    assert_eq!(peer.recv().await, Response::ListEnd { count: 1 });
+
+    peer.send(Request::Stat(Stat {
+        name: "dir/file.bin".into(),
+    }))
+    .await;
+    assert!(matches!(peer.recv().await, Response::Entry(e) if e == entry));
+
+    peer.send(Request::Delete(Delete {
+        name: "dir/file.bin".into(),
+    }))
+    .await;
+    assert_eq!(peer.recv().await, Response::Deleted);
+    peer.send(Request::Stat(Stat {
+        name: "dir/file.bin".into(),
+    }))
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn resumed_get_sends_the_rest_and_hashes_the_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    let body: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+    put(&mut peer, "f", &body, false).await;
+    peer.send(Request::Stat(Stat { name: "f".into() })).await;
+    let Response::Entry(entry) = peer.recv().await else {
+        panic!()
+    };
+    let version = FileVersion {
+        size: entry.size,
+        modified_ns: entry.modified_ns,
+    };
+    peer.send(Request::Get(Get {
+        name: "f".into(),
+        offset: 300_001,
+        if_version: Some(version),
+    }))
+    .await;
+    let Response::GetReady { offset, .. } = peer.recv().await else {
+        panic!()
+    };
+    assert_eq!(offset, 300_001);
+    assert_eq!(peer.body(body.len() - 300_001).await, &body[300_001..]);
+    assert_eq!(peer.trailer().await.hash, *blake3::hash(&body).as_bytes());
+}
+
+#[tokio::test]
+async fn wrong_trailer_is_an_integrity_error_and_nothing_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    peer.send(Request::Put(Put {
+        name: "x".into(),
+        size: 3,
+        overwrite: false,
+        resume_key: None,
+    }))
+    .await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(b"abc").await;
+    peer.send(Trailer { hash: [0; 32] }).await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::IntegrityMismatch);
+    assert!(!dir.path().join("root/x").exists());
+    // The connection is still usable.
+    assert!(matches!(
+        put(&mut peer, "x", b"abc", false).await,
+        Response::PutDone { .. }
+    ));
+}
+
+#[tokio::test]
+async fn refusals_before_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    assert_eq!(
+        error_code(put(&mut peer, "../escape", b"x", false).await),
+        ErrorCode::InvalidName
+    );
+    assert_eq!(
+        error_code(put(&mut peer, "big", &vec![0; (1 << 20) + 1], false).await),
+        ErrorCode::TooLarge
+    );
+    put(&mut peer, "once", b"1", false).await;
+    assert_eq!(
+        error_code(put(&mut peer, "once", b"2", false).await),
+        ErrorCode::AlreadyExists
+    );
+    assert!(matches!(
+        put(&mut peer, "once", b"2", true).await,
+        Response::PutDone { .. }
+    ));
+    assert_eq!(std::fs::read(dir.path().join("root/once")).unwrap(), b"2");
+}
+
+#[tokio::test]
+async fn truncated_body_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, task) = start(&dir).await;
+    peer.send(Request::Put(Put {
+        name: "cut".into(),
+        size: 100_000,
+        overwrite: false,
+        resume_key: None,
+    }))
+    .await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&[7; 50_000]).await;
+    drop(peer);
+    task.await.unwrap();
+    // Give the disk worker a moment to drop the upload.
+    for _ in 0..100 {
+        if std::fs::read_dir(dir.path().join("root/.framekit/staging"))
+            .unwrap()
+            .count()
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!dir.path().join("root/cut").exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("root/.framekit/staging"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn wrong_magic_and_version_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(Config {
+        root: dir.path().join("root"),
+        ..Config::default()
+    })
+    .unwrap();
+    for (hello, code) in [
+        (
+            Hello {
+                magic: *b"NOTFRAME",
+                version: 1,
+                token: None,
+            },
+            ErrorCode::BadMagic,
+        ),
+        (
+            Hello {
+                magic: proto::transfer::MAGIC,
+                version: 99,
+                token: None,
+            },
+            ErrorCode::UnsupportedVersion,
+        ),
+    ] {
+        let (client, server_end) = tokio::io::duplex(4096);
+        let shared = server.shared();
+        tokio::spawn(handler::serve(server_end, shared, CancellationToken::new()));
+        let mut framed = Framed::new(client, MessageCodec::<Response>::new());
+        framed.send(hello).await.unwrap();
+        assert_eq!(error_code(framed.next().await.unwrap().unwrap()), code);
+        assert!(
+            framed.next().await.is_none(),
+            "the server closes the connection"
+        );
+    }
+    // Not framekit at all: an HTTP request.
+    let (mut client, server_end) = tokio::io::duplex(4096);
+    tokio::spawn(handler::serve(
+        server_end,
+        server.shared(),
+        CancellationToken::new(),
+    ));
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).await.unwrap();
+    let mut buf = BytesMut::from(&reply[..]);
+    let mut codec = MessageCodec::<Response>::new();
+    let response = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+        .unwrap()
+        .unwrap();
+    assert_eq!(error_code(response), ErrorCode::BadMagic);
+}
