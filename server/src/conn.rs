@@ -153,8 +153,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Closes the sending side so the peer sees the end of the stream after
-    /// what was sent.
+    /// what was sent, then discards what the peer still sends for a moment.
+    /// Closing a socket with unread input makes the kernel reset the
+    /// connection, which can destroy the last reply before the peer reads
+    /// it; lingering avoids that.
     pub async fn shutdown(&mut self) {
+        const LINGER: Duration = Duration::from_secs(1);
+        const LINGER_BYTES: usize = 256 * 1024;
         let _ = timeout(self.idle, self.stream.shutdown()).await;
+        let _ = timeout(LINGER, async {
+            let mut sink = [0u8; 4096];
+            let mut drained = 0;
+            while drained < LINGER_BYTES {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
     }
 }

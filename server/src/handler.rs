@@ -81,7 +81,17 @@ where
                 session.conn.shutdown().await;
                 return Ok(());
             }
-            frame = session.conn.read_frame() => frame?,
+            frame = session.conn.read_frame() => match frame {
+                Ok(frame) => frame,
+                Err(ConnError::Protocol(e)) if !e.is_truncated() => {
+                    // Tell the peer why before hanging up: the stream can no
+                    // longer be followed.
+                    session.refuse(ErrorCode::BadRequest, e.to_string()).await?;
+                    session.conn.shutdown().await;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e),
+            },
         };
         let Some(frame) = frame else {
             return Ok(());
@@ -247,16 +257,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let trailer: Trailer = match self.conn.read_message().await {
             Ok(trailer) => trailer,
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
+                drop(upload);
                 self.refuse(ErrorCode::BadRequest, format!("expected a trailer: {e}"))
                     .await?;
                 return Err(e.into());
             }
             Err(e) => return Err(e),
         };
+        // A failed upload is removed before the client hears about it.
         if let Some(error) = write_error {
+            drop(upload);
             return self.refuse_store(error.into()).await;
         }
         if trailer.hash != *hash.as_bytes() {
+            drop(upload);
             return self
                 .refuse(
                     ErrorCode::IntegrityMismatch,

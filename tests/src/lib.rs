@@ -1,1 +1,312 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: start the real `server` binary on an
+//! ephemeral loopback port, run the real `client` binary against it, and
+//! speak the protocol directly when a test needs a misbehaving peer.
+//!
+//! The binaries are the ones `cargo test --workspace` builds next to the
+//! test executables (`target/<profile>/server` and `client`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use proto::blocking::{read_message, write_message};
+use proto::transfer::{Hello, Response, Welcome, frame_config};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The path of one of the workspace's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test), which builds the binaries",
+        path.display()
+    );
+    path
+}
+
+/// A running `server` process, killed when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The directory it serves.
+    pub root: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts a server on `127.0.0.1:0` serving `root`, with extra
+    /// arguments, and waits for its `listening on` line.
+    pub fn start(root: &Path, extra: &[&str]) -> ServerProcess {
+        let mut child = Command::new(bin("server"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--root")
+            .arg(root)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("server stderr");
+        collect(stderr, Arc::clone(&log));
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "unexpected first line {line:?}; log: {}",
+                    log.lock().unwrap()
+                )
+            });
+        ServerProcess {
+            child,
+            addr,
+            root: root.to_owned(),
+            log,
+        }
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; panics after 20 s.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal (e.g. `"TERM"`) to the server.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the server to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A `client` command aimed at this server, quiet, run in `cwd`.
+    pub fn client(&self, cwd: &Path) -> Command {
+        let mut cmd = Command::new(bin("client"));
+        cmd.current_dir(cwd)
+            .arg("--server")
+            .arg(self.addr.to_string())
+            .arg("--quiet")
+            .env_remove("FRAMEKIT_SERVER")
+            .env_remove("FRAMEKIT_TOKEN")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Opens a raw protocol connection and completes the handshake.
+    pub fn connect(&self) -> RawPeer {
+        RawPeer::connect(self.addr)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn collect(mut stderr: ChildStderr, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            log.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+}
+
+/// A protocol peer that speaks through `proto::blocking` and can misbehave.
+#[derive(Debug)]
+pub struct RawPeer {
+    /// The connection.
+    pub stream: TcpStream,
+    /// What the server said in the handshake.
+    pub welcome: Welcome,
+}
+
+impl RawPeer {
+    /// Connects and completes the handshake.
+    pub fn connect(addr: SocketAddr) -> RawPeer {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write_message(&mut stream, &frame_config(), &Hello::new(None)).unwrap();
+        let welcome = match read_message(&mut stream, &frame_config()).unwrap() {
+            Some(Response::Welcome(welcome)) => welcome,
+            other => panic!("expected a welcome, got {other:?}"),
+        };
+        RawPeer { stream, welcome }
+    }
+
+    /// Sends one message.
+    pub fn send<T: serde::Serialize>(&mut self, msg: &T) {
+        write_message(&mut self.stream, &frame_config(), msg).unwrap();
+    }
+
+    /// Receives one response.
+    pub fn recv(&mut self) -> Response {
+        read_message(&mut self.stream, &frame_config())
+            .unwrap()
+            .expect("a response, not the end of the stream")
+    }
+
+    /// Sends raw bytes.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+}
+
+/// Deterministic pseudo-random bytes (splitmix64), fast enough for
+/// hundreds of MiB.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `len` pseudo-random bytes to `path` without holding them all in
+/// memory, and returns their BLAKE3 hash.
+pub fn write_random_file(path: &Path, seed: u64, len: u64) -> blake3::Hash {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut hasher = blake3::Hasher::new();
+    let mut written = 0u64;
+    let mut block = 0u64;
+    while written < len {
+        let n = (len - written).min(1 << 20) as usize;
+        let chunk = random_bytes(seed ^ block.wrapping_mul(0x1000_0000_01B3), n);
+        hasher.update(&chunk);
+        file.write_all(&chunk).unwrap();
+        written += n as u64;
+        block += 1;
+    }
+    file.flush().unwrap();
+    hasher.finalize()
+}
+
+/// The BLAKE3 hash of a file, streamed.
+pub fn hash_file(path: &Path) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(std::fs::File::open(path).unwrap())
+        .unwrap();
+    hasher.finalize()
+}
+
+/// Every path under `dir` (files, directories, links), relative, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            out.push(
+                path.strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if entry.file_type().unwrap().is_dir() {
+                walk(base, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The files in the server's staging area.
+pub fn staging(root: &Path) -> Vec<String> {
+    tree(&root.join(".framekit/staging"))
+}
+
+/// Waits until `check` holds; panics with `what` after 20 s.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// stdout of a finished command, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// stderr of a finished command, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
