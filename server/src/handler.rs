@@ -542,3 +542,51 @@ fn buffer_pair(size: u64) -> Pipe {
 fn worker_gone() -> ConnError {
     ConnError::Io(io::Error::other("the disk worker stopped unexpectedly"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Server};
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    /// A disk that fills up mid-upload (`/dev/full` fails every write with
+    /// ENOSPC): the body is still drained so the connection stays in step,
+    /// and the error is reported.
+    #[tokio::test]
+    async fn disk_full_mid_body_is_reported_after_draining_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::new(Config {
+            root: dir.path().join("root"),
+            ..Config::default()
+        })
+        .unwrap();
+        let (mut client, server_end) = tokio::io::duplex(64 * 1024);
+        let mut session = Session {
+            conn: Conn::new(server_end, Duration::from_secs(5)),
+            shared: server.shared(),
+        };
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let upload = session.shared.store.upload_into(full);
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| i.to_le_bytes()[0]).collect();
+        let sender = tokio::spawn(async move {
+            client.write_all(&body).await.unwrap();
+            client.write_all(b"next").await.unwrap();
+            client
+        });
+        let (_upload, hash, error) = session.receive_body(upload, 1_000_000).await.unwrap();
+        let error = error.expect("the write error is kept");
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(StoreError::from(error).code(), ErrorCode::NoSpace);
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| i.to_le_bytes()[0]).collect();
+        assert_eq!(hash, blake3::hash(&body));
+        // The bytes after the body are still there for the next message.
+        let mut next = [0u8; 4];
+        let n = session.conn.read_body(&mut next).await.unwrap();
+        assert_eq!(&next[..n], &b"next"[..n]);
+        drop(sender.await.unwrap());
+    }
+}

@@ -353,6 +353,19 @@ impl Upload {
     }
 }
 
+#[cfg(test)]
+impl Store {
+    /// An upload whose data goes to `file` instead of a staged file.
+    pub(crate) fn upload_into(&self, file: File) -> Upload {
+        Upload {
+            file: Some(file),
+            temp: "never-created".to_owned(),
+            staging: self.staging.try_clone().unwrap(),
+            published: false,
+        }
+    }
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         if !self.published {

@@ -331,3 +331,90 @@ fn a_frame_declaring_four_gib_is_refused_without_allocating() {
         Response::PutDone { .. }
     ));
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` at `path`; `None` when not allowed to (not
+    /// root).
+    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn full_disk_is_reported_nothing_is_published_and_the_server_goes_on() {
+    if !is_root() {
+        // Without root no file system can be mounted; the server crate's
+        // library-level test covers a disk that fails with ENOSPC.
+        eprintln!(
+            "full_disk test: not root, cannot mount a tmpfs; covered by the server's unit test"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = Tmpfs::mount(&dir.path().join("mnt"), "4m").expect("mount a tmpfs as root");
+    let root = mnt.path.join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut peer = server.connect();
+
+    // Larger than the disk: refused before any body byte.
+    assert_eq!(
+        error_code(start_put(&mut peer, "huge", 8 << 20, false)),
+        ErrorCode::NoSpace
+    );
+
+    // Fits when announced, but the disk fills up during the upload.
+    let body = random_bytes(5, 3 << 20);
+    assert_eq!(
+        start_put(&mut peer, "a", body.len() as u64, false),
+        Response::PutReady { offset: 0 }
+    );
+    std::fs::write(mnt.path.join("filler"), vec![1u8; 3 << 20]).unwrap();
+    peer.raw(&body);
+    peer.send(&Trailer {
+        hash: *blake3::hash(&body).as_bytes(),
+    });
+    assert_eq!(error_code(peer.recv()), ErrorCode::NoSpace);
+    assert!(!root.join("a").exists());
+    assert!(staging(&root).is_empty());
+
+    // Space again: the next upload that fits succeeds on the same connection.
+    std::fs::remove_file(mnt.path.join("filler")).unwrap();
+    let small = random_bytes(6, 1 << 20);
+    assert!(matches!(
+        put(&mut peer, "a", &small),
+        Response::PutDone { .. }
+    ));
+    assert_eq!(std::fs::read(root.join("a")).unwrap(), small);
+    drop(server);
+}
