@@ -100,9 +100,15 @@ pub fn max_payload_len(config: &FrameConfig) -> usize {
     usize::try_from(config.max_payload_len()).unwrap_or(usize::MAX)
 }
 
+/// Whether `config` can encode any payload at all (a positive adjustment
+/// above the maximum leaves none).
+pub fn can_encode(config: &FrameConfig) -> bool {
+    min_payload_len(config) <= max_payload_len(config)
+}
+
 /// One payload that `config` can encode: mostly short, sometimes past the
 /// 1-byte varint and `U8` limits, rarely past the 2-byte varint limit
-/// (16 KiB).
+/// (16 KiB). Requires [`can_encode`].
 pub fn payload(config: &FrameConfig) -> BoxedStrategy<Vec<u8>> {
     let min = min_payload_len(config);
     let max = max_payload_len(config);
@@ -226,6 +232,9 @@ pub fn frame_boundaries(config: &FrameConfig, payloads: &[Vec<u8>]) -> Vec<usize
 pub fn to_bytes(payloads: &[Vec<u8>]) -> Vec<Bytes> {
     payloads.iter().cloned().map(Bytes::from).collect()
 }
+
+/// One of the three decoding APIs, run over a chunked stream to its end.
+pub type DecodeFn = fn(&FrameConfig, &[Vec<u8>]) -> Result<Vec<Bytes>, Error>;
 
 /// Decodes `chunks` with the sans-IO API as a caller would: append each
 /// chunk, take every complete frame, and at the end call `decode_eof`.
