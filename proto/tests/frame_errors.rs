@@ -363,6 +363,30 @@ fn assert_refused_everywhere(config: &FrameConfig, payload: &[u8], check: fn(&Er
     assert!(framed.write_buffer().is_empty());
 }
 
+/// A writer whose peer has gone: it accepts nothing.
+struct TakesNothing;
+
+impl Write for TakesNothing {
+    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn blocking_write_frame_to_a_writer_that_takes_nothing_fails() {
+    // Retrying a write that makes no progress would loop forever.
+    let err = proto::blocking::write_frame(&mut TakesNothing, &FrameConfig::default(), b"data")
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Io(e) if e.kind() == io::ErrorKind::WriteZero),
+        "{err}"
+    );
+}
+
 #[test]
 fn u16_prefix_refuses_70_000_bytes_and_writes_nothing() {
     let config = config(LengthPrefix::U16Be, 0, 1 << 20, Oversize::Error);
