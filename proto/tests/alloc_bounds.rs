@@ -1,0 +1,174 @@
+//! Lengths declared by a peer are never allocated: measured with a counting
+//! global allocator, so the blocking reader and message decoding are held to
+//! what they actually allocate, not to what their buffers report.
+//!
+//! The allocator counts every thread, so the measured sections run one at a
+//! time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::{BufMut, BytesMut};
+use proptest::prelude::*;
+use proto::Error;
+use proto::frame::{Builder, FrameConfig, Oversize, READ_AHEAD};
+use proto::message;
+use proto::transfer::{self, Hello, Request, Response};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use std::alloc::System;
+use std::io::Cursor;
+use std::sync::Mutex;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const MIB: usize = 1024 * 1024;
+
+/// Runs `f` and returns its result with the bytes it allocated (growth by
+/// reallocation included).
+fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let region = Region::new(GLOBAL);
+    let out = f();
+    (out, region.change().bytes_allocated)
+}
+
+/// A stream holding a 4-byte big-endian prefix declaring `declared` bytes,
+/// then `sent` bytes of payload, then end of stream.
+fn stalled_frame(declared: u32, sent: usize) -> Cursor<Vec<u8>> {
+    let mut stream = declared.to_be_bytes().to_vec();
+    stream.resize(4 + sent, 0xAB);
+    Cursor::new(stream)
+}
+
+#[test]
+fn blocking_read_frame_of_a_16_mib_claim_with_one_byte_allocates_the_read_ahead_at_most() {
+    let config = FrameConfig::default();
+    let mut reader = stalled_frame(16 << 20, 1);
+    let (result, allocated) = allocated_by(|| proto::blocking::read_frame(&mut reader, &config));
+    assert!(
+        matches!(
+            result,
+            Err(Error::Truncated {
+                received: 1,
+                expected: Some(0x100_0000)
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(
+        allocated <= READ_AHEAD + 1024,
+        "{allocated} bytes allocated"
+    );
+}
+
+#[test]
+fn blocking_read_frame_allocates_in_step_with_the_bytes_received() {
+    let config = FrameConfig::default();
+    let mut reader = stalled_frame(16 << 20, 2 * MIB);
+    let (result, allocated) = allocated_by(|| proto::blocking::read_frame(&mut reader, &config));
+    assert!(result.unwrap_err().is_truncated());
+    // Growth may double the buffer; it must not jump to the declared 16 MiB.
+    assert!(
+        allocated <= 2 * (2 * MIB + READ_AHEAD) + 1024,
+        "{allocated} bytes allocated"
+    );
+}
+
+#[test]
+fn blocking_read_next_skipping_an_oversized_frame_allocates_almost_nothing() {
+    let config = Builder::new()
+        .max_frame_length(1024)
+        .oversize(Oversize::Discard)
+        .config();
+    let mut reader = stalled_frame(1 << 30, 4 * MIB);
+    let (result, allocated) = allocated_by(|| proto::blocking::read_next(&mut reader, &config));
+    assert!(
+        matches!(
+            result,
+            Err(Error::Truncated {
+                received: 0x40_0000,
+                expected: Some(0x4000_0000)
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(allocated <= 64 * 1024, "{allocated} bytes allocated");
+}
+
+/// An encoded `Hello` whose token claims `claimed` bytes.
+fn hello_claiming(claimed: u64) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    let hello = Hello::new(Some("secret".into()));
+    message::encode(&hello, &mut buf).unwrap();
+    // magic (8), version (2), Some (1), then the token's u64 length.
+    buf[11..19].copy_from_slice(&claimed.to_le_bytes());
+    buf.to_vec()
+}
+
+#[test]
+fn message_claiming_a_huge_string_is_a_decode_error_without_allocating_it() {
+    for claimed in [1 << 20, 1 << 40, u64::MAX] {
+        let bytes = hello_claiming(claimed);
+        let (result, allocated) = allocated_by(|| message::decode::<Hello>(&bytes));
+        assert!(
+            matches!(
+                result,
+                Err(Error::Decode {
+                    message: "Hello",
+                    ..
+                })
+            ),
+            "{claimed}: {result:?}"
+        );
+        assert!(allocated <= 1024, "{claimed}: {allocated} bytes allocated");
+    }
+}
+
+#[test]
+fn read_message_claiming_a_huge_string_is_a_decode_error_without_allocating_it() {
+    let config = transfer::frame_config();
+    let body = hello_claiming(1 << 40);
+    let mut frame = BytesMut::new();
+    frame.put_u32(u32::try_from(body.len()).unwrap());
+    frame.put_slice(&body);
+    let mut reader = Cursor::new(frame.to_vec());
+    let (result, allocated) =
+        allocated_by(|| proto::blocking::read_message::<_, Hello>(&mut reader, &config));
+    assert!(
+        matches!(
+            result,
+            Err(Error::Decode {
+                message: "Hello",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(allocated <= 1024, "{allocated} bytes allocated");
+}
+
+proptest! {
+    #[test]
+    fn decoding_arbitrary_bytes_allocates_at_most_twice_their_length(
+        bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            // A valid variant index, then a string length claim (small or
+            // huge), then whatever follows.
+            (0u32..9, prop_oneof![0u64..600, any::<u64>()], proptest::collection::vec(any::<u8>(), 0..300))
+                .prop_map(|(variant, claimed, tail)| {
+                    [&variant.to_le_bytes()[..], &claimed.to_le_bytes(), &tail].concat()
+                }),
+        ],
+    ) {
+        // Lengths inside the bytes claim up to 2^64; the allocations must
+        // follow the bytes actually present.
+        let bound = 2 * bytes.len() + 1024;
+        let (_, allocated) = allocated_by(|| message::decode::<Request>(&bytes).is_ok());
+        prop_assert!(allocated <= bound, "Request: {} bytes allocated", allocated);
+        let (_, allocated) = allocated_by(|| message::decode::<Response>(&bytes).is_ok());
+        prop_assert!(allocated <= bound, "Response: {} bytes allocated", allocated);
+        let (_, allocated) = allocated_by(|| message::decode::<Hello>(&bytes).is_ok());
+        prop_assert!(allocated <= bound, "Hello: {} bytes allocated", allocated);
+    }
+}
