@@ -1,5 +1,8 @@
 //! The framekit file-transfer client, as a library.
 //!
+//! The `client` binary parses its command line into a [`cli::Cli`] and
+//! hands it to [`run`]. Everything else is usable on its own:
+//!
 //! - [`session::Session`] speaks the protocol over any `Read + Write`
 //!   stream (TCP, TLS, an in-memory peer): handshake, put, get, list, stat,
 //!   delete, with bodies streamed and hashed.
@@ -11,6 +14,8 @@
 //!   [`error::Exit`] which exit code that is.
 //! - [`escape::Escaped`] prints text from the server safely.
 
+pub mod cli;
+mod commands;
 pub mod connect;
 pub mod error;
 pub mod escape;
@@ -21,4 +26,5 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
+pub use commands::{TOKEN_VAR, print_entry, run};
 pub use error::{ClientError, Exit};

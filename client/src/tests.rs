@@ -11,8 +11,8 @@ use indicatif::ProgressBar;
 use proto::blocking::read_message;
 use proto::message::to_frame;
 use proto::transfer::{
-    Entry, ErrorCode, ErrorReply, Get, Hash, Hello, List, Put, Request, Response, Trailer, VERSION,
-    Welcome, frame_config,
+    Entry, ErrorCode, ErrorReply, Get, Hash, Hello, List, Put, Request, Response, Stat, Trailer,
+    VERSION, Welcome, frame_config,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -925,6 +925,23 @@ fn list_streams_every_entry_and_checks_the_count() {
 }
 
 #[test]
+fn list_prints_names_with_control_characters_escaped() {
+    let mut session = Script::welcome()
+        .msg(&Response::Entry(entry("x\u{1b}[31mred\u{9b}", 7)))
+        .msg(&Response::Entry(entry("日本/ok.txt", 8)))
+        .msg(&Response::ListEnd { count: 2 })
+        .session();
+    let mut out = Vec::new();
+    session
+        .list("pre", |e| crate::print_entry(&mut out, &e))
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "7\tx\\u{1b}[31mred\\u{9b}\n8\t日本/ok.txt\n"
+    );
+}
+
+#[test]
 fn list_with_a_wrong_count_is_a_protocol_error() {
     let mut session = Script::welcome()
         .msg(&Response::Entry(entry("a", 1)))
@@ -958,6 +975,20 @@ fn list_refused_is_reported() {
         }
     ));
     assert!(session.is_usable());
+}
+
+#[test]
+fn stat_prints_one_escaped_entry() {
+    let mut session = Script::welcome()
+        .msg(&Response::Entry(entry("a\tb", 12)))
+        .session();
+    let found = session.stat("ab").unwrap();
+    let mut out = Vec::new();
+    crate::print_entry(&mut out, &found).unwrap();
+    assert_eq!(out, b"12\ta\\tb\n");
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert_eq!(sent.request(), Request::Stat(Stat { name: "ab".into() }));
 }
 
 #[test]
