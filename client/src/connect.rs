@@ -1,0 +1,254 @@
+//! Opening a session over TCP.
+
+use crate::error::ClientError;
+use crate::session::Session;
+use proto::transfer::DEFAULT_PORT;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// How to connect.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// The access token sent in the handshake.
+    pub token: Option<String>,
+    /// How long to wait for the TCP connection.
+    pub connect_timeout: Duration,
+    /// How long to wait for the server during the handshake.
+    pub handshake_timeout: Duration,
+    /// After the handshake, the server's idle timeout plus this margin is
+    /// how long the client waits for the server to answer or take data
+    /// before giving up. The margin covers the server's own pauses (fsync
+    /// of a large upload before it answers).
+    pub idle_margin: Duration,
+    /// The wait used instead of the server's idle timeout when it announces
+    /// none (0).
+    pub default_idle_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            token: None,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
+            idle_margin: Duration::from_secs(60),
+            default_idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+// The token is a secret: keep it out of debug output.
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_margin", &self.idle_margin)
+            .field("default_idle_timeout", &self.default_idle_timeout)
+            .finish()
+    }
+}
+
+/// Connects to `addr` (`HOST:PORT`, `HOST`, `IP`, `[IPV6]:PORT`; the port
+/// defaults to [`DEFAULT_PORT`]) and performs the handshake.
+///
+/// The socket has `TCP_NODELAY` set (requests and responses are small
+/// frames that must not wait for more data), and read and write timeouts:
+/// [`ConnectOptions::handshake_timeout`] during the handshake, then the
+/// server's announced idle timeout plus [`ConnectOptions::idle_margin`], so
+/// that a dead server cannot make the client wait forever.
+pub fn connect(addr: &str, options: &ConnectOptions) -> Result<Session<TcpStream>, ClientError> {
+    let connect_error = |source| ClientError::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let stream = open(addr, options.connect_timeout).map_err(connect_error)?;
+    stream.set_nodelay(true).map_err(connect_error)?;
+    set_timeouts(&stream, options.handshake_timeout).map_err(connect_error)?;
+    let session = Session::handshake(stream, options.token.clone())?;
+    let idle = match session.welcome().idle_timeout_ms {
+        0 => options.default_idle_timeout,
+        ms => Duration::from_millis(ms),
+    };
+    let wait = idle.saturating_add(options.idle_margin);
+    set_timeouts(session.get_ref(), wait).map_err(ClientError::Io)?;
+    Ok(session)
+}
+
+/// The addresses `addr` stands for.
+pub fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
+    let bare_ip = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
+    if let Ok(ip) = bare_ip.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, DEFAULT_PORT)]);
+    }
+    let addrs: Vec<SocketAddr> = if addr.contains(':') {
+        addr.to_socket_addrs()?.collect()
+    } else {
+        (addr, DEFAULT_PORT).to_socket_addrs()?.collect()
+    };
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the name resolves to no address",
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first address of `addr` that answers.
+fn open(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for candidate in resolve(addr)? {
+        match TcpStream::connect_timeout(&candidate, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+}
+
+fn set_timeouts(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    // A zero duration means "no timeout" to nobody: std refuses it.
+    let timeout = Some(timeout.max(Duration::from_millis(1)));
+    stream.set_read_timeout(timeout)?;
+    stream.set_write_timeout(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Exit;
+    use proto::blocking::{read_message, write_message};
+    use proto::transfer::{Entry, Hello, Request, Response, Welcome, frame_config};
+    use std::io::{BufReader, Read};
+    use std::net::TcpListener;
+    use std::thread;
+
+    fn welcome(idle_timeout_ms: u64) -> Response {
+        Response::Welcome(Welcome {
+            version: proto::transfer::VERSION,
+            max_file_size: 1 << 30,
+            max_message_len: 65536,
+            idle_timeout_ms,
+            read_only: false,
+        })
+    }
+
+    #[test]
+    fn addresses_without_a_port_use_the_default_port() {
+        let port = DEFAULT_PORT;
+        assert_eq!(
+            resolve("127.0.0.1").unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], port))]
+        );
+        assert_eq!(resolve("::1").unwrap()[0].port(), port);
+        assert_eq!(resolve("[::1]").unwrap()[0].port(), port);
+        assert_eq!(resolve("[::1]:9").unwrap()[0].port(), 9);
+        assert_eq!(resolve("127.0.0.1:9").unwrap()[0].port(), 9);
+        assert_eq!(resolve("localhost").unwrap()[0].port(), port);
+    }
+
+    #[test]
+    fn a_closed_port_is_a_connection_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = connect(&addr, &ConnectOptions::default()).unwrap_err();
+        assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+        assert_eq!(err.exit(), Exit::Connection);
+        assert!(
+            err.report()
+                .starts_with(&format!("cannot connect to {addr}: "))
+        );
+    }
+
+    #[test]
+    fn connects_over_tcp_with_nodelay_and_the_token() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let config = frame_config();
+            let mut reader = BufReader::new(&stream);
+            let hello: Hello = read_message(&mut reader, &config).unwrap().unwrap();
+            write_message(&mut &stream, &config, &welcome(2_000)).unwrap();
+            let request: Request = read_message(&mut reader, &config).unwrap().unwrap();
+            let Request::Stat(stat) = request else {
+                panic!("{request:?}")
+            };
+            let entry = Entry {
+                name: stat.name,
+                size: 3,
+                modified_ns: 0,
+            };
+            write_message(&mut &stream, &config, &Response::Entry(entry)).unwrap();
+            hello
+        });
+        let options = ConnectOptions {
+            token: Some("secret".into()),
+            ..ConnectOptions::default()
+        };
+        let mut session = connect(&addr, &options).unwrap();
+        assert!(session.get_ref().nodelay().unwrap());
+        assert_eq!(
+            session.get_ref().read_timeout().unwrap(),
+            Some(Duration::from_secs(62))
+        );
+        let entry = session.stat("a/b").unwrap();
+        assert_eq!((entry.name.as_str(), entry.size), ("a/b", 3));
+        assert_eq!(server.join().unwrap(), Hello::new(Some("secret".into())));
+    }
+
+    #[test]
+    fn a_silent_server_times_out_the_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Accepts, never answers, and holds the connection until the client
+        // gives up and closes it.
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            io::copy(&mut stream, &mut io::sink()).unwrap_or(0)
+        });
+        let options = ConnectOptions {
+            handshake_timeout: Duration::from_millis(50),
+            ..ConnectOptions::default()
+        };
+        let err = connect(&addr, &options).unwrap_err();
+        assert!(matches!(err, ClientError::TimedOut), "{err:?}");
+        assert_eq!(err.exit(), Exit::Connection);
+        // The server received the hello, then the end of the stream.
+        assert!(server.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn a_busy_server_that_closes_at_once_is_reported_as_busy() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let reply = proto::transfer::ErrorReply::new(
+                proto::transfer::ErrorCode::Busy,
+                "too many connections",
+            );
+            write_message(&mut &stream, &frame_config(), &Response::Error(reply)).unwrap();
+            // Read the hello so that closing does not reset the connection.
+            let mut buf = [0u8; 64];
+            let _ = (&stream).read(&mut buf);
+        });
+        let err = connect(&addr, &ConnectOptions::default()).unwrap_err();
+        server.join().unwrap();
+        match &err {
+            ClientError::Refused { reply, .. } => {
+                assert_eq!(reply.code, proto::transfer::ErrorCode::Busy)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(err.exit(), Exit::Refused);
+    }
+}

@@ -1,0 +1,30 @@
+//! The framekit file-transfer client, as a library.
+//!
+//! The `client` binary parses its command line into a [`cli::Cli`] and
+//! hands it to [`run`]. Everything else is usable on its own:
+//!
+//! - [`session::Session`] speaks the protocol over any `Read + Write`
+//!   stream (TCP, TLS, an in-memory peer): handshake, put, get, list, stat,
+//!   delete, with bodies streamed and hashed.
+//! - [`connect::connect`] opens a session over TCP with the right socket
+//!   options and timeouts.
+//! - [`files`] uploads a local file and saves a download atomically
+//!   (temporary file, verification, fsync, rename).
+//! - [`error::ClientError`] says what went wrong, and
+//!   [`error::Exit`] which exit code that is.
+//! - [`escape::Escaped`] prints text from the server safely.
+
+pub mod cli;
+mod commands;
+pub mod connect;
+pub mod error;
+pub mod escape;
+pub mod files;
+pub mod progress;
+pub mod session;
+
+#[cfg(test)]
+mod tests;
+
+pub use commands::{TOKEN_VAR, print_entry, run};
+pub use error::{ClientError, Exit};
