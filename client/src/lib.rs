@@ -20,6 +20,8 @@ pub mod connect;
 pub mod error;
 pub mod escape;
 pub mod files;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod progress;
 pub mod session;
 

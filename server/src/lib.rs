@@ -6,6 +6,8 @@
 //! in-memory pipe).
 
 pub mod conn;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod handler;
 pub mod store;
 

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+pub mod corpus;
+
 use proto::blocking::{read_message, write_message};
 use proto::transfer::{Hello, Response, Welcome, frame_config};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,87 @@
+//! Helpers for the fuzz targets (compiled only under `cfg(fuzzing)`).
+
+use crate::files::{Staging, get_file};
+use crate::session::Session;
+use indicatif::ProgressBar;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A peer whose every answer is `input`, and which accepts whatever the
+/// client sends.
+struct Scripted<'a> {
+    input: &'a [u8],
+}
+
+impl Read for Scripted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl Write for Scripted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Plays `input` as everything a server answers, to a client that
+/// handshakes, gets a file, then lists. Checks that nothing panics, that
+/// nothing is written outside the destination directory or under another
+/// name than the one chosen, that no temporary file is left, and that a
+/// file is published only with content whose hash the server sent.
+pub fn responses(input: &[u8]) {
+    let base = std::env::temp_dir().join(format!(
+        "framekit-client-fuzz-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let out = base.join("out");
+    std::fs::create_dir_all(&out).expect("create the destination directory");
+    let dest = out.join("chosen.bin");
+
+    if let Ok(mut session) = Session::handshake(Scripted { input }, None) {
+        let staging = Staging::new(&dest, false).expect("a fresh destination");
+        let fetched = get_file(
+            &mut session,
+            "remote/name.bin",
+            staging,
+            &ProgressBar::hidden(),
+        );
+        if fetched.is_ok() && session.is_usable() {
+            let _ = session.list("", |_| Ok(()));
+        }
+    }
+
+    let beside: Vec<_> = std::fs::read_dir(&base)
+        .expect("read the base directory")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    assert_eq!(
+        beside,
+        ["out"],
+        "files appeared outside the destination directory"
+    );
+    let written: Vec<_> = std::fs::read_dir(&out)
+        .expect("read the destination directory")
+        .map(|e| e.expect("an entry").file_name())
+        .collect();
+    match written.as_slice() {
+        [] => {}
+        [name] if *name == "chosen.bin" => {
+            let content = std::fs::read(&dest).expect("read the saved file");
+            let hash = blake3::hash(&content);
+            assert!(
+                input.windows(32).any(|w| w == hash.as_bytes()),
+                "a file was saved without the server sending its hash"
+            );
+        }
+        other => panic!("unexpected files in the destination directory: {other:?}"),
+    }
+    std::fs::remove_dir_all(&base).expect("remove the fuzzing directory");
+}
