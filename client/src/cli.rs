@@ -27,6 +27,22 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// Encrypt the connection with TLS, checking the server's certificate
+    /// against the system's trusted roots (or --ca)
+    #[arg(long, global = true)]
+    pub tls: bool,
+
+    /// Trust the certificates in this PEM file (a private CA, or the
+    /// server's self-signed certificate) instead of the system's roots;
+    /// implies --tls
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+
+    /// Read the access token from the first line of this file (overrides
+    /// $FRAMEKIT_TOKEN)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
     /// What to do
     #[command(subcommand)]
     pub command: Command,

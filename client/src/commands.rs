@@ -18,8 +18,18 @@ pub const TOKEN_VAR: &str = "FRAMEKIT_TOKEN";
 /// be written, names are valid) come before connecting, so they fail fast
 /// and touch nothing on the server.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), ClientError> {
+    let token = match &cli.token_file {
+        Some(path) => Some(token_from_file(path)?),
+        None => token_from_env()?,
+    };
+    let tls = if cli.tls || cli.ca.is_some() {
+        Some(crate::tls::config(cli.ca.as_deref())?)
+    } else {
+        None
+    };
     let options = ConnectOptions {
-        token: token_from_env()?,
+        token,
+        tls,
         ..ConnectOptions::default()
     };
     let status = !cli.quiet;
@@ -97,6 +107,26 @@ fn get(
 /// Prints an entry as `SIZE<TAB>NAME`, the name escaped.
 pub fn print_entry(out: &mut dyn Write, entry: &Entry) -> Result<(), ClientError> {
     writeln!(out, "{}\t{}", entry.size, Escaped(&entry.name)).map_err(ClientError::Output)
+}
+
+/// The token in a file: its first line that is not blank, trimmed.
+fn token_from_file(path: &std::path::Path) -> Result<String, ClientError> {
+    let local = |source| ClientError::Local {
+        action: "cannot read the token file",
+        path: path.to_owned(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(local)?;
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            local(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the file holds no token",
+            ))
+        })
 }
 
 /// The token from the environment: `None` if unset or empty.

@@ -1,18 +1,89 @@
-//! Opening a session over TCP.
+//! Opening a session over TCP, or TLS over TCP.
 
 use crate::error::ClientError;
 use crate::session::Session;
+use crate::tls::{self, TlsStream};
 use proto::transfer::DEFAULT_PORT;
 use std::fmt;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A connection to the server: plain TCP or TLS.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+/// A TLS stream sends its close_notify alert when it is dropped, so that
+/// the server knows nothing was cut off. Best effort: a broken connection
+/// just fails the write.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.conn.send_close_notify();
+            while tls.conn.wants_write() {
+                if tls.conn.write_tls(&mut tls.sock).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_vectored(bufs),
+            Stream::Tls(tls) => tls.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
 
 /// How to connect.
 #[derive(Clone)]
 pub struct ConnectOptions {
     /// The access token sent in the handshake.
     pub token: Option<String>,
+    /// Connect with TLS, trusting these roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// How long to wait for the TCP connection.
     pub connect_timeout: Duration,
     /// How long to wait for the server during the handshake.
@@ -31,6 +102,7 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
             token: None,
+            tls: None,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
             idle_margin: Duration::from_secs(60),
@@ -44,6 +116,7 @@ impl fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectOptions")
             .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("tls", &self.tls.is_some())
             .field("connect_timeout", &self.connect_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_margin", &self.idle_margin)
@@ -60,21 +133,33 @@ impl fmt::Debug for ConnectOptions {
 /// [`ConnectOptions::handshake_timeout`] during the handshake, then the
 /// server's announced idle timeout plus [`ConnectOptions::idle_margin`], so
 /// that a dead server cannot make the client wait forever.
-pub fn connect(addr: &str, options: &ConnectOptions) -> Result<Session<TcpStream>, ClientError> {
+pub fn connect(addr: &str, options: &ConnectOptions) -> Result<Session<Stream>, ClientError> {
     let connect_error = |source| ClientError::Connect {
         addr: addr.to_owned(),
         source,
     };
-    let stream = open(addr, options.connect_timeout).map_err(connect_error)?;
-    stream.set_nodelay(true).map_err(connect_error)?;
-    set_timeouts(&stream, options.handshake_timeout).map_err(connect_error)?;
+    let tcp = open(addr, options.connect_timeout).map_err(connect_error)?;
+    tcp.set_nodelay(true).map_err(connect_error)?;
+    set_timeouts(&tcp, options.handshake_timeout).map_err(connect_error)?;
+    let stream = match &options.tls {
+        None => Stream::Plain(tcp),
+        Some(config) => {
+            let name = tls::server_name(addr)?;
+            Stream::Tls(Box::new(tls::handshake(
+                Arc::clone(config),
+                name,
+                tcp,
+                addr,
+            )?))
+        }
+    };
     let session = Session::handshake(stream, options.token.clone())?;
     let idle = match session.welcome().idle_timeout_ms {
         0 => options.default_idle_timeout,
         ms => Duration::from_millis(ms),
     };
     let wait = idle.saturating_add(options.idle_margin);
-    set_timeouts(session.get_ref(), wait).map_err(ClientError::Io)?;
+    set_timeouts(session.get_ref().tcp(), wait).map_err(ClientError::Io)?;
     Ok(session)
 }
 
@@ -195,9 +280,9 @@ mod tests {
             ..ConnectOptions::default()
         };
         let mut session = connect(&addr, &options).unwrap();
-        assert!(session.get_ref().nodelay().unwrap());
+        assert!(session.get_ref().tcp().nodelay().unwrap());
         assert_eq!(
-            session.get_ref().read_timeout().unwrap(),
+            session.get_ref().tcp().read_timeout().unwrap(),
             Some(Duration::from_secs(62))
         );
         let entry = session.stat("a/b").unwrap();

@@ -145,6 +145,9 @@ pub enum ProtocolError {
         /// What arrived.
         got: &'static str,
     },
+    /// The server answered the plain-text handshake with TLS.
+    #[error("the server speaks TLS: connect with --tls")]
+    TlsAnswer,
     /// The server speaks another protocol version.
     #[error("the server answered with protocol version {got}, this client speaks {ours}")]
     Version {
@@ -317,6 +320,22 @@ pub enum ClientError {
     /// `$FRAMEKIT_TOKEN` is not valid UTF-8.
     #[error("$FRAMEKIT_TOKEN is not valid UTF-8")]
     TokenNotUtf8,
+    /// The TLS handshake failed.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The server address.
+        addr: String,
+        /// What went wrong, in words.
+        reason: String,
+    },
+    /// The certificates to trust could not be loaded.
+    #[error("cannot use {} as trusted certificates: {reason}", .path.display())]
+    Ca {
+        /// The file (or store) they were read from.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Writing results to standard output failed.
     #[error("cannot write to standard output")]
     Output(#[source] io::Error),
@@ -331,6 +350,7 @@ impl ClientError {
             | ClientError::Closed
             | ClientError::Truncated { .. }
             | ClientError::TimedOut
+            | ClientError::Tls { .. }
             | ClientError::Io(_) => Exit::Connection,
             ClientError::Refused { reply, .. } => match reply.code {
                 ErrorCode::NotFound => Exit::NotFound,
@@ -343,7 +363,9 @@ impl ClientError {
             | ClientError::NoRemoteName { .. } => Exit::Refused,
             ClientError::Integrity { .. } => Exit::Integrity,
             ClientError::DestinationExists { .. } => Exit::AlreadyExists,
-            ClientError::Local { .. } | ClientError::FileChanged { .. } => Exit::LocalFile,
+            ClientError::Local { .. }
+            | ClientError::FileChanged { .. }
+            | ClientError::Ca { .. } => Exit::LocalFile,
             ClientError::TokenNotUtf8 => Exit::Usage,
             ClientError::BodyOverrun { .. }
             | ClientError::BodyIncomplete { .. }

@@ -24,6 +24,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod progress;
 pub mod session;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;

@@ -30,7 +30,7 @@ use proto::transfer::{
     frame_config, validate_name,
 };
 use serde::de::DeserializeOwned;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 
 /// A connection to a server, after a successful handshake.
 ///
@@ -86,6 +86,12 @@ impl<S: Read + Write> Session<S> {
         if let Err(e) = write_message(stream.get_mut(), &config, &Hello::new(token)) {
             let error = ClientError::write(e);
             return Err(salvage(&mut stream, &config, Operation::Handshake, error));
+        }
+        // A TLS server answers a plain-text hello with a TLS alert record,
+        // which no framekit frame starts with (its length is far below
+        // 0x15000000).
+        if let Ok([0x15 | 0x16, 0x03, ..]) = stream.fill_buf() {
+            return Err(ClientError::Handshake(ProtocolError::TlsAnswer));
         }
         let response = receive::<_, Response>(&mut stream, &config).map_err(|e| match e {
             ClientError::Protocol(e) => ClientError::Handshake(e),

@@ -76,13 +76,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Ok(Some(frame));
             }
             self.read_buf.reserve(READ_RESERVE);
-            let n = timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
+            let read = timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
                 .await
-                .map_err(|_| ConnError::Timeout)??;
+                .map_err(|_| ConnError::Timeout)?;
+            let n = match read {
+                Ok(n) => n,
+                // A TLS peer that closes the TCP connection without
+                // close_notify, between frames, has still finished cleanly
+                // as far as framing goes.
+                Err(e)
+                    if e.kind() == io::ErrorKind::UnexpectedEof
+                        && self.read_buf.is_empty()
+                        && self.codec.is_at_boundary() =>
+                {
+                    0
+                }
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 return Ok(self.codec.decode_eof(&mut self.read_buf)?);
             }
         }
+    }
+
+    /// Bytes received and not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.read_buf
     }
 
     /// Reads the next frame as a `T`; a clean end of stream here is an

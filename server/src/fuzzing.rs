@@ -27,6 +27,7 @@ pub fn session(input: &[u8]) {
         max_connections: 1,
         idle_timeout: Duration::from_secs(2),
         grace_period: Duration::ZERO,
+        ..Config::default()
     })
     .expect("open a fresh root");
     let runtime = tokio::runtime::Builder::new_current_thread()

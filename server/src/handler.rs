@@ -3,6 +3,7 @@
 
 use crate::Shared;
 use crate::conn::{Conn, ConnError};
+use crate::security::{Access, FailureLimiter};
 use crate::store::{Store, StoreError, Upload};
 use proto::message;
 use proto::transfer::{
@@ -10,6 +11,7 @@ use proto::transfer::{
     Stat, Trailer, VERSION, Welcome,
 };
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,10 +59,14 @@ impl Summary {
 
 /// Serves one connection until the peer closes it, breaks the protocol,
 /// times out, or `stop` is cancelled while it is between requests.
+///
+/// `peer` is the client's address, used to slow down its repeated
+/// authentication failures (`None` for streams without one).
 pub async fn serve<S>(
     stream: S,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    peer: Option<IpAddr>,
 ) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -68,6 +74,8 @@ where
     let mut session = Session {
         conn: Conn::new(stream, shared.config.idle_timeout),
         shared,
+        access: Access::ReadWrite,
+        peer,
     };
     if !session.handshake().await? {
         return Ok(());
@@ -111,6 +119,9 @@ where
 struct Session<S> {
     conn: Conn<S>,
     shared: Arc<Shared>,
+    /// What the client's token allows.
+    access: Access,
+    peer: Option<IpAddr>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -122,6 +133,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Ok(None) => return Ok(false),
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
                 // Whatever this peer speaks, it is not our framing.
+                if let [0x16, 0x03, ..] = self.conn.buffered() {
+                    info!("a TLS client connected to this plain-text server");
+                }
                 self.refuse(ErrorCode::BadMagic, "not a framekit client")
                     .await?;
                 self.conn.shutdown().await;
@@ -154,13 +168,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             info!(version = hello.version, "refused: unsupported version");
             return Ok(false);
         }
+        if let Some(tokens) = &self.shared.config.tokens {
+            match tokens.check(hello.token.as_deref()) {
+                Some(access) => {
+                    self.access = access;
+                    if let Some(ip) = self.peer {
+                        self.shared.limiter.success(ip);
+                    }
+                }
+                None => {
+                    let delay = match self.peer {
+                        Some(ip) => self.shared.limiter.failure(ip, std::time::Instant::now()),
+                        None => FailureLimiter::BASE_DELAY,
+                    };
+                    let missing = hello.token.is_none();
+                    warn!(
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        token = if missing { "missing" } else { "wrong" },
+                        "authentication failed"
+                    );
+                    tokio::time::sleep(delay).await;
+                    let message = if missing {
+                        "this server requires an access token"
+                    } else {
+                        "the access token was not accepted"
+                    };
+                    self.refuse(ErrorCode::Unauthorized, message).await?;
+                    self.conn.shutdown().await;
+                    return Ok(false);
+                }
+            }
+        }
         let config = &self.shared.config;
         let welcome = Welcome {
             version: VERSION,
             max_file_size: config.max_file_size,
             max_message_len: u32::try_from(proto::transfer::MAX_MESSAGE_LEN).unwrap_or(u32::MAX),
             idle_timeout_ms: u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX),
-            read_only: false,
+            read_only: self.access == Access::ReadOnly,
         };
         self.conn.send(&Response::Welcome(welcome)).await?;
         Ok(true)
@@ -176,7 +221,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Stat(r) => ("stat", r.name.clone()),
             Request::Delete(r) => ("delete", r.name.clone()),
         };
+        let writes = matches!(request, Request::Put(_) | Request::Delete(_));
         let result = match request {
+            _ if writes && self.access == Access::ReadOnly => {
+                self.refuse(
+                    ErrorCode::Forbidden,
+                    "this token only allows get, list and stat",
+                )
+                .await
+            }
             Request::Put(r) => self.put(r).await,
             Request::Get(r) => self.get(r).await,
             Request::List(r) => self.list(r).await,
@@ -565,6 +618,8 @@ mod tests {
         let mut session = Session {
             conn: Conn::new(server_end, Duration::from_secs(5)),
             shared: server.shared(),
+            access: Access::ReadWrite,
+            peer: None,
         };
         let full = std::fs::OpenOptions::new()
             .write(true)

@@ -9,20 +9,21 @@ pub mod conn;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod handler;
+pub mod security;
 pub mod store;
 
-use proto::message;
 use proto::transfer::{ErrorCode, ErrorReply, Response};
+use security::{FailureLimiter, Tokens};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use store::Store;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -41,6 +42,10 @@ pub struct Config {
     /// On shutdown, how long transfers in flight may take to finish before
     /// they are aborted.
     pub grace_period: Duration,
+    /// The accepted access tokens; `None` lets every client in.
+    pub tokens: Option<Tokens>,
+    /// TLS, if connections are encrypted.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -51,6 +56,8 @@ impl Default for Config {
             max_connections: 256,
             idle_timeout: Duration::from_secs(30),
             grace_period: Duration::from_secs(10),
+            tokens: None,
+            tls: None,
         }
     }
 }
@@ -62,6 +69,8 @@ pub struct Shared {
     pub store: Store,
     /// The settings.
     pub config: Config,
+    /// Throttles failed authentications per address.
+    pub limiter: FailureLimiter,
 }
 
 /// How many refused connections are answered at once; beyond that, extra
@@ -83,7 +92,11 @@ impl Server {
     pub fn new(config: Config) -> io::Result<Server> {
         let store = Store::open(&config.root)?;
         Ok(Server {
-            shared: Arc::new(Shared { store, config }),
+            shared: Arc::new(Shared {
+                store,
+                config,
+                limiter: FailureLimiter::default(),
+            }),
         })
     }
 
@@ -127,11 +140,32 @@ impl Server {
                     let stop = stop.clone();
                     let abort = abort.clone();
                     let span = info_span!("conn", %peer);
+                    let tls = shared.config.tls.clone().map(TlsAcceptor::from);
                     tracker.spawn(
                         async move {
                             debug!("connected");
+                            let served = async {
+                                match tls {
+                                    None => handler::serve(stream, shared, stop, Some(peer.ip())).await,
+                                    Some(acceptor) => {
+                                        let idle = shared.config.idle_timeout;
+                                        let stream = match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                                            Ok(Ok(stream)) => stream,
+                                            Ok(Err(e)) => {
+                                                info!(error = %e, "TLS handshake failed");
+                                                return Ok(());
+                                            }
+                                            Err(_) => {
+                                                info!("TLS handshake timed out");
+                                                return Ok(());
+                                            }
+                                        };
+                                        handler::serve(stream, shared, stop, Some(peer.ip())).await
+                                    }
+                                }
+                            };
                             tokio::select! {
-                                result = handler::serve(stream, shared, stop) => match result {
+                                result = served => match result {
                                     Ok(()) => debug!("closed"),
                                     Err(e) if e.is_disconnect() => info!(error = %e, "connection dropped"),
                                     Err(e) => warn!(error = %e, "connection closed on protocol error"),
@@ -145,8 +179,20 @@ impl Server {
                 }
                 Err(_) => {
                     if let Ok(permit) = Arc::clone(&busy_slots).try_acquire_owned() {
+                        let tls = shared.config.tls.clone().map(TlsAcceptor::from);
                         tracker.spawn(async move {
-                            refuse_busy(stream, peer).await;
+                            info!(%peer, "refused: too many connections");
+                            let _ = tokio::time::timeout(BUSY_TIMEOUT, async {
+                                match tls {
+                                    None => refuse_busy(stream).await,
+                                    Some(acceptor) => {
+                                        if let Ok(stream) = acceptor.accept(stream).await {
+                                            refuse_busy(stream).await;
+                                        }
+                                    }
+                                }
+                            })
+                            .await;
                             drop(permit);
                         });
                     }
@@ -172,25 +218,14 @@ impl Server {
 /// Tells a connection over the limit that the server is busy. The hello is
 /// read first, so that closing the socket does not reset the connection
 /// before the client has read the answer.
-async fn refuse_busy(mut stream: TcpStream, peer: SocketAddr) {
-    info!(%peer, "refused: too many connections");
+async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
     let reply = Response::Error(ErrorReply::new(
         ErrorCode::Busy,
         "the server is at its connection limit; try again later",
     ));
-    let Ok(frame) = message::to_frame(&proto::transfer::frame_config(), &reply) else {
-        return;
-    };
-    let _ = tokio::time::timeout(BUSY_TIMEOUT, async {
-        let mut conn = conn::Conn::new(&mut stream, BUSY_TIMEOUT);
-        let _ = conn.read_frame().await;
-        drop(conn);
-        stream.write_all(&frame).await?;
-        stream.shutdown().await?;
-        // Wait for the client to close its side.
-        let mut sink = [0u8; 512];
-        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
-        Ok::<_, io::Error>(())
-    })
-    .await;
+    let mut conn = conn::Conn::new(stream, BUSY_TIMEOUT);
+    let _ = conn.read_frame().await;
+    if conn.send(&reply).await.is_ok() {
+        conn.shutdown().await;
+    }
 }

@@ -2,9 +2,11 @@
 //!
 //! Exit codes: 0 after a clean shutdown (SIGINT or SIGTERM), 1 on an
 //! unexpected runtime failure, 2 on a usage error, 3 when the address
-//! cannot be listened on, 4 when the root directory cannot be used.
+//! cannot be listened on, 4 when the root directory cannot be used, 5 when
+//! the TLS or token files cannot be used.
 
 use clap::Parser;
+use server::security::{Tokens, generate_self_signed, load_tls};
 use server::{Config, Server};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -45,6 +47,36 @@ struct Args {
     /// finish before they are aborted.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     grace_period: u64,
+
+    /// Encrypt connections with TLS, using this certificate chain (PEM,
+    /// the server's certificate first).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Require an access token: one per line, `ro:TOKEN` for read-only
+    /// access (get, list, stat). The file must not be readable by other
+    /// users.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+
+    /// Allow listening on a non-loopback address without TLS (traffic and
+    /// tokens then cross the network in clear text).
+    #[arg(long)]
+    insecure: bool,
+
+    /// Write a self-signed certificate and key (cert.pem, key.pem) into DIR
+    /// for localhost, 127.0.0.1 and ::1 plus any --cert-name, print how to
+    /// use them, and exit.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["tls_cert", "tls_key"])]
+    generate_cert: Option<PathBuf>,
+
+    /// An extra host name or address for --generate-cert (repeatable).
+    #[arg(long, value_name = "NAME", requires = "generate_cert")]
+    cert_name: Vec<String>,
 }
 
 const EXIT_CODES: &str = "\
@@ -53,7 +85,8 @@ Exit codes:
   1  unexpected failure
   2  usage error
   3  cannot listen on the address
-  4  cannot use the root directory";
+  4  cannot use the root directory
+  5  cannot use the TLS certificate, key or token file";
 
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -96,6 +129,30 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> ExitCode {
+    if let Some(dir) = &args.generate_cert {
+        return generate_cert(dir, &args.cert_name);
+    }
+    let tokens = match &args.token_file {
+        Some(path) => match Tokens::load(path) {
+            Ok(tokens) => Some(tokens),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(5);
+            }
+        },
+        None => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match load_tls(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(5);
+            }
+        },
+        _ => None,
+    };
+
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -110,12 +167,21 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    if !addr.ip().is_loopback() && tls.is_none() && !args.insecure {
+        eprintln!(
+            "error: refusing to listen on {addr} without TLS: files and tokens would cross the network unencrypted; \
+             use --tls-cert and --tls-key (see --generate-cert), or --insecure to accept the risk"
+        );
+        return ExitCode::from(2);
+    }
     let config = Config {
         root: args.root,
         max_file_size: args.max_file_size,
         max_connections: args.max_connections as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout),
         grace_period: Duration::from_secs(args.grace_period),
+        tokens,
+        tls,
     };
     let root = config.root.clone();
     let server = match Server::new(config) {
@@ -141,6 +207,28 @@ async fn serve(args: Args) -> ExitCode {
 
     server.run(listener, shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+fn generate_cert(dir: &std::path::Path, names: &[String]) -> ExitCode {
+    match generate_self_signed(dir, names) {
+        Ok((cert, key)) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(
+                stdout,
+                "wrote {cert} and {key}\n\n\
+                 serve with:   server --tls-cert {cert} --tls-key {key}\n\
+                 connect with: client --tls --ca {cert} --server localhost:7878 list\n\n\
+                 The certificate is self-signed: clients must be given it with --ca.",
+                cert = cert.display(),
+                key = key.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(5)
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

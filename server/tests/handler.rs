@@ -67,7 +67,7 @@ async fn start(dir: &tempfile::TempDir) -> (Peer, tokio::task::JoinHandle<()>) {
     let (client, server_end) = tokio::io::duplex(64 * 1024);
     let shared = server.shared();
     let task = tokio::spawn(async move {
-        let _ = handler::serve(server_end, shared, CancellationToken::new()).await;
+        let _ = handler::serve(server_end, shared, CancellationToken::new(), None).await;
     });
     let mut peer = Peer {
         framed: Framed::new(
@@ -309,7 +309,12 @@ async fn wrong_magic_and_version_are_refused() {
     ] {
         let (client, server_end) = tokio::io::duplex(4096);
         let shared = server.shared();
-        tokio::spawn(handler::serve(server_end, shared, CancellationToken::new()));
+        tokio::spawn(handler::serve(
+            server_end,
+            shared,
+            CancellationToken::new(),
+            None,
+        ));
         let mut framed = Framed::new(client, MessageCodec::<Response>::new());
         framed.send(hello).await.unwrap();
         assert_eq!(error_code(framed.next().await.unwrap().unwrap()), code);
@@ -324,6 +329,7 @@ async fn wrong_magic_and_version_are_refused() {
         server_end,
         server.shared(),
         CancellationToken::new(),
+        None,
     ));
     client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut reply = Vec::new();
