@@ -1,0 +1,337 @@
+//! Throughput and memory of the file transfer, against a raw TCP copy of
+//! the same file measured in the same run.
+//!
+//! Run with `scripts/bench` (release build), or `scripts/bench --quick`
+//! for a smoke run with small sizes. See docs/BENCHMARKS.md.
+//!
+//! - big: a random file copied file -> TCP -> file by a minimal program
+//!   (sendfile on the sending side, 1 MiB reads on the receiving side),
+//!   then `client put` and `client get` of the same file against a running
+//!   `server`, alternating, with the median of several runs each.
+//! - small: 4 KiB files put over one connection, and by 16 clients at once.
+//! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
+//!   once, and with 1,000 idle connections.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use client::connect::{ConnectOptions, connect};
+use client::files::{Source, put_file};
+use framekit_tests::{ServerProcess, random_bytes, write_random_file};
+use indicatif::ProgressBar;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+struct Settings {
+    dir: PathBuf,
+    big: u64,
+    runs: usize,
+    small_files: usize,
+    uploads: usize,
+    upload_size: u64,
+    idle: usize,
+    only: Option<String>,
+}
+
+fn settings() -> Settings {
+    let mut args = std::env::args().skip(1);
+    let mut quick = false;
+    let mut dir = None;
+    let mut runs = None;
+    let mut only = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--dir" => dir = args.next().map(PathBuf::from),
+            "--runs" => runs = args.next().and_then(|r| r.parse().ok()),
+            "--only" => only = args.next(),
+            other => {
+                eprintln!("usage: transfer_bench [--quick] [--dir DIR] [--runs N] [--only big|small|memory] (got {other})");
+                std::process::exit(2);
+            }
+        }
+    }
+    let dir = dir.unwrap_or_else(|| {
+        if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        }
+    });
+    if quick {
+        Settings {
+            dir,
+            big: 64 * MIB,
+            runs: runs.unwrap_or(1),
+            small_files: 500,
+            uploads: 10,
+            upload_size: 4 * MIB,
+            idle: 100,
+            only,
+        }
+    } else {
+        Settings {
+            dir,
+            big: 1024 * MIB,
+            runs: runs.unwrap_or(5),
+            small_files: 10_000,
+            uploads: 100,
+            upload_size: 64 * MIB,
+            idle: 1_000,
+            only,
+        }
+    }
+}
+
+/// Whether `path` is on a tmpfs (memory) rather than a disk.
+fn on_tmpfs(path: &Path) -> bool {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .expect("run stat");
+    String::from_utf8_lossy(&out.stdout).trim() == "tmpfs"
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / elapsed.as_secs_f64()
+}
+
+/// Writes and deletes a scratch file of `size` bytes in `dir`: memory the
+/// VM has just taken back is slow to write to, and every receiver below
+/// writes a fresh file; this makes each run start from the same state.
+fn warm(dir: &Path, size: u64) {
+    let path = dir.join("scratch.tmp");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0x5au8; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(MIB);
+        file.write_all(&block[..n as usize]).unwrap();
+        left -= n;
+    }
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// file -> TCP -> file with nothing else: `std::io::copy` from the file to
+/// the socket (sendfile on Linux), 1 MiB reads into the destination.
+fn raw_copy(src: &Path, dst: &Path) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dst = dst.to_owned();
+    let receiver = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut out = std::fs::File::create(&dst).unwrap();
+        let mut buf = vec![0u8; MIB as usize];
+        loop {
+            let n = sock.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).unwrap();
+        }
+        out.sync_all().unwrap();
+    });
+    let start = Instant::now();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    let mut file = std::fs::File::open(src).unwrap();
+    std::io::copy(&mut file, &mut sock).unwrap();
+    drop(sock);
+    receiver.join().unwrap();
+    start.elapsed()
+}
+
+fn run_client(server: &ServerProcess, cwd: &Path, args: &[&str]) -> Duration {
+    let start = Instant::now();
+    let out = server.client(cwd).args(args).output().unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "client {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+fn big(settings: &Settings) {
+    let dir = tempfile::tempdir_in(&settings.dir).unwrap();
+    let src = dir.path().join("source.bin");
+    let size = settings.big;
+    println!(
+        "## big file: {} MiB in {} ({})",
+        size / MIB,
+        settings.dir.display(),
+        if on_tmpfs(&settings.dir) { "tmpfs" } else { "disk" }
+    );
+    let hash = write_random_file(&src, 1, size);
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+
+    let (mut raw, mut put, mut get) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..settings.runs {
+        warm(dir.path(), size);
+        let t = raw_copy(&src, &work.join("raw.bin"));
+        std::fs::remove_file(work.join("raw.bin")).unwrap();
+        raw.push(mib_per_s(size, t));
+
+        warm(dir.path(), size);
+        let t = run_client(&server, &work, &["put", src.to_str().unwrap(), "--name", "big.bin", "--force"]);
+        put.push(mib_per_s(size, t));
+
+        warm(dir.path(), size);
+        let t = run_client(&server, &work, &["get", "big.bin", "--output", "got.bin", "--force"]);
+        get.push(mib_per_s(size, t));
+        assert_eq!(framekit_tests::hash_file(&work.join("got.bin")), hash);
+        std::fs::remove_file(work.join("got.bin")).unwrap();
+        std::fs::remove_file(server.root.join("big.bin")).unwrap();
+        println!(
+            "run {}: raw {:.0} MiB/s, put {:.0} MiB/s, get {:.0} MiB/s",
+            run + 1,
+            raw[run],
+            put[run],
+            get[run]
+        );
+    }
+    let (raw, put, get) = (median(&mut raw), median(&mut put), median(&mut get));
+    println!("| transfer | median MiB/s | ratio to raw |");
+    println!("|---|---:|---:|");
+    println!("| raw TCP copy | {raw:.0} | 1.00 |");
+    println!("| client put (BLAKE3 verified) | {put:.0} | {:.2} |", put / raw);
+    println!("| client get (BLAKE3 verified) | {get:.0} | {:.2} |", get / raw);
+}
+
+fn small(settings: &Settings) {
+    let dir = tempfile::tempdir_in(&settings.dir).unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let n = settings.small_files;
+    println!("## small files: {n} x 4 KiB");
+    for i in 0..n {
+        std::fs::write(files.join(format!("f{i:05}")), random_bytes(i as u64, 4096)).unwrap();
+    }
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let addr = server.addr.to_string();
+
+    let put_range = |range: std::ops::Range<usize>, prefix: &str| {
+        let mut session = connect(&addr, &ConnectOptions::default()).unwrap();
+        for i in range {
+            let source = Source::open(&files.join(format!("f{i:05}"))).unwrap();
+            let name = format!("{prefix}/f{i:05}");
+            put_file(&mut session, source, &name, true, &ProgressBar::hidden()).unwrap();
+        }
+    };
+
+    let start = Instant::now();
+    put_range(0..n, "one");
+    let one = n as f64 / start.elapsed().as_secs_f64();
+
+    let clients = 16;
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for c in 0..clients {
+            let range = (c * n / clients)..((c + 1) * n / clients);
+            let put_range = &put_range;
+            scope.spawn(move || put_range(range, "many"));
+        }
+    });
+    let many = n as f64 / start.elapsed().as_secs_f64();
+    println!("| 4 KiB puts | files/s |");
+    println!("|---|---:|");
+    println!("| one connection | {one:.0} |");
+    println!("| {clients} clients at once | {many:.0} |");
+}
+
+/// The server's resident set, current and peak, in KiB.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn memory(settings: &Settings) {
+    println!("## server memory");
+    let dir = tempfile::tempdir_in(&settings.dir).unwrap();
+    let uploads = settings.uploads;
+    let size = settings.upload_size;
+    {
+        let server = ServerProcess::start(&dir.path().join("root"), &["--max-connections", "2000"]);
+        let (_, before) = rss(server.pid());
+        let block = random_bytes(7, MIB as usize);
+        let mut hasher = blake3::Hasher::new();
+        for _ in 0..size / MIB {
+            hasher.update(&block);
+        }
+        let hash = *hasher.finalize().as_bytes();
+        let addr = server.addr.to_string();
+        let barrier = std::sync::Barrier::new(uploads);
+        std::thread::scope(|scope| {
+            for u in 0..uploads {
+                let (addr, block, barrier) = (&addr, &block, &barrier);
+                scope.spawn(move || {
+                    let mut session = connect(addr, &ConnectOptions::default()).unwrap();
+                    barrier.wait();
+                    let mut upload = session.start_put(&format!("up{u}"), size, true).unwrap();
+                    for _ in 0..size / MIB {
+                        upload.send(block).unwrap();
+                    }
+                    let done = upload.finish().unwrap();
+                    assert_eq!(done.hash, hash);
+                });
+            }
+        });
+        let (_, peak) = rss(server.pid());
+        println!(
+            "| {uploads} clients uploading {} MiB each at once | peak RSS {:.1} MiB (at start {:.1} MiB) |",
+            size / MIB,
+            peak as f64 / 1024.0,
+            before as f64 / 1024.0
+        );
+    }
+    {
+        let server = ServerProcess::start(&dir.path().join("root2"), &["--max-connections", "2000"]);
+        let peers: Vec<_> = (0..settings.idle).map(|_| server.connect()).collect();
+        let (now, peak) = rss(server.pid());
+        println!(
+            "| {} idle connections | RSS {:.1} MiB, peak {:.1} MiB |",
+            peers.len(),
+            now as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+        drop(peers);
+    }
+}
+
+fn main() {
+    let settings = settings();
+    let wants = |part: &str| settings.only.as_deref().is_none_or(|only| only == part);
+    if wants("big") {
+        big(&settings);
+    }
+    if wants("small") {
+        small(&settings);
+    }
+    if wants("memory") {
+        memory(&settings);
+    }
+}
