@@ -289,6 +289,16 @@ pub fn staging(root: &Path) -> Vec<String> {
     tree(&root.join(".framekit/staging"))
 }
 
+/// The bytes written so far to the files in the server's staging area.
+pub fn staged_bytes(root: &Path) -> u64 {
+    let dir = root.join(".framekit/staging");
+    staging(root)
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+        .map(|meta| meta.len())
+        .sum()
+}
+
 /// Waits until `check` holds; panics with `what` after 20 s.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
