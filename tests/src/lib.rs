@@ -135,15 +135,7 @@ impl ServerProcess {
 
     /// A `client` command aimed at this server, quiet, run in `cwd`.
     pub fn client(&self, cwd: &Path) -> Command {
-        let mut cmd = Command::new(bin("client"));
-        cmd.current_dir(cwd)
-            .arg("--server")
-            .arg(self.addr.to_string())
-            .arg("--quiet")
-            .env_remove("FRAMEKIT_SERVER")
-            .env_remove("FRAMEKIT_TOKEN")
-            .stdin(Stdio::null());
-        cmd
+        client_at(self.addr, cwd)
     }
 
     /// Opens a raw protocol connection and completes the handshake.
@@ -156,6 +148,20 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A `client` command aimed at `addr`, quiet, run in `cwd`, with nothing
+/// from the environment.
+pub fn client_at(addr: SocketAddr, cwd: &Path) -> Command {
+    let mut cmd = Command::new(bin("client"));
+    cmd.current_dir(cwd)
+        .arg("--server")
+        .arg(addr.to_string())
+        .arg("--quiet")
+        .env_remove("FRAMEKIT_SERVER")
+        .env_remove("FRAMEKIT_TOKEN")
+        .stdin(Stdio::null());
+    cmd
 }
 
 fn collect(mut stderr: ChildStderr, log: Arc<Mutex<String>>) {

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use framekit_tests::{
-    Running, ServerProcess, Tmpfs, assert_error, assert_success, eventually, hash_file, is_root,
-    random_bytes, signal, staged_bytes, staging, stderr, tree, write_random_file,
+    Running, ServerProcess, Tmpfs, assert_error, assert_success, client_at, eventually, hash_file,
+    is_root, random_bytes, signal, staged_bytes, staging, stderr, tree, write_random_file,
 };
 use proto::blocking::{read_message, write_message};
 use proto::transfer::{Hello, Request, Response, Trailer, VERSION, Welcome, frame_config};
@@ -14,20 +14,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::thread::JoinHandle;
-
-/// A `client` command aimed at `addr`, quiet, run in `cwd`.
-fn client_at(addr: SocketAddr, cwd: &Path) -> Command {
-    let mut cmd = Command::new(framekit_tests::bin("client"));
-    cmd.current_dir(cwd)
-        .arg("--server")
-        .arg(addr.to_string())
-        .arg("--quiet")
-        .env_remove("FRAMEKIT_SERVER")
-        .env_remove("FRAMEKIT_TOKEN");
-    cmd
-}
 
 /// A fake server for one connection: it completes the handshake, reads
 /// one request and hands it to `serve` with the stream, then waits for the
