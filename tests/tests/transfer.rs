@@ -379,6 +379,32 @@ fn refused_names_are_errors_and_nothing_is_created_anywhere() {
 }
 
 #[test]
+fn a_directory_or_a_file_in_the_way_of_a_name_exits_7_and_changes_nothing() {
+    let s = Setup::new();
+    let kept = s.upload("d/file", 75, 100);
+    s.local_file("source", 76, 10);
+    let before = tree(s.dir.path());
+    let not_a_file = "the server refused the put: not a file: ";
+    // The name is a directory, even with --force.
+    assert_error(&s.put("source", "d", false), 7, not_a_file);
+    assert_error(&s.put("source", "d", true), 7, not_a_file);
+    // A parent of the name is a file.
+    assert_error(&s.put("source", "d/file/below", true), 7, not_a_file);
+    assert_error(
+        &s.run(&["get", "d"]),
+        7,
+        "the server refused the get: not a file: ",
+    );
+    assert_error(
+        &s.run(&["delete", "d"]),
+        7,
+        "the server refused the delete: not a file: ",
+    );
+    assert_eq!(tree(s.dir.path()), before);
+    assert_eq!(hash_file(&s.root().join("d/file")), kept);
+}
+
+#[test]
 fn put_over_an_existing_name_needs_force() {
     let s = Setup::new();
     let first = s.local_file("first", 80, 300_000);
