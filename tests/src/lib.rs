@@ -121,12 +121,7 @@ impl ServerProcess {
 
     /// Sends a signal (e.g. `"TERM"`) to the server.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        signal(self.child.id(), name);
     }
 
     /// Waits for the server to exit, up to `limit`.
@@ -145,15 +140,7 @@ impl ServerProcess {
 
     /// A `client` command aimed at this server, quiet, run in `cwd`.
     pub fn client(&self, cwd: &Path) -> Command {
-        let mut cmd = Command::new(bin("client"));
-        cmd.current_dir(cwd)
-            .arg("--server")
-            .arg(self.addr.to_string())
-            .arg("--quiet")
-            .env_remove("FRAMEKIT_SERVER")
-            .env_remove("FRAMEKIT_TOKEN")
-            .stdin(Stdio::null());
-        cmd
+        client_at(self.addr, cwd)
     }
 
     /// Opens a raw protocol connection and completes the handshake.
@@ -166,6 +153,20 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A `client` command aimed at `addr`, quiet, run in `cwd`, with nothing
+/// from the environment.
+pub fn client_at(addr: SocketAddr, cwd: &Path) -> Command {
+    let mut cmd = Command::new(bin("client"));
+    cmd.current_dir(cwd)
+        .arg("--server")
+        .arg(addr.to_string())
+        .arg("--quiet")
+        .env_remove("FRAMEKIT_SERVER")
+        .env_remove("FRAMEKIT_TOKEN")
+        .stdin(Stdio::null());
+    cmd
 }
 
 fn collect(mut stderr: ChildStderr, log: Arc<Mutex<String>>) {
@@ -299,6 +300,16 @@ pub fn staging(root: &Path) -> Vec<String> {
     tree(&root.join(".framekit/staging"))
 }
 
+/// The bytes written so far to the files in the server's staging area.
+pub fn staged_bytes(root: &Path) -> u64 {
+    let dir = root.join(".framekit/staging");
+    staging(root)
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+        .map(|meta| meta.len())
+        .sum()
+}
+
 /// Waits until `check` holds; panics with `what` after 20 s.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -316,4 +327,140 @@ pub fn stdout(output: &Output) -> String {
 /// stderr of a finished command, as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Sends the signal `name` (e.g. `"TERM"`, `"STOP"`) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}: {status:?}");
+}
+
+/// A child process (typically a `client`) killed when dropped, so that a
+/// failing test leaves nothing running.
+#[derive(Debug)]
+pub struct Running {
+    child: Option<Child>,
+}
+
+impl Running {
+    /// Spawns `cmd` with its output captured.
+    pub fn spawn(cmd: &mut Command) -> Running {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the command");
+        Running { child: Some(child) }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("a running child").id()
+    }
+
+    /// Whether it has exited.
+    pub fn has_exited(&mut self) -> bool {
+        let child = self.child.as_mut().expect("a running child");
+        child.try_wait().expect("poll the child").is_some()
+    }
+
+    /// Kills it with SIGKILL and collects its output.
+    pub fn kill(mut self) -> Output {
+        let mut child = self.child.take().expect("a running child");
+        let _ = child.kill();
+        child.wait_with_output().expect("wait for the command")
+    }
+
+    /// Waits for it to finish and collects its output.
+    pub fn wait(mut self) -> Output {
+        let child = self.child.take().expect("a running child");
+        child.wait_with_output().expect("wait for the command")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Asserts that a client run failed with exit code `code`, printed nothing
+/// on stdout, and exactly one line on stderr: `error: ` followed by text
+/// containing `needle`, without control characters. Returns that line.
+pub fn assert_error(output: &Output, code: i32, needle: &str) -> String {
+    let err = stderr(output);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit status {:?}, stderr: {err}",
+        output.status
+    );
+    assert_eq!(stdout(output), "", "stdout of a failed command");
+    let line = err
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("stderr does not end with a newline: {err:?}"));
+    assert!(line.starts_with("error: "), "stderr: {err:?}");
+    assert!(
+        !line.chars().any(char::is_control),
+        "stderr is not one clean line: {err:?}"
+    );
+    assert!(line.contains(needle), "{needle:?} not in {err:?}");
+    line.to_owned()
+}
+
+/// Asserts that a client run succeeded; returns its stdout.
+pub fn assert_success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit status {:?}, stderr: {}",
+        output.status,
+        stderr(output)
+    );
+    stdout(output)
+}
+
+/// A small tmpfs, unmounted when dropped.
+#[derive(Debug)]
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `"4m"`) at `path`; `None` when not
+    /// allowed to (not root).
+    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Whether the tests run as root (and may mount file systems).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }

@@ -2,7 +2,9 @@
 //! integrity, truncation, crashes and shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use framekit_tests::{RawPeer, ServerProcess, eventually, random_bytes, staging, tree};
+use framekit_tests::{
+    RawPeer, ServerProcess, Tmpfs, eventually, is_root, random_bytes, staging, tree,
+};
 use proto::transfer::{ErrorCode, Get, Hello, Put, Request, Response, Trailer, frame_config};
 use std::io::Read;
 use std::net::TcpStream;
@@ -330,45 +332,6 @@ fn a_frame_declaring_four_gib_is_refused_without_allocating() {
         put(&mut other, "ok", b"fine"),
         Response::PutDone { .. }
     ));
-}
-
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs {
-    path: std::path::PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` at `path`; `None` when not allowed to (not
-    /// root).
-    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs {
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
-    }
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 #[test]

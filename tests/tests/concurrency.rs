@@ -1,0 +1,203 @@
+//! Many real `client` processes against one real `server` at the same
+//! time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use framekit_tests::{
+    Running, ServerProcess, assert_success, hash_file, staging, stderr, tree, write_random_file,
+};
+use std::collections::HashSet;
+
+#[test]
+fn fifty_clients_put_and_get_distinct_files_at_once() {
+    const CLIENTS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    // About 1 MiB each, all sizes different.
+    let files: Vec<(String, u64, blake3::Hash)> = (0..CLIENTS)
+        .map(|i| {
+            let i = i as u64;
+            let size = (1 << 20) + i * 997;
+            let local = format!("in-{i}");
+            (
+                local.clone(),
+                size,
+                write_random_file(&work.join(&local), 200 + i, size),
+            )
+        })
+        .collect();
+
+    // Every upload runs at the same time as the others...
+    let puts: Vec<Running> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (local, _, _))| {
+            let name = format!("client {i}/file.bin");
+            Running::spawn(
+                server
+                    .client(&work)
+                    .args(["put", local.as_str(), "--name", &name]),
+            )
+        })
+        .collect();
+    for (i, (put, (_, size, hash))) in puts.into_iter().zip(&files).enumerate() {
+        let out = put.wait();
+        assert_eq!(
+            assert_success(&out),
+            format!(
+                "put client {i}/file.bin: {size} bytes, blake3 {}\n",
+                hash.to_hex()
+            )
+        );
+    }
+    // ...and so does every download.
+    let gets: Vec<Running> = (0..CLIENTS)
+        .map(|i| {
+            let name = format!("client {i}/file.bin");
+            let output = format!("out-{i}");
+            Running::spawn(
+                server
+                    .client(&work)
+                    .args(["get", &name, "--output", &output]),
+            )
+        })
+        .collect();
+    for get in gets {
+        let out = get.wait();
+        assert_eq!(assert_success(&out), "");
+        assert_eq!(stderr(&out), "");
+    }
+
+    for (i, (_, size, hash)) in files.iter().enumerate() {
+        let out = work.join(format!("out-{i}"));
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), *size);
+        assert_eq!(hash_file(&out), *hash, "client {i}");
+        let stored = server.root.join(format!("client {i}/file.bin"));
+        assert_eq!(hash_file(&stored), *hash, "client {i}");
+    }
+    // Inputs and outputs, and no temporary file.
+    assert_eq!(tree(&work).len(), 2 * CLIENTS);
+    assert!(staging(&server.root).is_empty());
+}
+
+/// Eight random files of 2 MiB in `dir`, as (path, hash).
+fn eight_versions(dir: &std::path::Path) -> Vec<(String, blake3::Hash)> {
+    (0..8)
+        .map(|i| {
+            let local = format!("v{i}");
+            (
+                local.clone(),
+                write_random_file(&dir.join(&local), 300 + i, 2 << 20),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn eight_forced_puts_of_one_name_at_once_leave_one_whole_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let versions = eight_versions(&work);
+
+    let puts: Vec<Running> = versions
+        .iter()
+        .map(|(local, _)| {
+            Running::spawn(server.client(&work).args([
+                "put",
+                local.as_str(),
+                "--name",
+                "same.bin",
+                "--force",
+            ]))
+        })
+        .collect();
+    for (put, (_, hash)) in puts.into_iter().zip(&versions) {
+        let out = put.wait();
+        assert_eq!(
+            assert_success(&out),
+            format!(
+                "put same.bin: {} bytes, blake3 {}\n",
+                2 << 20,
+                hash.to_hex()
+            )
+        );
+    }
+
+    let stored = hash_file(&server.root.join("same.bin"));
+    let hashes: HashSet<blake3::Hash> = versions.iter().map(|(_, hash)| *hash).collect();
+    assert!(
+        hashes.contains(&stored),
+        "the stored file is none of the uploads"
+    );
+    assert_eq!(
+        std::fs::metadata(server.root.join("same.bin"))
+            .unwrap()
+            .len(),
+        2 << 20
+    );
+    assert_eq!(
+        tree(&server.root),
+        [".framekit", ".framekit/staging", "same.bin"]
+    );
+    // What the client downloads is that same content.
+    assert_success(
+        &server
+            .client(&work)
+            .args(["get", "same.bin"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(hash_file(&work.join("same.bin")), stored);
+}
+
+#[test]
+fn gets_during_forced_replacements_each_see_one_whole_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let versions = eight_versions(&work);
+    let (first, _) = &versions[0];
+    assert_success(
+        &server
+            .client(&work)
+            .args(["put", first.as_str(), "--name", "same.bin"])
+            .output()
+            .unwrap(),
+    );
+
+    // Replacements and downloads interleaved, all at once.
+    let mut running = Vec::new();
+    for (i, (local, _)) in versions.iter().enumerate().skip(1) {
+        running.push(Running::spawn(server.client(&work).args([
+            "put",
+            local.as_str(),
+            "--name",
+            "same.bin",
+            "--force",
+        ])));
+        running.push(Running::spawn(server.client(&work).args([
+            "get",
+            "same.bin",
+            "--output",
+            &format!("got-{i}"),
+        ])));
+    }
+    for client in running {
+        assert_success(&client.wait());
+    }
+
+    let hashes: HashSet<blake3::Hash> = versions.iter().map(|(_, hash)| *hash).collect();
+    for i in 1..versions.len() {
+        let got = hash_file(&work.join(format!("got-{i}")));
+        assert!(
+            hashes.contains(&got),
+            "download {i} is none of the versions"
+        );
+    }
+    assert!(hashes.contains(&hash_file(&server.root.join("same.bin"))));
+    assert!(staging(&server.root).is_empty());
+}
