@@ -12,6 +12,8 @@
 //! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
 //!   once, and with 1,000 idle connections.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+// Sizes here are small constants and measured figures, printed as floats.
+#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
 use client::connect::{ConnectOptions, connect};
 use client::files::{Source, put_file};
