@@ -51,7 +51,9 @@ fn settings() -> Settings {
             "--runs" => runs = args.next().and_then(|r| r.parse().ok()),
             "--only" => only = args.next(),
             other => {
-                eprintln!("usage: transfer_bench [--quick] [--dir DIR] [--runs N] [--only big|small|memory] (got {other})");
+                eprintln!(
+                    "usage: transfer_bench [--quick] [--dir DIR] [--runs N] [--only big|small|memory] (got {other})"
+                );
                 std::process::exit(2);
             }
         }
@@ -177,7 +179,11 @@ fn big(settings: &Settings) {
         "## big file: {} MiB in {} ({})",
         size / MIB,
         settings.dir.display(),
-        if on_tmpfs(&settings.dir) { "tmpfs" } else { "disk" }
+        if on_tmpfs(&settings.dir) {
+            "tmpfs"
+        } else {
+            "disk"
+        }
     );
     let hash = write_random_file(&src, 1, size);
     let server = ServerProcess::start(&dir.path().join("root"), &[]);
@@ -192,11 +198,19 @@ fn big(settings: &Settings) {
         raw.push(mib_per_s(size, t));
 
         warm(dir.path(), size);
-        let t = run_client(&server, &work, &["put", src.to_str().unwrap(), "--name", "big.bin", "--force"]);
+        let t = run_client(
+            &server,
+            &work,
+            &["put", src.to_str().unwrap(), "--name", "big.bin", "--force"],
+        );
         put.push(mib_per_s(size, t));
 
         warm(dir.path(), size);
-        let t = run_client(&server, &work, &["get", "big.bin", "--output", "got.bin", "--force"]);
+        let t = run_client(
+            &server,
+            &work,
+            &["get", "big.bin", "--output", "got.bin", "--force"],
+        );
         get.push(mib_per_s(size, t));
         assert_eq!(framekit_tests::hash_file(&work.join("got.bin")), hash);
         std::fs::remove_file(work.join("got.bin")).unwrap();
@@ -213,8 +227,14 @@ fn big(settings: &Settings) {
     println!("| transfer | median MiB/s | ratio to raw |");
     println!("|---|---:|---:|");
     println!("| raw TCP copy | {raw:.0} | 1.00 |");
-    println!("| client put (BLAKE3 verified) | {put:.0} | {:.2} |", put / raw);
-    println!("| client get (BLAKE3 verified) | {get:.0} | {:.2} |", get / raw);
+    println!(
+        "| client put (BLAKE3 verified) | {put:.0} | {:.2} |",
+        put / raw
+    );
+    println!(
+        "| client get (BLAKE3 verified) | {get:.0} | {:.2} |",
+        get / raw
+    );
 }
 
 fn small(settings: &Settings) {
@@ -311,7 +331,8 @@ fn memory(settings: &Settings) {
         );
     }
     {
-        let server = ServerProcess::start(&dir.path().join("root2"), &["--max-connections", "2000"]);
+        let server =
+            ServerProcess::start(&dir.path().join("root2"), &["--max-connections", "2000"]);
         let peers: Vec<_> = (0..settings.idle).map(|_| server.connect()).collect();
         let (now, peak) = rss(server.pid());
         println!(
