@@ -641,7 +641,8 @@ class Session:
         offset = answer.offset
         if offset > size or (resume_key is None and offset != 0):
             raise protocol_error(
-                "the server announced a body starting at byte %d of %d, expected 0" % (offset, size)
+                "the server announced a body starting at byte %d of %d%s"
+                % (offset, size, ", expected 0" if resume_key is None else "")
             )
         if progress is not None:
             progress.start(size - offset)
