@@ -8,7 +8,7 @@ use crate::store::{Store, StoreError, Upload};
 use proto::message;
 use proto::transfer::{
     Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_NAME_LEN, Put, Request, Response,
-    Stat, Trailer, VERSION, Welcome,
+    Stat, Trailer, VERSION, Welcome, validate_name,
 };
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -98,6 +98,13 @@ where
                     session.conn.shutdown().await;
                     return Err(e.into());
                 }
+                Err(ConnError::Timeout) => {
+                    let idle = session.shared.config.idle_timeout.as_secs();
+                    let message = format!("closing the connection after {idle} s without a request");
+                    let _ = session.refuse(ErrorCode::Timeout, message).await;
+                    session.conn.shutdown().await;
+                    return Err(ConnError::Timeout);
+                }
                 Err(e) => return Err(e),
             },
         };
@@ -150,6 +157,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             debug!("refused: bad magic");
             return Ok(false);
         }
+        // The hello's layout is the magic, then a u16 version, in every
+        // version: look at the version before decoding the rest, which a
+        // later version may lay out differently.
+        if let Some(&[low, high]) = frame.get(MAGIC.len()..MAGIC.len() + 2)
+            && u16::from_le_bytes([low, high]) != VERSION
+        {
+            let version = u16::from_le_bytes([low, high]);
+            let message = format!(
+                "the server speaks protocol version {VERSION}, the client version {version}"
+            );
+            self.refuse(ErrorCode::UnsupportedVersion, message).await?;
+            self.conn.shutdown().await;
+            info!(version, "refused: unsupported version");
+            return Ok(false);
+        }
         let hello: Hello = match message::decode(&frame) {
             Ok(hello) => hello,
             Err(e) => {
@@ -158,16 +180,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Err(e.into());
             }
         };
-        if hello.version != VERSION {
-            let message = format!(
-                "the server speaks protocol version {VERSION}, the client version {}",
-                hello.version
-            );
-            self.refuse(ErrorCode::UnsupportedVersion, message).await?;
-            self.conn.shutdown().await;
-            info!(version = hello.version, "refused: unsupported version");
-            return Ok(false);
-        }
         if let Some(tokens) = &self.shared.config.tokens {
             match tokens.check(hello.token.as_deref()) {
                 Some(access) => {
@@ -282,6 +294,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn put(&mut self, put: Put) -> Result<Summary, ConnError> {
+        if let Err(e) = validate_name(&put.name) {
+            return self.refuse_store(e.into()).await;
+        }
         let max = self.shared.config.max_file_size;
         if put.size > max {
             let message = format!(
@@ -313,6 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 drop(upload);
                 self.refuse(ErrorCode::BadRequest, format!("expected a trailer: {e}"))
                     .await?;
+                self.conn.shutdown().await;
                 return Err(e.into());
             }
             Err(e) => return Err(e),

@@ -176,15 +176,24 @@ impl Store {
         // becomes visible.
         drop(upload.file.take());
         let parent = parent_of(name);
-        if let Some(parent) = parent {
-            self.root.create_dir_all(parent)?;
+        let place = || -> io::Result<()> {
+            if let Some(parent) = parent {
+                self.root.create_dir_all(parent)?;
+            }
+            if overwrite {
+                self.staging.rename(&upload.temp, &self.root, name)
+            } else {
+                // `link` fails if the name exists: the check and the publish
+                // are one step. The staged name is removed afterwards.
+                self.staging.hard_link(&upload.temp, &self.root, name)
+            }
+        };
+        match place() {
+            // A delete may have removed the parent, left empty, in between.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => place()?,
+            result => result?,
         }
-        if overwrite {
-            self.staging.rename(&upload.temp, &self.root, name)?;
-        } else {
-            // `link` fails if the name exists: the check and the publish are
-            // one step. The staged name is removed afterwards.
-            self.staging.hard_link(&upload.temp, &self.root, name)?;
+        if !overwrite {
             self.staging.remove_file(&upload.temp)?;
         }
         upload.published = true;
@@ -239,7 +248,16 @@ impl Store {
             return Err(StoreError::NotAFile);
         }
         self.root.remove_file(name)?;
-        self.sync_dir(parent_of(name))?;
+        // Directories exist only to hold files: remove the ones this left
+        // empty, so the name can become a file again.
+        let mut parent = parent_of(name);
+        while let Some(dir) = parent {
+            if self.root.remove_dir(dir).is_err() {
+                break;
+            }
+            parent = parent_of(dir);
+        }
+        self.sync_dir(parent)?;
         Ok(())
     }
 
@@ -286,7 +304,10 @@ fn walk(
         if path.is_empty() && name == RESERVED_NAME {
             continue;
         }
-        let file_type = entry.file_type()?;
+        let file_type = match vanished(entry.file_type())? {
+            Some(file_type) => file_type,
+            None => continue,
+        };
         if file_type.is_dir() {
             children.push((format!("{name}/"), entry));
         } else if file_type.is_file() {
@@ -302,13 +323,19 @@ fn walk(
         }
         if key.ends_with('/') {
             // Descend only where names matching the prefix can be.
-            if (full.starts_with(prefix) || prefix.starts_with(&full))
-                && !walk(&entry.open_dir()?, &full, prefix, each)?
-            {
-                return Ok(false);
+            if full.starts_with(prefix) || prefix.starts_with(&full) {
+                // A directory removed since it was listed is skipped.
+                let Some(sub) = vanished(entry.open_dir())? else {
+                    continue;
+                };
+                if !walk(&sub, &full, prefix, each)? {
+                    return Ok(false);
+                }
             }
         } else if full.starts_with(prefix) && validate_name(&full).is_ok() {
-            let meta = entry.metadata()?;
+            let Some(meta) = vanished(entry.metadata())? else {
+                continue;
+            };
             let keep_going = each(Entry {
                 name: full,
                 size: meta.len(),
@@ -320,6 +347,15 @@ fn walk(
         }
     }
     Ok(true)
+}
+
+/// `None` for an entry that disappeared while the directory was walked.
+fn vanished<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn parent_of(name: &str) -> Option<&str> {
@@ -519,6 +555,20 @@ mod tests {
             })
             .unwrap();
         assert_eq!(under_a, ["a/b/c", "a/z"]);
+    }
+
+    #[test]
+    fn deleting_the_last_file_of_a_directory_removes_the_directory() {
+        let (dir, store) = store();
+        put(&store, "a/b/c", b"1", false).unwrap();
+        put(&store, "a/keep", b"2", false).unwrap();
+        store.delete("a/b/c").unwrap();
+        assert!(!dir.path().join("root/a/b").exists());
+        assert!(dir.path().join("root/a/keep").exists());
+        store.delete("a/keep").unwrap();
+        assert!(!dir.path().join("root/a").exists());
+        // The name is free to be a file now.
+        put(&store, "a", b"3", false).unwrap();
     }
 
     #[test]

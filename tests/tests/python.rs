@@ -14,7 +14,7 @@ use proto::blocking::{read_message, write_message};
 use proto::transfer::{
     ErrorCode, ErrorReply, Hello, Request, Response, Trailer, VERSION, Welcome, frame_config,
 };
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -22,27 +22,71 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
-/// The Python interpreter, checked once to have the blake3 package.
+/// Whether `python` can run and import blake3.
+fn has_blake3(python: &OsStr) -> bool {
+    Command::new(python)
+        .args(["-c", "import blake3"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// The Python interpreter for the client: `$FRAMEKIT_PYTHON` if set, else
+/// `python3` if it has the blake3 package, else a virtual environment under
+/// the target directory, created (and blake3 installed into it) the first
+/// time it is needed.
 fn python() -> &'static OsString {
     static PYTHON: OnceLock<OsString> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let python = std::env::var_os("FRAMEKIT_PYTHON").unwrap_or_else(|| "python3".into());
-        let check = Command::new(&python).args(["-c", "import blake3"]).output();
-        match check {
-            Ok(out) if out.status.success() => python,
-            Ok(out) => panic!(
-                "{} cannot import blake3, which the Python client needs: run the tests with \
-                 scripts/test (it installs blake3), or `python3 -m pip install blake3`, or set \
-                 FRAMEKIT_PYTHON to an interpreter that has it.\n{}",
-                python.to_string_lossy(),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => panic!(
-                "cannot run {} ({e}): the Python client's tests need python3 with the blake3 \
-                 package; run them with scripts/test, or set FRAMEKIT_PYTHON",
+        if let Some(python) = std::env::var_os("FRAMEKIT_PYTHON") {
+            assert!(
+                has_blake3(&python),
+                "FRAMEKIT_PYTHON={} cannot import blake3, which the Python client needs",
                 python.to_string_lossy()
-            ),
+            );
+            return python;
         }
+        if has_blake3(OsStr::new("python3")) {
+            return "python3".into();
+        }
+        // target/<profile>/deps/<test> -> target/python-venv
+        let exe = std::env::current_exe().expect("test executable path");
+        let target = exe.ancestors().nth(3).expect("a target directory");
+        let venv = target.join("python-venv");
+        let python = venv.join("bin/python").into_os_string();
+        if !has_blake3(&python) {
+            let requirements =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/requirements.txt");
+            let created = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .output()
+                .expect("run python3 -m venv: the Python client's tests need python3");
+            assert!(
+                created.status.success(),
+                "cannot create a virtual environment in {}: {}",
+                venv.display(),
+                String::from_utf8_lossy(&created.stderr)
+            );
+            let installed = Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements)
+                .output()
+                .expect("run pip");
+            assert!(
+                installed.status.success() && has_blake3(&python),
+                "cannot install blake3 into {} for the Python client's tests: {}",
+                venv.display(),
+                String::from_utf8_lossy(&installed.stderr)
+            );
+        }
+        python
     })
 }
 
