@@ -1,23 +1,21 @@
 //! Uploading a local file and saving a download, safely.
 //!
-//! An upload streams the file in [`CHUNK`]-sized pieces and checks that it
-//! ends exactly where its size said it would. A download goes to a
+//! An upload streams the file (with `sendfile` on plain TCP), hashes it on
+//! another thread, and checks that it ends exactly where its size said it
+//! would. A download goes to a
 //! temporary file next to its destination and is renamed into place only
 //! after its hash has been verified and its content flushed to disk: there
 //! is never a partial or unverified file under the destination's name, and
 //! the temporary file is removed on any failure.
 
 use crate::error::ClientError;
-use crate::session::{PutDone, Session, Upload};
+use crate::session::{PutDone, Session};
 use indicatif::ProgressBar;
 use proto::transfer::Hash;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
-
-/// The size of the buffer file bodies go through.
-pub const CHUNK: usize = 1 << 20;
 
 /// A local file opened for upload.
 #[derive(Debug)]
@@ -93,60 +91,15 @@ pub fn remote_name(path: &Path, name: Option<&str>) -> Result<String, ClientErro
 /// sent, so the server publishes nothing; the session is then unusable.
 pub fn put_file<S: Read + Write>(
     session: &mut Session<S>,
-    mut source: Source,
+    source: Source,
     name: &str,
     overwrite: bool,
     progress: &ProgressBar,
 ) -> Result<PutDone, ClientError> {
     let mut upload = session.start_put(name, source.size, overwrite)?;
     progress.set_length(source.size);
-    send_body(&mut upload, &mut source.file, &source.path, progress)?;
+    upload.send_file(&source.file, &source.path, &mut |n| progress.inc(n))?;
     upload.finish()
-}
-
-/// Sends exactly `upload.size()` bytes from `reader`, then checks that the
-/// reader has nothing more.
-fn send_body<S: Read + Write>(
-    upload: &mut Upload<'_, S>,
-    reader: &mut impl Read,
-    path: &Path,
-    progress: &ProgressBar,
-) -> Result<(), ClientError> {
-    let announced = upload.size();
-    let changed = |read| ClientError::FileChanged {
-        path: path.to_owned(),
-        announced,
-        read,
-    };
-    let local = |source| ClientError::Local {
-        action: "cannot read",
-        path: path.to_owned(),
-        source,
-    };
-    // One byte more than the body, to see whether the file grew.
-    let len = usize::try_from(announced.saturating_add(1)).map_or(CHUNK, |n| n.min(CHUNK));
-    let mut buf = vec![0u8; len];
-    while upload.remaining() > 0 {
-        let want = usize::try_from(upload.remaining()).map_or(buf.len(), |r| r.min(buf.len()));
-        let chunk = buf.get_mut(..want).unwrap_or_default();
-        let n = match reader.read(chunk) {
-            Ok(0) => return Err(changed(Some(announced - upload.remaining()))),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(local(e)),
-        };
-        upload.send(chunk.get(..n).unwrap_or_default())?;
-        progress.inc(n as u64);
-    }
-    let mut extra = [0u8; 1];
-    loop {
-        match reader.read(&mut extra) {
-            Ok(0) => return Ok(()),
-            Ok(_) => return Err(changed(None)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(local(e)),
-        }
-    }
 }
 
 /// Where to save a download of `name`: `output`, or inside it if it is an
@@ -327,20 +280,8 @@ pub fn get_file<S: Read + Write>(
     let mut download = session.start_get(name)?;
     let size = download.size();
     progress.set_length(size);
-    let len = usize::try_from(size).map_or(CHUNK, |n| n.clamp(1, CHUNK));
-    let mut buf = vec![0u8; len];
-    while download.remaining() > 0 {
-        // Fill the buffer before writing: fewer, larger writes.
-        let mut filled = 0;
-        while filled < buf.len() && download.remaining() > 0 {
-            filled += download.read(buf.get_mut(filled..).unwrap_or_default())?;
-        }
-        let chunk = buf.get(..filled).unwrap_or_default();
-        if let Err(e) = staging.temp.as_file_mut().write_all(chunk) {
-            return Err(staging.write_error(e));
-        }
-        progress.inc(filled as u64);
-    }
+    let temp = staging.temp.path().to_owned();
+    download.receive_into(staging.temp.as_file_mut(), &temp, &mut |n| progress.inc(n))?;
     let hash = download.finish()?;
     let path = staging.dest.clone();
     staging.publish()?;

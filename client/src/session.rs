@@ -30,7 +30,12 @@ use proto::transfer::{
     frame_config, validate_name,
 };
 use serde::de::DeserializeOwned;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc;
 
 /// A connection to a server, after a successful handshake.
 ///
@@ -52,6 +57,9 @@ pub struct Session<S> {
     config: FrameConfig,
     welcome: Welcome,
     state: State,
+    /// The plain TCP socket under `stream`, when file bodies may be sent
+    /// with `sendfile` (bytes written to it reach the server unchanged).
+    sendfile: Option<TcpStream>,
 }
 
 /// Whether the stream is at a message boundary.
@@ -103,6 +111,7 @@ impl<S: Read + Write> Session<S> {
                 config,
                 welcome,
                 state: State::Ready,
+                sendfile: None,
             }),
             Response::Welcome(welcome) => Err(ClientError::Handshake(ProtocolError::Version {
                 got: welcome.version,
@@ -114,6 +123,13 @@ impl<S: Read + Write> Session<S> {
             }),
             other => Err(ClientError::Handshake(unexpected("Welcome", &other))),
         }
+    }
+
+    /// Lets uploads from files go out through `sendfile` on `socket`, which
+    /// must be the plain TCP connection this session runs on: the kernel
+    /// then copies file pages straight into the socket.
+    pub fn use_sendfile(&mut self, socket: TcpStream) {
+        self.sendfile = Some(socket);
     }
 
     /// What the server said about itself and its limits.
@@ -322,6 +338,56 @@ impl<S: Read + Write> Session<S> {
         })
     }
 
+    /// Writes bytes `start..end` of `file` as body bytes: with `sendfile`
+    /// when the session has the socket for it, else through a buffer.
+    /// Returns how many were sent before the file ended, if it ended early.
+    fn send_file_body(
+        &mut self,
+        file: &File,
+        start: u64,
+        end: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<FileSent, ClientError> {
+        let mut offset = start;
+        if let Some(socket) = &self.sendfile {
+            while offset < end {
+                let count =
+                    usize::try_from(end - offset).map_or(SENDFILE_STEP, |n| n.min(SENDFILE_STEP));
+                match rustix::fs::sendfile(socket, file, Some(&mut offset), count) {
+                    Ok(0) => return Ok(FileSent::EndedAt(offset)),
+                    Ok(n) => progress(n as u64),
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => {
+                        let error = ClientError::io(e.into());
+                        return Err(salvage(
+                            &mut self.stream,
+                            &self.config,
+                            Operation::Put,
+                            error,
+                        ));
+                    }
+                }
+            }
+            return Ok(FileSent::All);
+        }
+        let mut buf =
+            vec![0u8; usize::try_from(end - start).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK))];
+        while offset < end {
+            let want = usize::try_from(end - offset).map_or(buf.len(), |n| n.min(buf.len()));
+            let chunk = buf.get_mut(..want).unwrap_or_default();
+            let n = match file.read_at(chunk, offset) {
+                Ok(0) => return Ok(FileSent::EndedAt(offset)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ClientError::LocalRead(e)),
+            };
+            self.send_body(chunk.get(..n).unwrap_or_default(), Operation::Put)?;
+            offset += n as u64;
+            progress(n as u64);
+        }
+        Ok(FileSent::All)
+    }
+
     /// Reads one response.
     fn receive(&mut self) -> Result<Response, ClientError> {
         receive(&mut self.stream, &self.config)
@@ -398,6 +464,64 @@ fn unexpected(expected: &'static str, got: &Response) -> ProtocolError {
     }
 }
 
+/// Size of the buffers file bodies go through.
+const BODY_CHUNK: usize = 1 << 20;
+
+/// Buffers circulating between the network, the disk and the hasher.
+const PIPELINE_BUFFERS: usize = 3;
+
+/// The most one `sendfile` call is asked to send, so that progress is
+/// reported as it goes.
+const SENDFILE_STEP: usize = 8 << 20;
+
+/// How far a file body went.
+enum FileSent {
+    /// Every byte.
+    All,
+    /// The file ended at this offset, before the body's end.
+    EndedAt(u64),
+}
+
+/// The hash of a file that should be `size` bytes long.
+enum Hashed {
+    /// The file is exactly `size` bytes; this hasher has them all.
+    Whole(Box<blake3::Hasher>),
+    /// It ended after this many bytes.
+    Shorter(u64),
+    /// It has more.
+    Longer,
+}
+
+/// Hashes bytes `0..size` of `file` with positioned reads (the file's
+/// cursor is not moved), and checks that the file ends there.
+fn hash_file(file: &File, size: u64) -> io::Result<Hashed> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; usize::try_from(size).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK))];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = usize::try_from(size - offset).map_or(buf.len(), |n| n.min(buf.len()));
+        let chunk = buf.get_mut(..want).unwrap_or_default();
+        match file.read_at(chunk, offset) {
+            Ok(0) => return Ok(Hashed::Shorter(offset)),
+            Ok(n) => {
+                hasher.update(chunk.get(..n).unwrap_or_default());
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut extra = [0u8; 1];
+    loop {
+        match file.read_at(&mut extra, size) {
+            Ok(0) => return Ok(Hashed::Whole(Box::new(hasher))),
+            Ok(_) => return Ok(Hashed::Longer),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn len64(buf: &[u8]) -> u64 {
     // usize is at most 64 bits on every supported target.
     buf.len() as u64
@@ -444,6 +568,59 @@ impl<S: Read + Write> Upload<'_, S> {
         self.session.send_body(chunk, Operation::Put)?;
         self.sent += len;
         Ok(())
+    }
+
+    /// Sends the rest of the body (from [`Upload::remaining`] on) from
+    /// `file`, whose bytes are the body's bytes, and hashes the whole file
+    /// meanwhile on another thread, so hashing costs no time on the wire.
+    ///
+    /// The hash covers the file from its first byte, whatever was sent
+    /// before (an upload resumed by the server starts past the part it
+    /// already has); nothing may have been sent with [`Upload::send`].
+    ///
+    /// Fails with [`ClientError::FileChanged`] (about `path`) if the file is
+    /// shorter or longer than the announced size; nothing more is sent then,
+    /// and no trailer: the server publishes nothing.
+    pub fn send_file(
+        &mut self,
+        file: &File,
+        path: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ClientError> {
+        let (size, start) = (self.size, self.sent);
+        let changed = |read| ClientError::FileChanged {
+            path: path.to_owned(),
+            announced: size,
+            read,
+        };
+        let local = |source| ClientError::Local {
+            action: "cannot read",
+            path: path.to_owned(),
+            source,
+        };
+        let (sent, hashed) = std::thread::scope(|scope| {
+            let hasher = scope.spawn(|| hash_file(file, size));
+            let sent = self.session.send_file_body(file, start, size, progress);
+            let hashed = hasher
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the hashing thread failed")));
+            (sent, hashed)
+        });
+        match sent {
+            Ok(FileSent::All) => self.sent = size,
+            Ok(FileSent::EndedAt(at)) => return Err(changed(Some(at))),
+            Err(ClientError::LocalRead(e)) => return Err(local(e)),
+            Err(e) => return Err(e),
+        }
+        match hashed {
+            Ok(Hashed::Whole(hasher)) => {
+                self.hasher = *hasher;
+                Ok(())
+            }
+            Ok(Hashed::Shorter(read)) => Err(changed(Some(read))),
+            Ok(Hashed::Longer) => Err(changed(None)),
+            Err(e) => Err(local(e)),
+        }
     }
 
     /// Sends the trailer with the hash of the body and waits for the server
@@ -542,6 +719,115 @@ impl<S: Read + Write> Download<'_, S> {
                     let got = buf.get(..n).unwrap_or_default();
                     self.hasher.update(got);
                     self.received += len64(got);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ClientError::io(e)),
+            }
+        }
+    }
+
+    /// Reads the rest of the body into `file` at its current position,
+    /// with the disk writes and the hashing on two other threads, so that
+    /// neither holds up the reading.
+    ///
+    /// A write error stops the download (the session is then unusable) and
+    /// is returned as [`ClientError::Local`] about `path`.
+    pub fn receive_into(
+        &mut self,
+        file: &mut File,
+        path: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ClientError> {
+        let remaining = self.remaining();
+        if remaining == 0 {
+            return Ok(());
+        }
+        let len = usize::try_from(remaining).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK));
+        let count = if remaining > len as u64 {
+            PIPELINE_BUFFERS
+        } else {
+            1
+        };
+        let (to_writer, writer_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(count);
+        let (to_hasher, hasher_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(count);
+        let (to_reader, reader_rx) = mpsc::sync_channel::<Vec<u8>>(count);
+        for _ in 0..count {
+            let _ = to_reader.send(vec![0u8; len]);
+        }
+        let mut hasher = std::mem::take(&mut self.hasher);
+        let (read, written, hashed) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || -> io::Result<()> {
+                for (buf, n) in writer_rx {
+                    file.write_all(buf.get(..n).unwrap_or_default())?;
+                    if to_hasher.send((buf, n)).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+            let hashing = scope.spawn(move || {
+                for (buf, n) in hasher_rx {
+                    hasher.update(buf.get(..n).unwrap_or_default());
+                    // The reader may be gone after a failure; the buffer
+                    // is then dropped.
+                    let _ = to_reader.send(buf);
+                }
+                hasher
+            });
+            let read = (|| -> Result<(), ClientError> {
+                while self.remaining() > 0 {
+                    let Ok(mut buf) = reader_rx.recv() else {
+                        // The writer stopped: its error says why.
+                        return Ok(());
+                    };
+                    let want =
+                        usize::try_from(self.remaining()).map_or(buf.len(), |r| r.min(buf.len()));
+                    let mut filled = 0;
+                    while filled < want {
+                        let n = self.read_raw(buf.get_mut(filled..want).unwrap_or_default())?;
+                        filled += n;
+                        progress(n as u64);
+                    }
+                    if to_writer.send((buf, filled)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })();
+            drop(to_writer);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the writing thread failed")));
+            let hashed = hashing.join();
+            (read, written, hashed)
+        });
+        let local = |source| ClientError::Local {
+            action: "cannot write",
+            path: path.to_owned(),
+            source,
+        };
+        written.map_err(local)?;
+        read?;
+        self.hasher = hashed.map_err(|_| local(io::Error::other("the hashing thread failed")))?;
+        if self.remaining() > 0 {
+            return Err(local(io::Error::other("the writing thread stopped early")));
+        }
+        Ok(())
+    }
+
+    /// Reads body bytes without hashing them; fails on a truncated body.
+    fn read_raw(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        loop {
+            match self.session.stream.read(buf) {
+                Ok(0) => {
+                    return Err(ClientError::Truncated {
+                        received: self.received,
+                        expected: self.size,
+                    });
+                }
+                Ok(n) => {
+                    self.received += n as u64;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
