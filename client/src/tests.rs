@@ -5,7 +5,10 @@
 //! checks exactly what the client wrote.
 
 use crate::error::{ClientError, Exit, Operation, ProtocolError};
-use crate::files::{self, CHUNK, Source, Staging};
+use crate::files::{self, Source, Staging};
+
+/// A size larger than one body buffer, so bodies span several.
+const CHUNK: usize = 1 << 20;
 use crate::session::Session;
 use indicatif::ProgressBar;
 use proto::blocking::read_message;
