@@ -107,6 +107,33 @@ pub fn log_peer(stream: &TcpStream) -> String {
     format!("peer={}", stream.local_addr().unwrap())
 }
 
+/// Runs the `server` binary with `args`, expecting it to exit by itself
+/// (within 20 s, else it is killed and the test fails), and returns its
+/// output.
+pub fn server_exit(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let mut child = std::process::Command::new(crate::bin("server"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "the server kept running with {args:?}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                stderr(&output)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// What is on disk at one path, as far as a change would show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
