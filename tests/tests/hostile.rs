@@ -233,6 +233,62 @@ fn body_one_byte_longer_than_declared_shifts_the_trailer_and_publishes_nothing()
 }
 
 #[test]
+fn body_longer_than_declared_does_not_destroy_the_answers_queued_before_it() {
+    // A peer pipelines a get of 512 KiB and an upload with 128 KiB more
+    // than it declared, and reads nothing until the server has given up on
+    // the upload. The get's answer and the error are still queued for it
+    // when the server hangs up: they must arrive whole, followed by the end
+    // of the stream, not destroyed by a connection reset.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = random_bytes(9, 512 * 1024);
+    std::fs::write(root.join("f"), &file).unwrap();
+    let server = ServerProcess::start(&root, &[]);
+    let intact = Intact::new(&server);
+
+    let mut peer = server.connect();
+    let declared = 100_000;
+    let mut wire = frame_of(&get("f"));
+    wire.extend(frame_of(&put_request("long", declared as u64, false)));
+    wire.extend(random_bytes(10, declared));
+    wire.extend(b"EXTRA BYTES");
+    wire.extend(random_bytes(11, 128 * 1024));
+    peer.stream.write_all(&wire).unwrap();
+    peer.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_for_line(
+        &server,
+        &[&log_peer(&peer.stream), "op=\"put\" name=long", "failed"],
+    );
+
+    assert!(matches!(peer.recv(), Response::GetReady { size, .. } if size == file.len() as u64));
+    let mut body = vec![0u8; file.len()];
+    std::io::Read::read_exact(&mut peer.stream, &mut body).unwrap();
+    assert!(body == file, "the get body arrived altered");
+    let trailer: Trailer = proto::blocking::read_message(&mut peer.stream, &frame_config())
+        .unwrap()
+        .unwrap();
+    assert_eq!(trailer.hash, *blake3::hash(&file).as_bytes());
+    assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
+    match peer.recv() {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("expected a trailer"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    assert_eq!(
+        std::io::Read::read_to_end(&mut peer.stream, &mut rest).unwrap(),
+        0,
+        "a clean end of the stream"
+    );
+
+    intact.check(&server, &[], None);
+    assert!(!root.join("long").exists());
+}
+
+#[test]
 fn missing_trailer_drops_a_silent_peer_at_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
