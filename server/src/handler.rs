@@ -328,6 +328,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 drop(upload);
                 self.refuse(ErrorCode::BadRequest, format!("expected a trailer: {e}"))
                     .await?;
+                // Hang up like every other protocol error: closing with the
+                // peer's surplus unread would reset the connection and
+                // destroy the answers still queued for it.
                 self.conn.shutdown().await;
                 return Err(e.into());
             }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 pub mod corpus;
+pub mod hostile;
 
 use proto::blocking::{read_message, write_message};
 use proto::transfer::{Hello, Response, Welcome, frame_config};
@@ -50,9 +51,15 @@ impl ServerProcess {
     /// Starts a server on `127.0.0.1:0` serving `root`, with extra
     /// arguments, and waits for its `listening on` line.
     pub fn start(root: &Path, extra: &[&str]) -> ServerProcess {
+        ServerProcess::start_on("127.0.0.1:0", root, extra)
+    }
+
+    /// Starts a server listening on `listen` (a loopback address) serving
+    /// `root`, with extra arguments, and waits for its `listening on` line.
+    pub fn start_on(listen: &str, root: &Path, extra: &[&str]) -> ServerProcess {
         let mut child = Command::new(bin("server"))
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--root")
             .arg(root)
             .args(extra)
@@ -93,6 +100,11 @@ impl ServerProcess {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's memory use now, from `/proc/<pid>/status`.
+    pub fn memory(&self) -> Memory {
+        Memory::of(self.pid())
     }
 
     /// What the server has logged so far.
@@ -183,6 +195,56 @@ fn collect(mut stderr: ChildStderr, log: Arc<Mutex<String>>) {
     });
 }
 
+/// A process's resident memory, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident set size now (`VmRSS`).
+    pub rss: u64,
+    /// The highest resident set size so far (`VmHWM`): what a transient
+    /// allocation would have raised, even if it was freed since.
+    pub peak: u64,
+    /// The largest virtual memory size so far (`VmPeak`): address space
+    /// reserved, even if never touched.
+    pub virtual_peak: u64,
+}
+
+impl Memory {
+    /// Reads the memory use of process `pid` from `/proc/<pid>/status`.
+    pub fn of(pid: u32) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("read /proc/<pid>/status (Linux only)");
+        let field = |name: &str| -> u64 {
+            let line = status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{status}"));
+            let kib: u64 = line
+                .trim()
+                .strip_suffix("kB")
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("unexpected {name} line {line:?}"));
+            kib * 1024
+        };
+        Memory {
+            rss: field("VmRSS:"),
+            peak: field("VmHWM:"),
+            virtual_peak: field("VmPeak:"),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSS {:.1} MiB (peak {:.1} MiB, virtual peak {:.1} MiB)",
+            self.rss as f64 / 1048576.0,
+            self.peak as f64 / 1048576.0,
+            self.virtual_peak as f64 / 1048576.0
+        )
+    }
+}
+
 /// A protocol peer that speaks through `proto::blocking` and can misbehave.
 #[derive(Debug)]
 pub struct RawPeer {
@@ -195,11 +257,21 @@ pub struct RawPeer {
 impl RawPeer {
     /// Connects and completes the handshake.
     pub fn connect(addr: SocketAddr) -> RawPeer {
+        RawPeer::connect_with_token(addr, None)
+    }
+
+    /// Connects and completes the handshake, presenting `token`.
+    pub fn connect_with_token(addr: SocketAddr, token: Option<&str>) -> RawPeer {
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        write_message(&mut stream, &frame_config(), &Hello::new(None)).unwrap();
+        write_message(
+            &mut stream,
+            &frame_config(),
+            &Hello::new(token.map(str::to_owned)),
+        )
+        .unwrap();
         let welcome = match read_message(&mut stream, &frame_config()).unwrap() {
             Some(Response::Welcome(welcome)) => welcome,
             other => panic!("expected a welcome, got {other:?}"),

@@ -1,0 +1,626 @@
+//! The server against hostile peers on raw sockets: lengths it is told but
+//! never sent, bodies that do not match their header, peers that hold
+//! connections open, trickle bytes or stop reading, names that try to
+//! leave the root, and symlinks that point out of it.
+//!
+//! Every test ends with [`Intact::check`]: nothing staged, nothing changed
+//! on disk around the root but what the test expects, the server's peak
+//! memory not grown with what a peer declared, and a new client served.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use framekit_tests::hostile::{
+    GIB, Intact, MIB, error_code, log_peer, put_request, read_to_close, wait_for_line,
+};
+use framekit_tests::{RawPeer, ServerProcess, random_bytes, staging};
+use proto::transfer::{
+    Delete, ErrorCode, Get, List, Request, Response, Stat, Trailer, frame_config,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn get(name: &str) -> Request {
+    Request::Get(Get {
+        name: name.into(),
+        offset: 0,
+        if_version: None,
+    })
+}
+
+fn stat(name: &str) -> Request {
+    Request::Stat(Stat { name: name.into() })
+}
+
+fn delete(name: &str) -> Request {
+    Request::Delete(Delete { name: name.into() })
+}
+
+/// Lists `prefix` and returns the names, checking the announced count.
+fn list(peer: &mut RawPeer, prefix: &str) -> Result<Vec<String>, ErrorCode> {
+    peer.send(&Request::List(List {
+        prefix: prefix.into(),
+    }));
+    let mut names = Vec::new();
+    loop {
+        match peer.recv() {
+            Response::Entry(entry) => names.push(entry.name),
+            Response::ListEnd { count } => {
+                assert_eq!(count, names.len() as u64);
+                return Ok(names);
+            }
+            Response::Error(e) => return Err(e.code),
+            other => panic!("unexpected answer to a list: {other:?}"),
+        }
+    }
+}
+
+/// Writes `bytes` from another thread, ignoring failures: the server may
+/// hang up on a hostile peer before it has sent everything.
+fn send_in_background(stream: &TcpStream, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let mut stream = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = stream.write_all(&bytes);
+    })
+}
+
+/// The message frame of `msg`, as sent on the wire.
+fn frame_of<T: serde::Serialize>(msg: &T) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    proto::message::encode_frame(&frame_config(), msg, &mut buf).unwrap();
+    buf.to_vec()
+}
+
+#[test]
+fn frame_declaring_four_gib_is_refused_without_growing_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let intact = Intact::new(&server);
+    let mut peer = server.connect();
+
+    // The prefix announces 4 GiB - 1; 8 MiB of it follow, more than the
+    // server may buffer.
+    let mut wire = u32::MAX.to_be_bytes().to_vec();
+    wire.extend(random_bytes(1, 8 << 20));
+    let writer = send_in_background(&peer.stream, wire);
+    match peer.recv() {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(
+                e.message.contains("4294967295 bytes exceeds the maximum"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    read_to_close(&mut peer.stream);
+    writer.join().unwrap();
+
+    intact.check(&server, &[], Some(4 * GIB));
+}
+
+#[test]
+fn first_frame_declaring_four_gib_is_refused_as_not_a_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let intact = Intact::new(&server);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut wire = u32::MAX.to_be_bytes().to_vec();
+    wire.extend(random_bytes(2, 1 << 20));
+    let writer = send_in_background(&stream, wire);
+    let reply: Response = proto::blocking::read_message(&mut stream, &frame_config())
+        .unwrap()
+        .unwrap();
+    assert_eq!(error_code(reply), ErrorCode::BadMagic);
+    read_to_close(&mut stream);
+    writer.join().unwrap();
+
+    intact.check(&server, &[], Some(4 * GIB));
+}
+
+#[test]
+fn put_over_the_size_limit_is_refused_before_any_body_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &["--max-file-size", "1M"]);
+    let intact = Intact::new(&server);
+    let mut peer = server.connect();
+    assert_eq!(peer.welcome.max_file_size, MIB);
+
+    // Refused while the peer has sent nothing but the request...
+    for size in [GIB, u64::MAX, MIB + 1] {
+        peer.send(&put_request("big", size, false));
+        assert_eq!(error_code(peer.recv()), ErrorCode::TooLarge, "{size}");
+        // ...and no body is expected: the next message is a request.
+        peer.send(&stat("big"));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotFound);
+    }
+
+    // The limit itself is allowed.
+    let body = random_bytes(3, 1 << 20);
+    peer.send(&put_request("exact", MIB, false));
+    assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
+    peer.raw(&body);
+    peer.send(&Trailer {
+        hash: *blake3::hash(&body).as_bytes(),
+    });
+    assert!(matches!(peer.recv(), Response::PutDone { size, .. } if size == MIB));
+    assert_eq!(std::fs::read(server.root.join("exact")).unwrap(), body);
+    assert!(!server.root.join("big").exists());
+
+    intact.check(&server, &["root/exact"], Some(GIB));
+}
+
+#[test]
+fn put_declaring_four_gib_and_sending_little_holds_only_fixed_buffers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let intact = Intact::new(&server);
+    let mut peer = server.connect();
+    // Within the default 64 GiB limit; needs 4 GiB free on the disk.
+    peer.send(&put_request("declared", 4 * GIB, false));
+    assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
+    peer.raw(&random_bytes(4, 2 << 20));
+    framekit_tests::eventually("the upload is staged", || !staging(&root).is_empty());
+    drop(peer);
+
+    intact.check(&server, &[], Some(4 * GIB));
+    assert!(!root.join("declared").exists());
+}
+
+/// A put that declares `declared` body bytes, followed by `wire`: the
+/// server takes exactly `declared` bytes as the body and must find the
+/// trailer frame right after them. Whatever else is there is a protocol
+/// error: a BadRequest answer saying a trailer was expected, the
+/// connection closed, nothing published.
+fn body_then(declared: usize, wire: Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let intact = Intact::new(&server);
+    let mut peer = server.connect();
+    peer.send(&put_request("long", declared as u64, false));
+    assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
+    let writer = send_in_background(&peer.stream, wire);
+    match peer.recv() {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("expected a trailer"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(read_to_close(&mut peer.stream), 0);
+    writer.join().unwrap();
+
+    intact.check(&server, &[], None);
+    assert!(!root.join("long").exists());
+}
+
+#[test]
+fn body_longer_than_declared_is_a_protocol_error_and_publishes_nothing() {
+    // The client sends 64 KiB more than it declared, then the trailer of
+    // everything it sent. The surplus starts with "EXTR", read as the
+    // length prefix of a frame far over the maximum.
+    let declared = 100_000;
+    let mut content = random_bytes(5, declared);
+    content.extend(b"EXTRA BYTES");
+    content.extend(random_bytes(6, 64 * 1024));
+    let mut wire = content.clone();
+    wire.extend(frame_of(&Trailer {
+        hash: *blake3::hash(&content).as_bytes(),
+    }));
+    body_then(declared, wire);
+}
+
+#[test]
+fn body_one_byte_longer_than_declared_shifts_the_trailer_and_publishes_nothing() {
+    // One surplus zero byte: the trailer's frame is read one byte late, so
+    // its prefix reads as an empty frame, which is no trailer.
+    let declared = 100_000;
+    let body = random_bytes(7, declared);
+    let mut wire = body.clone();
+    wire.push(0);
+    wire.extend(frame_of(&Trailer {
+        hash: *blake3::hash(&body).as_bytes(),
+    }));
+    body_then(declared, wire);
+}
+
+#[test]
+fn body_longer_than_declared_does_not_destroy_the_answers_queued_before_it() {
+    // A peer pipelines a get of 512 KiB and an upload with 128 KiB more
+    // than it declared, and reads nothing until the server has given up on
+    // the upload. The get's answer and the error are still queued for it
+    // when the server hangs up: they must arrive whole, followed by the end
+    // of the stream, not destroyed by a connection reset.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = random_bytes(9, 512 * 1024);
+    std::fs::write(root.join("f"), &file).unwrap();
+    let server = ServerProcess::start(&root, &[]);
+    let intact = Intact::new(&server);
+
+    let mut peer = server.connect();
+    let declared = 100_000;
+    let mut wire = frame_of(&get("f"));
+    wire.extend(frame_of(&put_request("long", declared as u64, false)));
+    wire.extend(random_bytes(10, declared));
+    wire.extend(b"EXTRA BYTES");
+    wire.extend(random_bytes(11, 128 * 1024));
+    peer.stream.write_all(&wire).unwrap();
+    peer.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    wait_for_line(
+        &server,
+        &[&log_peer(&peer.stream), "op=\"put\" name=long", "failed"],
+    );
+
+    assert!(matches!(peer.recv(), Response::GetReady { size, .. } if size == file.len() as u64));
+    let mut body = vec![0u8; file.len()];
+    std::io::Read::read_exact(&mut peer.stream, &mut body).unwrap();
+    assert!(body == file, "the get body arrived altered");
+    let trailer: Trailer = proto::blocking::read_message(&mut peer.stream, &frame_config())
+        .unwrap()
+        .unwrap();
+    assert_eq!(trailer.hash, *blake3::hash(&file).as_bytes());
+    assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
+    match peer.recv() {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("expected a trailer"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    assert_eq!(
+        std::io::Read::read_to_end(&mut peer.stream, &mut rest).unwrap(),
+        0,
+        "a clean end of the stream"
+    );
+
+    intact.check(&server, &[], None);
+    assert!(!root.join("long").exists());
+}
+
+#[test]
+fn missing_trailer_drops_a_silent_peer_at_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &["--idle-timeout", "1"]);
+    let intact = Intact::new(&server);
+    let mut peer = server.connect();
+    let body = random_bytes(8, 1 << 20);
+    peer.send(&put_request("untrailed", body.len() as u64, false));
+    assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
+    peer.raw(&body);
+    // No trailer, and the connection stays open: the server hangs up.
+    assert_eq!(read_to_close(&mut peer.stream), 0);
+    wait_for_line(&server, &[&log_peer(&peer.stream), "idle timeout"]);
+
+    intact.check(&server, &[], None);
+    assert!(!root.join("untrailed").exists());
+}
+
+/// How many connections this process may hold open with room to spare,
+/// from its open-files limit (the server inherits the same limit).
+fn connection_budget(wanted: usize) -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let soft: usize = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    wanted.min(soft.saturating_sub(256))
+}
+
+#[test]
+fn thousand_idle_connections_leave_the_server_responsive_and_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &["--max-connections", "2000"]);
+    let intact = Intact::new(&server);
+    let count = connection_budget(1000);
+    if count < 1000 {
+        eprintln!("the open-files limit allows only {count} connections, not 1000");
+    }
+    assert!(
+        count >= 100,
+        "the open-files limit is too low for this test"
+    );
+
+    // Each one completes the handshake, then stays silent.
+    let peers: Vec<RawPeer> = (0..count).map(|_| server.connect()).collect();
+    let held = server.memory();
+    let per_connection = held.rss.saturating_sub(intact.memory().rss) / count as u64;
+    eprintln!(
+        "server memory with {count} idle connections: {held} (before: {}), about {} KiB each",
+        intact.memory(),
+        per_connection / 1024
+    );
+    assert!(
+        held.rss < 64 * MIB,
+        "{count} idle connections take {held} of server memory"
+    );
+
+    // Served while all of them are held.
+    intact.check(&server, &[], None);
+    drop(peers);
+}
+
+/// Sends `frame` one byte per second on a connection (after the handshake
+/// when `handshake` is set) while other clients are served, and checks
+/// that the server hangs up on it before the frame is complete: each
+/// byte comes well within the idle timeout, but the whole message must.
+fn trickle(handshake: bool, frame: Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &["--idle-timeout", "2"]);
+    let intact = Intact::new(&server);
+    let mut stream = if handshake {
+        server.connect().stream
+    } else {
+        TcpStream::connect(server.addr).unwrap()
+    };
+    let frame_len = frame.len();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut stream = stream.try_clone().unwrap();
+        let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for byte in frame {
+                if stop.load(Ordering::SeqCst) || stream.write_all(&[byte]).is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+
+    // Others are served meanwhile.
+    intact.round_trip(&server);
+
+    // The server hangs up, after saying why if the connection was past the
+    // handshake (a stranger's hello gets no answer).
+    let mut said = Vec::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _ = stream.read_to_end(&mut said);
+    if handshake {
+        let reply: Response = proto::message::decode(said.get(4..).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("expected a timeout error, got {said:?}: {e}"));
+        assert!(
+            matches!(&reply, Response::Error(e) if e.code == ErrorCode::Timeout),
+            "{reply:?}"
+        );
+    } else {
+        assert!(said.is_empty(), "{said:?}");
+    }
+    let sent_before_close = sent.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(
+        sent_before_close < frame_len,
+        "the whole {frame_len}-byte frame was sent before the server hung up"
+    );
+    wait_for_line(&server, &[&log_peer(&stream), "idle timeout"]);
+
+    intact.check(&server, &[], None);
+}
+
+/// The trickled frames are at least this long: 100 seconds at one byte per
+/// second, far beyond the idle timeout.
+const MIN_TRICKLED: usize = 100;
+
+#[test]
+fn slowloris_request_is_dropped_at_the_whole_message_deadline() {
+    let frame = frame_of(&stat(&"s".repeat(200)));
+    assert!(frame.len() >= MIN_TRICKLED);
+    trickle(true, frame);
+}
+
+#[test]
+fn slowloris_hello_is_dropped_at_the_whole_message_deadline() {
+    let frame = frame_of(&proto::transfer::Hello::new(Some("t".repeat(200))));
+    assert!(frame.len() >= MIN_TRICKLED);
+    trickle(false, frame);
+}
+
+#[test]
+fn peer_that_never_reads_a_get_body_blocks_nobody_and_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    // Sparse: 1 GiB to serve without using the disk.
+    let size = GIB;
+    std::fs::File::create(root.join("big"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let server = ServerProcess::start(&root, &["--idle-timeout", "2"]);
+    let intact = Intact::new(&server);
+
+    let mut stalled = server.connect();
+    stalled.send(&get("big"));
+    assert!(matches!(stalled.recv(), Response::GetReady { size: s, .. } if s == size));
+    // It reads nothing more. Meanwhile others list, put and get.
+    let mut other = server.connect();
+    let names = list(&mut other, "").unwrap();
+    assert!(names.contains(&"big".to_owned()), "{names:?}");
+    drop(other);
+    intact.round_trip(&server);
+
+    // The server gives up on the stalled download...
+    let line = wait_for_line(&server, &[&log_peer(&stalled.stream), "idle timeout"]);
+    assert!(line.contains("op=\"get\" name=big"), "{line}");
+    // ...having sent no more than the socket buffers took.
+    let received = read_to_close(&mut stalled.stream);
+    eprintln!("the stalled peer had {received} bytes waiting of {size}");
+    assert!(received < size);
+
+    intact.check(&server, &[], Some(size));
+}
+
+/// Every name form the naming rules refuse.
+fn invalid_names() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "",
+        "/etc/passwd",
+        "/",
+        "..",
+        "../outside",
+        "../outside/secret",
+        "a/../../outside",
+        "a/..",
+        ".",
+        "./here",
+        "a/./b",
+        "a//b",
+        "trailing/",
+        "nul\0byte",
+        "back\\slash",
+        "..\\outside",
+        "control\u{7}char",
+        "new\nline",
+        "escape\u{1b}[31m",
+        "c1\u{85}control",
+        ".framekit",
+        ".framekit/staging",
+        ".framekit/staging/x",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.push("c".repeat(256));
+    names.push(vec!["n".repeat(200); 6].join("/"));
+    names
+}
+
+#[test]
+fn invalid_names_are_refused_by_stat_delete_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut intact = Intact::new(&server);
+    std::fs::create_dir(dir.path().join("outside")).unwrap();
+    std::fs::write(dir.path().join("outside/secret"), b"outside").unwrap();
+    std::fs::write(root.join("inside.txt"), b"inside").unwrap();
+    intact.record_disk();
+    // An upload in progress, so the staging area holds a file.
+    let mut uploading = server.connect();
+    uploading.send(&put_request("staged", 1000, false));
+    assert_eq!(uploading.recv(), Response::PutReady { offset: 0 });
+    uploading.raw(&[1; 10]);
+    framekit_tests::eventually("the upload is staged", || !staging(&root).is_empty());
+
+    let mut peer = server.connect();
+    for name in invalid_names() {
+        peer.send(&stat(&name));
+        assert_eq!(
+            error_code(peer.recv()),
+            ErrorCode::InvalidName,
+            "stat {name:?}"
+        );
+        peer.send(&delete(&name));
+        assert_eq!(
+            error_code(peer.recv()),
+            ErrorCode::InvalidName,
+            "delete {name:?}"
+        );
+        if name.is_empty() {
+            continue; // the empty prefix lists everything
+        }
+        // As a prefix, a name that no file can have lists nothing, and one
+        // longer than any name is refused.
+        let expected = if name.len() > proto::transfer::MAX_NAME_LEN {
+            Err(ErrorCode::InvalidName)
+        } else {
+            Ok(vec![])
+        };
+        assert_eq!(list(&mut peer, &name), expected, "list {name:?}");
+    }
+    // Neither the staging area nor anything outside shows in a listing.
+    let everything = list(&mut peer, "").unwrap();
+    assert!(
+        everything
+            .iter()
+            .all(|n| n == "inside.txt" || n.starts_with("intact-")),
+        "{everything:?}"
+    );
+    drop(uploading);
+
+    intact.check(&server, &[], None);
+    assert_eq!(std::fs::read(root.join("inside.txt")).unwrap(), b"inside");
+}
+
+#[test]
+fn symlinks_pointing_out_of_the_root_are_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut intact = Intact::new(&server);
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let secret = b"the content of a file outside the root";
+    std::fs::write(outside.join("secret"), secret).unwrap();
+    let link =
+        |target: &Path, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+    link(&outside.join("secret"), "file_link"); // absolute, to a file
+    link(Path::new("../outside"), "dir_link"); // relative, to a directory
+    link(Path::new(".."), "up"); // the root's parent
+    link(&outside.join("new"), "dangling"); // to a file not there yet
+    intact.record_disk();
+
+    let mut peer = server.connect();
+    let escapes = [
+        "file_link",
+        "dir_link/secret",
+        "up/outside/secret",
+        "dangling",
+    ];
+    for name in escapes {
+        peer.send(&get(name));
+        assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden, "get {name}");
+        peer.send(&stat(name));
+        assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden, "stat {name}");
+    }
+    for name in ["file_link", "dir_link/new", "up/outside/new", "dangling"] {
+        for overwrite in [false, true] {
+            peer.send(&put_request(name, 5, overwrite));
+            assert_eq!(
+                error_code(peer.recv()),
+                ErrorCode::Forbidden,
+                "put {name} overwrite={overwrite}"
+            );
+        }
+    }
+    for name in ["dir_link/secret", "up/outside/secret"] {
+        peer.send(&delete(name));
+        assert_eq!(
+            error_code(peer.recv()),
+            ErrorCode::Forbidden,
+            "delete {name}"
+        );
+    }
+    for prefix in ["", "dir_link", "up/", "file_link"] {
+        let names = list(&mut peer, prefix).unwrap();
+        assert!(
+            names.iter().all(|n| n.starts_with("intact-")),
+            "list {prefix:?}: {names:?}"
+        );
+    }
+    // Deleting a link removes the link, never its target.
+    peer.send(&delete("file_link"));
+    assert_eq!(peer.recv(), Response::Deleted);
+    assert!(std::fs::symlink_metadata(root.join("file_link")).is_err());
+
+    intact.check(&server, &["root/file_link"], None);
+    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), secret);
+    assert!(!outside.join("new").exists());
+}
