@@ -144,23 +144,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(())
     }
 
-    /// Reads body bytes into `buf`: first what is already buffered, then
-    /// from the stream. Returns how many were read; at most `buf.len()`.
-    /// The end of the stream is [`ConnError::Closed`].
-    pub async fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
-        if !self.read_buf.is_empty() {
-            let n = buf.len().min(self.read_buf.len());
-            buf[..n].copy_from_slice(&self.read_buf[..n]);
-            self.read_buf.advance(n);
-            return Ok(n);
+    /// Fills `buf` with body bytes: first what is already buffered, then
+    /// from the stream. The whole buffer must arrive within the idle
+    /// timeout, so a peer cannot hold the connection by trickling bytes.
+    pub async fn read_body_exact(&mut self, buf: &mut [u8]) -> Result<(), ConnError> {
+        let buffered = buf.len().min(self.read_buf.len());
+        buf[..buffered].copy_from_slice(&self.read_buf[..buffered]);
+        self.read_buf.advance(buffered);
+        let rest = &mut buf[buffered..];
+        if rest.is_empty() {
+            return Ok(());
         }
-        let n = timeout(self.idle, self.stream.read(buf))
-            .await
-            .map_err(|_| ConnError::Timeout)??;
-        if n == 0 && !buf.is_empty() {
-            return Err(ConnError::Closed);
+        match timeout(self.idle, self.stream.read_exact(rest)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ConnError::Timeout),
         }
-        Ok(n)
+    }
+
+    /// The stream itself.
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     /// Writes body bytes, all of them.
@@ -191,5 +196,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         })
         .await;
+    }
+}
+
+impl<S: crate::body::Transport> Conn<S> {
+    /// Sends bytes `start..end` of `file` with `sendfile`: the kernel copies
+    /// the file's pages into the socket, without passing through this
+    /// process. Each step must make progress within the idle timeout. The
+    /// file ending early is an `UnexpectedEof` error.
+    pub async fn sendfile(
+        &mut self,
+        file: &std::fs::File,
+        start: u64,
+        end: u64,
+    ) -> Result<(), ConnError> {
+        const STEP: usize = 8 << 20;
+        let Some(socket) = self.stream.sendfile_socket() else {
+            return Err(ConnError::Io(io::Error::other("not a plain TCP stream")));
+        };
+        let mut offset = start;
+        while offset < end {
+            let count = usize::try_from(end - offset).map_or(STEP, |n| n.min(STEP));
+            let sent = timeout(self.idle, async {
+                loop {
+                    socket.writable().await?;
+                    match socket.try_io(tokio::io::Interest::WRITABLE, || {
+                        rustix::fs::sendfile(socket, file, Some(&mut offset), count)
+                            .map_err(io::Error::from)
+                    }) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        result => return result,
+                    }
+                }
+            })
+            .await
+            .map_err(|_| ConnError::Timeout)??;
+            if sent == 0 {
+                return Err(ConnError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before its announced size",
+                )));
+            }
+        }
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! other until the peer leaves.
 
 use crate::Shared;
+use crate::body::{self, Transport};
 use crate::conn::{Conn, ConnError};
 use crate::security::{Access, FailureLimiter};
 use crate::store::{Store, StoreError, Upload};
@@ -10,19 +11,13 @@ use proto::transfer::{
     Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_NAME_LEN, Put, Request, Response,
     Stat, Trailer, VERSION, Welcome, validate_name,
 };
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::IpAddr;
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-/// Size of the buffers that carry file bodies between the socket and the
-/// disk. Two are in flight per transfer, so disk and network work overlap.
-const CHUNK: usize = 256 * 1024;
 
 /// Listing entries are sent in batches of about this many bytes.
 const LIST_BATCH: usize = 32 * 1024;
@@ -69,7 +64,7 @@ pub async fn serve<S>(
     peer: Option<IpAddr>,
 ) -> Result<(), ConnError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     let mut session = Session {
         conn: Conn::new(stream, shared.config.idle_timeout),
@@ -131,7 +126,7 @@ struct Session<S> {
     peer: Option<IpAddr>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: Transport> Session<S> {
     /// Reads the client's hello and answers it. `Ok(false)` if the client
     /// left without saying anything, or was refused.
     async fn handshake(&mut self) -> Result<bool, ConnError> {
@@ -321,7 +316,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         self.conn.send(&Response::PutReady { offset: 0 }).await?;
 
-        let (upload, hash, write_error) = self.receive_body(upload, size).await?;
+        let received = body::receive(&mut self.conn, &self.shared.pool, upload, size).await?;
+        let (upload, hash, write_error) = (received.upload, received.hash, received.error);
         let trailer: Trailer = match self.conn.read_message().await {
             Ok(trailer) => trailer,
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
@@ -367,67 +363,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Receives `size` body bytes into the upload's file, hashing them on
-    /// the way, with socket reads and disk writes overlapped. A disk error
-    /// does not stop the reading: the body is drained so that the client
-    /// can be told, and the connection stays usable.
-    async fn receive_body(
-        &mut self,
-        mut upload: Upload,
-        size: u64,
-    ) -> Result<(Upload, blake3::Hash, Option<io::Error>), ConnError> {
-        let (full_tx, mut full_rx, empty_tx, mut empty_rx) = buffer_pair(size);
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut hasher = blake3::Hasher::new();
-            let mut error = None;
-            let mut received = 0u64;
-            while let Some(Filled { buf, range }) = full_rx.blocking_recv() {
-                let data = &buf[range];
-                hasher.update(data);
-                received += data.len() as u64;
-                if error.is_none()
-                    && let Some(file) = upload.file()
-                    && let Err(e) = file.write_all(data)
-                {
-                    error = Some(e);
-                }
-                let _ = empty_tx.try_send(buf);
-            }
-            // Only a complete body is worth syncing; an incomplete one is
-            // about to be dropped.
-            if received == size
-                && error.is_none()
-                && let Some(file) = upload.file()
-                && let Err(e) = file.sync_all()
-            {
-                error = Some(e);
-            }
-            (upload, hasher.finalize(), error)
-        });
-
-        let mut remaining = size;
-        while remaining > 0 {
-            let mut buf = empty_rx.recv().await.ok_or_else(worker_gone)?;
-            let want = usize::try_from(remaining)
-                .unwrap_or(usize::MAX)
-                .min(buf.len());
-            let mut filled = 0;
-            while filled < want {
-                filled += self.conn.read_body(&mut buf[filled..want]).await?;
-            }
-            remaining -= want as u64;
-            full_tx
-                .send(Filled {
-                    buf,
-                    range: 0..want,
-                })
-                .await
-                .map_err(|_| worker_gone())?;
-        }
-        drop(full_tx);
-        writer.await.map_err(|e| ConnError::Io(io::Error::other(e)))
-    }
-
     async fn get(&mut self, get: Get) -> Result<Summary, ConnError> {
         let name = get.name.clone();
         let (file, entry) = match self.blocking(move |store| store.open_read(&name)).await? {
@@ -444,83 +379,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             modified_ns: entry.modified_ns,
         };
         self.conn.send(&ready).await?;
-        let hash = self.send_body(file, entry.size, offset).await?;
+        let hash = body::send(&mut self.conn, &self.shared.pool, file, entry.size, offset).await?;
         self.conn
             .send(&Trailer {
                 hash: *hash.as_bytes(),
             })
             .await?;
         Ok(Summary::done(entry.size - offset))
-    }
-
-    /// Sends bytes `offset..size` of `file` and returns the hash of the
-    /// whole file. Disk reads and hashing run on a blocking thread,
-    /// overlapped with the socket writes.
-    async fn send_body(
-        &mut self,
-        mut file: std::fs::File,
-        size: u64,
-        offset: u64,
-    ) -> Result<blake3::Hash, ConnError> {
-        let (full_tx, mut full_rx, empty_tx, mut empty_rx) = buffer_pair(size);
-        let reader = tokio::task::spawn_blocking(move || -> io::Result<blake3::Hash> {
-            let mut hasher = blake3::Hasher::new();
-            let mut position = 0u64;
-            let mut recycled = None;
-            while position < size {
-                let Some(mut buf) = recycled.take().or_else(|| empty_rx.blocking_recv()) else {
-                    // The connection side gave up.
-                    break;
-                };
-                let start = position;
-                let want = usize::try_from(size - start)
-                    .unwrap_or(usize::MAX)
-                    .min(buf.len());
-                // A file that shrinks while it is read ends in UnexpectedEof.
-                file.read_exact(&mut buf[..want])?;
-                hasher.update(&buf[..want]);
-                position += want as u64;
-                if position <= offset {
-                    // The client already has this part: it counts in the
-                    // hash but is not sent.
-                    recycled = Some(buf);
-                    continue;
-                }
-                let skip = usize::try_from(offset.saturating_sub(start)).unwrap_or(0);
-                if full_tx
-                    .blocking_send(Filled {
-                        buf,
-                        range: skip..want,
-                    })
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            Ok(hasher.finalize())
-        });
-
-        let mut sent = offset;
-        while sent < size {
-            let Some(filled) = full_rx.recv().await else {
-                break;
-            };
-            self.conn
-                .write_body(&filled.buf[filled.range.clone()])
-                .await?;
-            sent += filled.range.len() as u64;
-            let _ = empty_tx.try_send(filled.buf);
-        }
-        let hash = reader
-            .await
-            .map_err(|e| ConnError::Io(io::Error::other(e)))??;
-        if sent < size {
-            return Err(ConnError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file ended before its announced size",
-            )));
-        }
-        Ok(hash)
     }
 
     async fn list(&mut self, list: List) -> Result<Summary, ConnError> {
@@ -583,38 +448,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-/// A body buffer and the part of it that holds data.
-struct Filled {
-    buf: Vec<u8>,
-    range: Range<usize>,
-}
-
-type Pipe = (
-    mpsc::Sender<Filled>,
-    mpsc::Receiver<Filled>,
-    mpsc::Sender<Vec<u8>>,
-    mpsc::Receiver<Vec<u8>>,
-);
-
-/// Channels that pass body buffers between the socket side and a disk
-/// thread and back: filled ones one way, empty ones the other. Two buffers
-/// circulate when the body needs more than one, so one can be filled while
-/// the other is drained; a small body gets a single buffer of its size.
-fn buffer_pair(size: u64) -> Pipe {
-    let len = usize::try_from(size).unwrap_or(CHUNK).clamp(1, CHUNK);
-    let count = if size > len as u64 { 2 } else { 1 };
-    let (full_tx, full_rx) = mpsc::channel(count);
-    let (empty_tx, empty_rx) = mpsc::channel(count);
-    for _ in 0..count {
-        let _ = empty_tx.try_send(vec![0u8; len]);
-    }
-    (full_tx, full_rx, empty_tx, empty_rx)
-}
-
-fn worker_gone() -> ConnError {
-    ConnError::Io(io::Error::other("the disk worker stopped unexpectedly"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,16 +484,19 @@ mod tests {
             client.write_all(b"next").await.unwrap();
             client
         });
-        let (_upload, hash, error) = session.receive_body(upload, 1_000_000).await.unwrap();
-        let error = error.expect("the write error is kept");
+        let shared = Arc::clone(&session.shared);
+        let received = body::receive(&mut session.conn, &shared.pool, upload, 1_000_000)
+            .await
+            .unwrap();
+        let error = received.error.expect("the write error is kept");
         assert_eq!(error.kind(), io::ErrorKind::StorageFull);
         assert_eq!(StoreError::from(error).code(), ErrorCode::NoSpace);
         let body: Vec<u8> = (0..1_000_000u32).map(|i| i.to_le_bytes()[0]).collect();
-        assert_eq!(hash, blake3::hash(&body));
+        assert_eq!(received.hash, blake3::hash(&body));
         // The bytes after the body are still there for the next message.
         let mut next = [0u8; 4];
-        let n = session.conn.read_body(&mut next).await.unwrap();
-        assert_eq!(&next[..n], &b"next"[..n]);
+        session.conn.read_body_exact(&mut next).await.unwrap();
+        assert_eq!(&next, b"next");
         drop(sender.await.unwrap());
     }
 }

@@ -5,6 +5,7 @@
 //! one connection over any `AsyncRead + AsyncWrite` stream (TCP, TLS, or an
 //! in-memory pipe).
 
+pub mod body;
 pub mod conn;
 #[cfg(fuzzing)]
 pub mod fuzzing;
@@ -71,6 +72,8 @@ pub struct Shared {
     pub config: Config,
     /// Throttles failed authentications per address.
     pub limiter: FailureLimiter,
+    /// Buffers for file bodies.
+    pub pool: body::BufferPool,
 }
 
 /// How many refused connections are answered at once; beyond that, extra
@@ -96,6 +99,7 @@ impl Server {
                 store,
                 config,
                 limiter: FailureLimiter::default(),
+                pool: body::BufferPool::default(),
             }),
         })
     }
