@@ -15,10 +15,12 @@ pub mod store;
 
 use proto::transfer::{ErrorCode, ErrorReply, Response};
 use security::{FailureLimiter, Tokens};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::Store;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -38,6 +40,8 @@ pub struct Config {
     pub max_file_size: u64,
     /// How many connections are served at once; more are refused as busy.
     pub max_connections: usize,
+    /// How many of those may come from one address.
+    pub max_connections_per_ip: usize,
     /// How long a silent peer is waited for before it is dropped.
     pub idle_timeout: Duration,
     /// On shutdown, how long transfers in flight may take to finish before
@@ -55,6 +59,7 @@ impl Default for Config {
             root: PathBuf::from("storage"),
             max_file_size: 64 << 30,
             max_connections: 256,
+            max_connections_per_ip: 64,
             idle_timeout: Duration::from_secs(30),
             grace_period: Duration::from_secs(10),
             tokens: None,
@@ -118,6 +123,7 @@ impl Server {
         let shared = self.shared;
         let slots = Arc::new(Semaphore::new(shared.config.max_connections));
         let busy_slots = Arc::new(Semaphore::new(BUSY_RESPONDERS));
+        let per_ip = Arc::new(Mutex::new(HashMap::new()));
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -138,8 +144,9 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            match Arc::clone(&slots).try_acquire_owned() {
-                Ok(permit) => {
+            let per_ip = PerIp::claim(&per_ip, peer.ip(), shared.config.max_connections_per_ip);
+            match (Arc::clone(&slots).try_acquire_owned(), per_ip) {
+                (Ok(permit), Some(per_ip)) => {
                     let shared = Arc::clone(&shared);
                     let stop = stop.clone();
                     let abort = abort.clone();
@@ -177,21 +184,27 @@ impl Server {
                                 () = abort.cancelled() => warn!("transfer aborted by shutdown"),
                             }
                             drop(permit);
+                            drop(per_ip);
                         }
                         .instrument(span),
                     );
                 }
-                Err(_) => {
+                (_, per_ip) => {
+                    let reason = if per_ip.is_none() {
+                        "the server is at its connection limit for your address; try again later"
+                    } else {
+                        "the server is at its connection limit; try again later"
+                    };
                     if let Ok(permit) = Arc::clone(&busy_slots).try_acquire_owned() {
                         let tls = shared.config.tls.clone().map(TlsAcceptor::from);
                         tracker.spawn(async move {
                             info!(%peer, "refused: too many connections");
                             let _ = tokio::time::timeout(BUSY_TIMEOUT, async {
                                 match tls {
-                                    None => refuse_busy(stream).await,
+                                    None => refuse_busy(stream, reason).await,
                                     Some(acceptor) => {
                                         if let Ok(stream) = acceptor.accept(stream).await {
-                                            refuse_busy(stream).await;
+                                            refuse_busy(stream, reason).await;
                                         }
                                     }
                                 }
@@ -219,14 +232,50 @@ impl Server {
     }
 }
 
+/// One connection's claim on its address's share of the slots; released
+/// when dropped.
+struct PerIp {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// Counts a new connection from `ip`, unless it already has `limit`.
+    fn claim(
+        counts: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<PerIp> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(PerIp {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Tells a connection over the limit that the server is busy. The hello is
 /// read first, so that closing the socket does not reset the connection
 /// before the client has read the answer.
-async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
-    let reply = Response::Error(ErrorReply::new(
-        ErrorCode::Busy,
-        "the server is at its connection limit; try again later",
-    ));
+async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(stream: S, reason: &str) {
+    let reply = Response::Error(ErrorReply::new(ErrorCode::Busy, reason));
     let mut conn = conn::Conn::new(stream, BUSY_TIMEOUT);
     let _ = conn.read_frame().await;
     if conn.send(&reply).await.is_ok() {

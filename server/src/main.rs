@@ -39,6 +39,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
+    /// Connections served at once from one address.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: u32,
+
     /// Seconds a silent peer is waited for before being dropped.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
@@ -130,7 +134,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> ExitCode {
     if let Some(dir) = &args.generate_cert {
-        return generate_cert(dir, &args.cert_name);
+        return generate_cert(dir, &args.cert_name, &args.listen);
     }
     let tokens = match &args.token_file {
         Some(path) => match Tokens::load(path) {
@@ -178,6 +182,7 @@ async fn serve(args: Args) -> ExitCode {
         root: args.root,
         max_file_size: args.max_file_size,
         max_connections: args.max_connections as usize,
+        max_connections_per_ip: args.max_connections_per_ip as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout),
         grace_period: Duration::from_secs(args.grace_period),
         tokens,
@@ -209,7 +214,8 @@ async fn serve(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn generate_cert(dir: &std::path::Path, names: &[String]) -> ExitCode {
+fn generate_cert(dir: &std::path::Path, names: &[String], listen: &str) -> ExitCode {
+    let port = listen.rsplit_once(':').map_or("7878", |(_, port)| port);
     match generate_self_signed(dir, names) {
         Ok((cert, key)) => {
             let mut stdout = std::io::stdout().lock();
@@ -217,7 +223,7 @@ fn generate_cert(dir: &std::path::Path, names: &[String]) -> ExitCode {
                 stdout,
                 "wrote {cert} and {key}\n\n\
                  serve with:   server --tls-cert {cert} --tls-key {key}\n\
-                 connect with: client --tls --ca {cert} --server localhost:7878 list\n\n\
+                 connect with: client --tls --ca {cert} --server localhost:{port} list\n\n\
                  The certificate is self-signed: clients must be given it with --ca.",
                 cert = cert.display(),
                 key = key.display(),

@@ -33,7 +33,7 @@ pub enum SecurityError {
     },
     /// The token file's permissions let other users read it.
     #[error(
-        "the token file {} can be read by other users (mode {mode:03o}); restrict it, e.g. chmod 600",
+        "the token file {} is accessible to other users (mode {mode:03o}); restrict it, e.g. chmod 600",
         path.display()
     )]
     TokenFileExposed {

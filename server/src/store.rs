@@ -130,6 +130,7 @@ impl Store {
     /// root, and absent unless `overwrite`.
     pub fn check_put(&self, name: &str, overwrite: bool) -> Result<(), StoreError> {
         validate_name(name)?;
+        self.outside_reserved(parent_of(name))?;
         match self.root.metadata(name) {
             Ok(meta) if meta.is_dir() => Err(StoreError::NotAFile),
             Ok(_) if !overwrite => Err(StoreError::AlreadyExists),
@@ -176,6 +177,7 @@ impl Store {
         // becomes visible.
         drop(upload.file.take());
         let parent = parent_of(name);
+        self.outside_reserved(parent)?;
         let place = || -> io::Result<()> {
             if let Some(parent) = parent {
                 self.root.create_dir_all(parent)?;
@@ -205,6 +207,7 @@ impl Store {
     /// modification time.
     pub fn open_read(&self, name: &str) -> Result<(File, Entry), StoreError> {
         validate_name(name)?;
+        self.outside_reserved(Some(name))?;
         // O_NONBLOCK: opening a FIFO placed in the root must not hang the
         // server; it is then refused as not a regular file.
         let file = self.root.open_with(
@@ -229,6 +232,7 @@ impl Store {
     /// Describes one regular file.
     pub fn stat(&self, name: &str) -> Result<Entry, StoreError> {
         validate_name(name)?;
+        self.outside_reserved(Some(name))?;
         let meta = self.root.metadata(name)?;
         if !meta.is_file() {
             return Err(StoreError::NotAFile);
@@ -243,6 +247,7 @@ impl Store {
     /// Deletes one file (a symlink is removed itself, never its target).
     pub fn delete(&self, name: &str) -> Result<(), StoreError> {
         validate_name(name)?;
+        self.outside_reserved(parent_of(name))?;
         let meta = self.root.symlink_metadata(name)?;
         if meta.is_dir() {
             return Err(StoreError::NotAFile);
@@ -273,6 +278,25 @@ impl Store {
         let root = self.root.try_clone()?;
         walk(&root, "", prefix, each)?;
         Ok(())
+    }
+
+    /// Refuses a path that resolves into the reserved area through a
+    /// symlink someone placed in the root (names themselves cannot say
+    /// `.framekit`). A path that does not exist yet is fine.
+    fn outside_reserved(&self, path: Option<&str>) -> Result<(), StoreError> {
+        let Some(path) = path else {
+            return Ok(());
+        };
+        match self.root.canonicalize(path) {
+            Ok(resolved) => match resolved.components().next() {
+                Some(std::path::Component::Normal(first)) if first == RESERVED_NAME => {
+                    Err(StoreError::Denied)
+                }
+                _ => Ok(()),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
@@ -527,6 +551,39 @@ mod tests {
             })
             .unwrap();
         assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn symlinks_into_the_reserved_area_are_not_followed() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        let mut upload = store.begin_upload().unwrap();
+        upload.file().unwrap().write_all(b"in progress").unwrap();
+        let staged = std::fs::read_dir(root.join(".framekit/staging"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name();
+        std::os::unix::fs::symlink(".framekit/staging", root.join("peek")).unwrap();
+        std::os::unix::fs::symlink(".framekit", root.join("area")).unwrap();
+        let through = format!("peek/{}", staged.to_string_lossy());
+        assert!(matches!(store.open_read(&through), Err(StoreError::Denied)));
+        assert!(matches!(store.stat(&through), Err(StoreError::Denied)));
+        assert!(matches!(
+            store.check_put("peek/new", true),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            store.check_put("area/staging/new", true),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(store.delete(&through), Err(StoreError::Denied)));
+        assert!(matches!(
+            put(&store, "peek/new", b"x", true),
+            Err(StoreError::Denied)
+        ));
+        drop(upload);
     }
 
     #[test]

@@ -297,7 +297,15 @@ fn memory(settings: &Settings) {
     let uploads = settings.uploads;
     let size = settings.upload_size;
     {
-        let server = ServerProcess::start(&dir.path().join("root"), &["--max-connections", "2000"]);
+        let server = ServerProcess::start(
+            &dir.path().join("root"),
+            &[
+                "--max-connections",
+                "2000",
+                "--max-connections-per-ip",
+                "2000",
+            ],
+        );
         let (_, before) = rss(server.pid());
         let block = random_bytes(7, MIB as usize);
         let mut hasher = blake3::Hasher::new();
@@ -331,8 +339,15 @@ fn memory(settings: &Settings) {
         );
     }
     {
-        let server =
-            ServerProcess::start(&dir.path().join("root2"), &["--max-connections", "2000"]);
+        let server = ServerProcess::start(
+            &dir.path().join("root2"),
+            &[
+                "--max-connections",
+                "2000",
+                "--max-connections-per-ip",
+                "2000",
+            ],
+        );
         let peers: Vec<_> = (0..settings.idle).map(|_| server.connect()).collect();
         let (now, peak) = rss(server.pid());
         println!(

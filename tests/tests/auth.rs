@@ -312,7 +312,7 @@ fn token_file_others_can_access_stops_the_server_with_exit_5() {
         let err = stderr(&output);
         assert!(
             err.contains(&format!(
-                "error: the token file {} can be read by other users (mode {mode:03o})",
+                "error: the token file {} is accessible to other users (mode {mode:03o})",
                 tokens.display()
             )) && err.contains("chmod 600"),
             "{err}"

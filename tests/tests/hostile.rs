@@ -323,7 +323,15 @@ fn connection_budget(wanted: usize) -> usize {
 #[test]
 fn thousand_idle_connections_leave_the_server_responsive_and_small() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("root"), &["--max-connections", "2000"]);
+    let server = ServerProcess::start(
+        &dir.path().join("root"),
+        &[
+            "--max-connections",
+            "2000",
+            "--max-connections-per-ip",
+            "2000",
+        ],
+    );
     let intact = Intact::new(&server);
     let count = connection_budget(1000);
     if count < 1000 {

@@ -390,3 +390,38 @@ fn full_disk_is_reported_nothing_is_published_and_the_server_goes_on() {
     assert_eq!(std::fs::read(root.join("a")).unwrap(), small);
     drop(server);
 }
+
+#[test]
+fn connections_over_the_per_address_limit_get_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &dir.path().join("root"),
+        &["--max-connections", "10", "--max-connections-per-ip", "2"],
+    );
+    let first = server.connect();
+    let _second = server.connect();
+    let mut third = TcpStream::connect(server.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    proto::blocking::write_message(&mut third, &frame_config(), &Hello::new(None)).unwrap();
+    match proto::blocking::read_message(&mut third, &frame_config()).unwrap() {
+        Some(Response::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::Busy);
+            assert!(e.message.contains("for your address"), "{}", e.message);
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
+    drop(first);
+    eventually("the address has a slot again", || {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        proto::blocking::write_message(&mut stream, &frame_config(), &Hello::new(None)).unwrap();
+        matches!(
+            proto::blocking::read_message(&mut stream, &frame_config()),
+            Ok(Some(Response::Welcome(_)))
+        )
+    });
+}
