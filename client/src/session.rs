@@ -467,6 +467,9 @@ fn unexpected(expected: &'static str, got: &Response) -> ProtocolError {
 /// Size of the buffers file bodies go through.
 const BODY_CHUNK: usize = 1 << 20;
 
+/// Files up to this size are sent from memory, hashed inline.
+const SMALL_FILE: usize = 64 * 1024;
+
 /// Buffers circulating between the network, the disk and the hasher.
 const PIPELINE_BUFFERS: usize = 3;
 
@@ -598,6 +601,32 @@ impl<S: Read + Write> Upload<'_, S> {
             path: path.to_owned(),
             source,
         };
+        // A small file is read once, hashed and sent from memory: a thread
+        // would cost more than it saves.
+        if let Ok(len) = usize::try_from(size)
+            && len <= SMALL_FILE
+            && start == 0
+        {
+            let mut buf = vec![0u8; len + 1];
+            let mut read = 0;
+            while read < buf.len() {
+                match file.read_at(&mut buf[read..], read as u64) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(local(e)),
+                }
+            }
+            if read > len {
+                return Err(changed(None));
+            }
+            if read < len {
+                return Err(changed(Some(read as u64)));
+            }
+            self.send(&buf[..len])?;
+            progress(size);
+            return Ok(());
+        }
         let (sent, hashed) = std::thread::scope(|scope| {
             let hasher = scope.spawn(|| hash_file(file, size));
             let sent = self.session.send_file_body(file, start, size, progress);
@@ -743,6 +772,24 @@ impl<S: Read + Write> Download<'_, S> {
         if remaining == 0 {
             return Ok(());
         }
+        let local = |source| ClientError::Local {
+            action: "cannot write",
+            path: path.to_owned(),
+            source,
+        };
+        // A small body is read, hashed and written in one go.
+        if let Ok(len) = usize::try_from(remaining)
+            && len <= SMALL_FILE
+        {
+            let mut buf = vec![0u8; len];
+            let mut filled = 0;
+            while filled < len {
+                let n = self.read(&mut buf[filled..])?;
+                filled += n;
+                progress(n as u64);
+            }
+            return file.write_all(&buf).map_err(local);
+        }
         let len = usize::try_from(remaining).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK));
         let count = if remaining > len as u64 {
             PIPELINE_BUFFERS
@@ -802,11 +849,6 @@ impl<S: Read + Write> Download<'_, S> {
             let hashed = hashing.join();
             (read, written, hashed)
         });
-        let local = |source| ClientError::Local {
-            action: "cannot write",
-            path: path.to_owned(),
-            source,
-        };
         written.map_err(local)?;
         read?;
         self.hasher = hashed.map_err(|_| local(io::Error::other("the hashing thread failed")))?;

@@ -433,17 +433,31 @@ fn put_ready_at_an_offset_not_asked_for_is_a_protocol_error() {
     assert!(!session.is_usable());
 }
 
-#[test]
-fn a_file_that_shrinks_while_sent_fails_before_the_trailer() {
+/// Puts a file that was `announced` bytes long when opened and is `now`
+/// bytes long when sent; returns the error and the body bytes sent.
+fn put_changed_file(announced: usize, now: usize) -> (ClientError, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f");
-    fs::write(&path, data(100)).unwrap();
+    fs::write(&path, data(announced)).unwrap();
     let source = Source::open(&path).unwrap();
-    fs::write(&path, data(60)).unwrap();
+    fs::write(&path, data(now)).unwrap();
     let mut session = Script::welcome()
         .msg(&Response::PutReady { offset: 0 })
         .session();
     let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    assert_eq!(err.exit(), Exit::LocalFile);
+    assert!(!session.is_usable());
+    let mut sent = Sent::of(session);
+    sent.hello();
+    sent.request();
+    // Never a trailer: the server publishes nothing.
+    (err, sent.rest())
+}
+
+#[test]
+fn a_file_that_shrinks_while_sent_fails_before_the_trailer() {
+    // A small file is read whole first: nothing of it is sent.
+    let (err, rest) = put_changed_file(100, 60);
     assert!(
         matches!(
             err,
@@ -455,26 +469,26 @@ fn a_file_that_shrinks_while_sent_fails_before_the_trailer() {
         ),
         "{err:?}"
     );
-    assert_eq!(err.exit(), Exit::LocalFile);
-    assert!(!session.is_usable());
-    let mut sent = Sent::of(session);
-    sent.hello();
-    sent.request();
-    // The bytes that could be read, and no trailer.
-    assert_eq!(sent.rest(), data(60));
+    assert!(rest.is_empty());
+    // A large one is streamed: what could be read went out.
+    let (err, rest) = put_changed_file(200_000, 150_000);
+    assert!(
+        matches!(
+            err,
+            ClientError::FileChanged {
+                announced: 200_000,
+                read: Some(150_000),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(rest, data(150_000));
 }
 
 #[test]
 fn a_file_that_grows_while_sent_fails_before_the_trailer() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f");
-    fs::write(&path, data(100)).unwrap();
-    let source = Source::open(&path).unwrap();
-    fs::write(&path, data(101)).unwrap();
-    let mut session = Script::welcome()
-        .msg(&Response::PutReady { offset: 0 })
-        .session();
-    let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    let (err, rest) = put_changed_file(100, 101);
     assert!(
         matches!(
             err,
@@ -486,11 +500,20 @@ fn a_file_that_grows_while_sent_fails_before_the_trailer() {
         ),
         "{err:?}"
     );
-    assert!(!session.is_usable());
-    let mut sent = Sent::of(session);
-    sent.hello();
-    sent.request();
-    assert_eq!(sent.rest(), data(100));
+    assert!(rest.is_empty());
+    let (err, rest) = put_changed_file(200_000, 200_001);
+    assert!(
+        matches!(
+            err,
+            ClientError::FileChanged {
+                announced: 200_000,
+                read: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(rest, data(200_000));
 }
 
 #[test]
