@@ -1,25 +1,39 @@
 #!/usr/bin/env python3
 """A framekit file-transfer client in one file.
 
-Written from PROTOCOL.md alone, with the standard library's socket and
-struct modules and the `blake3` package (pip install blake3). It speaks
-protocol version 1 and has the same command line, output and exit codes as
-the Rust `client`:
+Written from PROTOCOL.md alone, with the standard library's socket,
+ssl and struct modules and the `blake3` package (pip install blake3). It
+speaks protocol version 1 and has the same command line, output and exit
+codes as the Rust `client`:
 
-    framekit_client.py [--server ADDR] [--quiet] put FILE [--name NAME] [--force]
-    framekit_client.py [--server ADDR] [--quiet] get NAME [--output PATH] [--force]
-    framekit_client.py [--server ADDR] [--quiet] list [PREFIX]
-    framekit_client.py [--server ADDR] [--quiet] stat NAME
-    framekit_client.py [--server ADDR] [--quiet] delete NAME
+    framekit_client.py [OPTIONS] put FILE [--name NAME] [--force]
+    framekit_client.py [OPTIONS] get NAME [--output PATH] [--force]
+    framekit_client.py [OPTIONS] list [PREFIX]
+    framekit_client.py [OPTIONS] stat NAME
+    framekit_client.py [OPTIONS] delete NAME
 
---server defaults to $FRAMEKIT_SERVER, else 127.0.0.1:7878. $FRAMEKIT_TOKEN,
-if set, is sent as the access token.
+OPTIONS (before or after the command):
+
+    --server ADDR      HOST:PORT, HOST or IP; default $FRAMEKIT_SERVER, else
+                       127.0.0.1:7878
+    --quiet, -q        no progress and no status messages
+    --tls              TLS, checking the server's certificate and name
+                       against the system's trust store (or --ca)
+    --ca PEM           trust the certificates in PEM instead (a private CA or
+                       the server's self-signed certificate); implies --tls
+    --token-file PATH  send the first non-blank line of PATH as the access
+                       token (overrides $FRAMEKIT_TOKEN, which is sent
+                       otherwise, if set and not empty)
 
 Exit codes: 0 success; 1 other error; 2 usage error; 3 connection failed,
-lost or timed out, handshake failed; 4 remote file not found; 5 already
-exists (the remote file on put without --force, the local destination on get
-without --force); 6 integrity mismatch; 7 refused by the server (or an
-invalid name, or a protocol violation by the server); 8 local file error.
+lost or timed out, handshake or TLS failed (an untrusted certificate, a
+certificate for another name, a server that does not speak TLS, or a TLS
+server reached without --tls); 4 remote file not found; 5 already exists
+(the remote file on put without --force, the local destination on get
+without --force); 6 integrity mismatch; 7 refused by the server (busy,
+unauthorized, forbidden, timeout, ...; or an invalid name, or a protocol
+violation by the server); 8 local file error (including an unusable --ca
+or --token-file).
 
 The protocol part (Session and the encoding helpers) does not print or exit
 and can be imported: see main() for how the commands use it.
@@ -32,6 +46,7 @@ import ipaddress
 import os
 import secrets
 import socket
+import ssl
 import stat as stat_module
 import struct
 import sys
@@ -459,6 +474,106 @@ def parse_address(addr: str):
     return host, int(port)
 
 
+# --- TLS (PROTOCOL.md, "Transport") ---------------------------------------------
+
+# OpenSSL's reasons for a handshake answer that is not TLS at all.
+_NOT_TLS_REASONS = {
+    "WRONG_VERSION_NUMBER",
+    "UNKNOWN_PROTOCOL",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_LAYER_FAILURE",
+    "UNEXPECTED_RECORD",
+    "BAD_PACKET_LENGTH",
+    "HTTP_REQUEST",
+    "HTTPS_PROXY_REQUEST",
+}
+
+# OpenSSL's verification errors that mean "not signed by anyone trusted":
+# unable to get the issuer (2, 20), a bad signature (7), a self-signed
+# certificate that is not trusted (18, 19), unable to verify the leaf (21).
+_UNTRUSTED_CODES = {2, 7, 18, 19, 20, 21}
+# The certificate is for other names (62) or other addresses (64).
+_NAME_MISMATCH_CODES = {62, 64}
+
+
+def tls_context(ca: Optional[str]) -> ssl.SSLContext:
+    """A TLS client context that checks the server's certificate chain and
+    that the certificate is valid for the name connected to: against the
+    certificates in the PEM file `ca` (a private CA, or the server's
+    self-signed certificate) if given, else the system's trust store."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # PROTOCOL_TLS_CLIENT already requires a certificate and checks the
+    # name; say so rather than rely on it.
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    if ca is None:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        return context
+    try:
+        context.load_verify_locations(cafile=ca)
+    except ssl.SSLError as e:
+        reason = (
+            "no CERTIFICATE block found"
+            if e.reason == "NO_CERTIFICATE_OR_CRL_FOUND"
+            else (e.reason or str(e)).lower().replace("_", " ")
+        )
+        raise ClientError(
+            EXIT_LOCAL, "cannot use %s as trusted certificates: %s" % (ca, reason)
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ClientError(
+            EXIT_LOCAL, "cannot use %s as trusted certificates: %s" % (ca, _os_message(e))
+        ) from None
+    return context
+
+
+def tls_error(addr: str, reason: str) -> ClientError:
+    return connection_error("TLS with %s failed: %s" % (addr, reason))
+
+
+def tls_handshake(
+    context: ssl.SSLContext, sock: socket.socket, addr: str, host: str
+) -> ssl.SSLSocket:
+    """Runs the TLS handshake on `sock` to completion, so that its failures
+    are reported as such rather than as a protocol error later. Closes
+    `sock` on failure."""
+    try:
+        tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+    except (OSError, ValueError) as e:
+        sock.close()
+        raise tls_error(addr, "%r is not a valid server name: %s" % (host, e)) from None
+    try:
+        tls.do_handshake()
+        return tls
+    except ssl.SSLCertVerificationError as e:
+        if e.verify_code in _NAME_MISMATCH_CODES:
+            reason = "the server's certificate is not valid for the name '%s'" % host
+        elif e.verify_code in _UNTRUSTED_CODES:
+            reason = (
+                "the server's certificate is not signed by a trusted authority "
+                "(for a private CA or a self-signed certificate, pass it with --ca)"
+            )
+        else:
+            reason = "the server's certificate was rejected: %s" % e.verify_message
+    except socket.timeout:
+        reason = "the server did not complete the TLS handshake (timed out)"
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError):
+        reason = "the server closed the connection during the TLS handshake"
+    except ssl.SSLError as e:
+        if e.reason in _NOT_TLS_REASONS:
+            reason = (
+                "the server did not answer with TLS "
+                "(does it run without --tls-cert? then connect without --tls)"
+            )
+        else:
+            reason = (e.reason or str(e)).lower().replace("_", " ")
+    except OSError as e:
+        reason = _os_message(e)
+    tls.close()
+    raise tls_error(addr, reason)
+
+
 class Session:
     """One connection to a server, after a successful handshake.
 
@@ -473,16 +588,26 @@ class Session:
     # Opening.
 
     @classmethod
-    def connect(cls, addr: str, token: Optional[str]) -> "Session":
+    def connect(
+        cls, addr: str, token: Optional[str], tls: Optional[ssl.SSLContext] = None
+    ) -> "Session":
+        """Connects to `addr` and performs the handshake, sending `token`.
+
+        With `tls` (see tls_context()), the connection is encrypted and the
+        server's certificate is checked for the host part of `addr`
+        (PROTOCOL.md, "Transport") before the hello is sent.
+        """
         try:
             host, port = parse_address(addr)
             sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
         except (OSError, ValueError, UnicodeError) as e:
             raise connection_error("cannot connect to %s: %s" % (addr, _os_message(e))) from None
-        session = cls(sock)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(HANDSHAKE_TIMEOUT)
+            if tls is not None:
+                sock = tls_handshake(tls, sock, addr, host)
+            session = cls(sock)
             welcome = session._handshake(token)
             idle = welcome.idle_timeout_ms / 1000.0 if welcome.idle_timeout_ms else DEFAULT_IDLE
             sock.settimeout(idle + IDLE_MARGIN)
@@ -494,8 +619,19 @@ class Session:
     def _handshake(self, token: Optional[str]) -> Welcome:
         """PROTOCOL.md, "Handshake and versions"."""
         self._send(encode_hello(token), "handshake")
+        head = self.recv_exactly(PREFIX_LEN)
+        if head is None:
+            raise connection_error("the server closed the connection")
+        if head[0] in (0x15, 0x16) and head[1] == 0x03:
+            # A TLS record (an alert) where a frame was expected: the server
+            # speaks TLS and refused our plain-text hello. No framekit
+            # frame starts like this (it would declare over 350 MB).
+            raise connection_error(
+                "the server did not answer the handshake as a framekit server: "
+                "the server speaks TLS: connect with --tls"
+            )
         try:
-            answer = self._read_response()
+            answer = self._read_response(head)
         except ProtocolViolation as e:
             raise connection_error(
                 "the server did not answer the handshake as a framekit server: " + e.detail
@@ -517,6 +653,14 @@ class Session:
         )
 
     def close(self) -> None:
+        if isinstance(self.sock, ssl.SSLSocket):
+            # Say goodbye with a TLS close_notify, so that the server knows
+            # nothing was cut off. Best effort, and brief.
+            try:
+                self.sock.settimeout(1.0)
+                self.sock.unwrap()
+            except (OSError, ValueError):
+                pass
         self.sock.close()
 
     def __enter__(self) -> "Session":
@@ -554,8 +698,11 @@ class Session:
             got += count
         return bytes(buf)
 
-    def read_frame(self) -> bytes:
-        head = self.recv_exactly(PREFIX_LEN)
+    def read_frame(self, head: Optional[bytes] = None) -> bytes:
+        """The next frame's payload. `head`: its length prefix, if it was
+        already read."""
+        if head is None:
+            head = self.recv_exactly(PREFIX_LEN)
         if head is None:
             raise connection_error("the server closed the connection")
         (length,) = struct.unpack(">I", head)
@@ -570,8 +717,8 @@ class Session:
             raise connection_error("the server closed the connection")
         return payload or b""
 
-    def _read_response(self):
-        payload = self.read_frame()
+    def _read_response(self, head: Optional[bytes] = None):
+        payload = self.read_frame(head)
         try:
             return decode_response(payload)
         except Malformed as e:
@@ -1026,7 +1173,51 @@ def token_from_env() -> Optional[str]:
     return token
 
 
-def cmd_put(args, token: Optional[str]) -> None:
+# What Rust's str::trim removes: the Unicode White_Space characters.
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def token_from_file(path: str) -> str:
+    """The token in a file: its first line that is not blank, trimmed."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClientError(
+            EXIT_LOCAL, "cannot read the token file %s: the file is not valid UTF-8" % path
+        ) from None
+    except OSError as e:
+        raise local_error("cannot read the token file", path, e) from None
+    for line in text.split("\n"):
+        token = line.strip(_WHITESPACE)
+        if token:
+            return token
+    raise ClientError(EXIT_LOCAL, "cannot read the token file %s: the file holds no token" % path)
+
+
+@dataclass
+class Options:
+    """How the commands connect: the access token, and TLS if wanted."""
+
+    token: Optional[str]
+    tls: Optional[ssl.SSLContext]
+
+
+def options(args) -> Options:
+    """The token (--token-file, else $FRAMEKIT_TOKEN) and the TLS context
+    (--tls or --ca), checked before anything else is done."""
+    if args.token_file is not None:
+        token: Optional[str] = token_from_file(args.token_file)
+    else:
+        token = token_from_env()
+    tls = tls_context(args.ca) if args.tls or args.ca is not None else None
+    return Options(token, tls)
+
+
+def cmd_put(args, opts: Options) -> None:
     source, size = open_source(args.file)
     with source:
         if args.name is not None:
@@ -1040,7 +1231,7 @@ def cmd_put(args, token: Optional[str]) -> None:
                     "give one with --name" % _printable(args.file),
                 )
         check_name(name)
-        with Session.connect(args.server, token) as session:
+        with Session.connect(args.server, opts.token, opts.tls) as session:
             progress = Progress(not args.quiet, escape(name))
             try:
                 done = session.put(source, size, name, args.force, progress)
@@ -1061,13 +1252,13 @@ def cmd_put(args, token: Optional[str]) -> None:
     out_line("put %s: %d bytes, blake3 %s" % (escape(name), done.size, done.hash.hex()))
 
 
-def cmd_get(args, token: Optional[str]) -> None:
+def cmd_get(args, opts: Options) -> None:
     name = text_arg(args.name, "NAME")
     check_name(name)
     dest = destination(name, args.output)
     staging = Staging(dest, args.force)
     try:
-        with Session.connect(args.server, token) as session:
+        with Session.connect(args.server, opts.token, opts.tls) as session:
             progress = Progress(not args.quiet, escape(name))
             try:
                 size, digest = session.get(name, SinkWriter(staging), progress)
@@ -1082,24 +1273,24 @@ def cmd_get(args, token: Optional[str]) -> None:
     )
 
 
-def cmd_list(args, token: Optional[str]) -> None:
+def cmd_list(args, opts: Options) -> None:
     prefix = text_arg(args.prefix, "PREFIX")
-    with Session.connect(args.server, token) as session:
+    with Session.connect(args.server, opts.token, opts.tls) as session:
         for entry in session.list(prefix):
             print_entry(entry)
 
 
-def cmd_stat(args, token: Optional[str]) -> None:
+def cmd_stat(args, opts: Options) -> None:
     name = text_arg(args.name, "NAME")
     check_name(name)
-    with Session.connect(args.server, token) as session:
+    with Session.connect(args.server, opts.token, opts.tls) as session:
         print_entry(session.stat(name))
 
 
-def cmd_delete(args, token: Optional[str]) -> None:
+def cmd_delete(args, opts: Options) -> None:
     name = text_arg(args.name, "NAME")
     check_name(name)
-    with Session.connect(args.server, token) as session:
+    with Session.connect(args.server, opts.token, opts.tls) as session:
         session.delete(name)
     status(args.quiet, "deleted %s" % escape(name))
 
@@ -1120,15 +1311,36 @@ def parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="show no progress and no status messages (results and errors are still printed)",
     )
+    common.add_argument(
+        "--tls",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="encrypt the connection with TLS, checking the server's certificate against "
+        "the system's trusted roots (or --ca)",
+    )
+    common.add_argument(
+        "--ca",
+        metavar="PEM",
+        default=argparse.SUPPRESS,
+        help="trust the certificates in this PEM file (a private CA, or the server's "
+        "self-signed certificate) instead of the system's roots; implies --tls",
+    )
+    common.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="read the access token from the first non-blank line of this file "
+        "(overrides $FRAMEKIT_TOKEN)",
+    )
     main_parser = argparse.ArgumentParser(
         prog="framekit_client.py",
         parents=[common],
         description="Send files to a framekit server and fetch them back, verified with BLAKE3.",
         epilog="Environment: FRAMEKIT_SERVER (default for --server), FRAMEKIT_TOKEN "
         "(access token). Exit codes: 0 success, 1 other error, 2 usage error, "
-        "3 connection failed/lost/timed out or handshake failed, 4 remote file not found, "
-        "5 already exists, 6 integrity mismatch, 7 refused by the server, "
-        "8 local file error.",
+        "3 connection failed/lost/timed out, handshake or TLS failed, 4 remote file not found, "
+        "5 already exists, 6 integrity mismatch, 7 refused by the server (busy, unauthorized, "
+        "forbidden, ...) or protocol error, 8 local file error.",
     )
     commands = main_parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -1174,14 +1386,15 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if not hasattr(args, "server"):
         args.server = os.environ.get("FRAMEKIT_SERVER") or "%s:%d" % ("127.0.0.1", DEFAULT_PORT)
-    if not hasattr(args, "quiet"):
-        args.quiet = False
+    for option, default in (("quiet", False), ("tls", False), ("ca", None), ("token_file", None)):
+        if not hasattr(args, option):
+            setattr(args, option, default)
     try:
         if blake3 is None:
             raise ClientError(
                 EXIT_OTHER, "the blake3 package is missing: install it with `pip install blake3`"
             )
-        COMMANDS[args.command](args, token_from_env())
+        COMMANDS[args.command](args, options(args))
         sys.stdout.flush()
     except ClientError as e:
         line = e.message.replace("\n", " ").replace("\r", " ")

@@ -109,6 +109,21 @@ fn examples() -> Vec<Message> {
             ErrorCode::Busy,
             "try later",
         ))),
+        M::Response(Response::Welcome(Welcome {
+            version: VERSION,
+            max_file_size: 64 << 30,
+            max_message_len: u32::try_from(MAX_MESSAGE_LEN).unwrap(),
+            idle_timeout_ms: 30_000,
+            read_only: true,
+        })),
+        M::Response(Response::Error(ErrorReply::new(
+            ErrorCode::Unauthorized,
+            "the access token was not accepted",
+        ))),
+        M::Response(Response::Error(ErrorReply::new(
+            ErrorCode::Timeout,
+            "closing the connection after 30 s without a request",
+        ))),
         M::Response(Response::PutReady { offset: 0 }),
         M::Response(Response::PutDone {
             size: 5,

@@ -1,6 +1,7 @@
 //! The Python client (`examples/python/framekit_client.py`), written from
-//! PROTOCOL.md alone, against the real server; and cross-checks with the
-//! Rust client: what one puts, the other gets byte for byte.
+//! PROTOCOL.md alone, against the real server (plain, with access tokens,
+//! over TLS); and cross-checks with the Rust client: what one puts, the
+//! other gets byte for byte, and both fail alike.
 //!
 //! The interpreter is `$FRAMEKIT_PYTHON` (set by `scripts/test`, which
 //! installs the `blake3` package if needed), else `python3`. Without
@@ -8,7 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use framekit_tests::{
-    ServerProcess, hash_file, random_bytes, staging, stderr, stdout, tree, write_random_file,
+    ServerProcess, bin, client_at, hash_file, random_bytes, staging, stderr, stdout, tree,
+    write_random_file,
 };
 use proto::blocking::{read_message, write_message};
 use proto::transfer::{
@@ -17,6 +19,7 @@ use proto::transfer::{
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -96,11 +99,17 @@ fn script() -> PathBuf {
 
 /// The Python client aimed at `addr`, quiet, run in `cwd`.
 fn py_at(addr: SocketAddr, cwd: &Path) -> Command {
+    py_to(&addr.to_string(), cwd)
+}
+
+/// The Python client aimed at `server` (`HOST:PORT`), quiet, run in `cwd`,
+/// with nothing from the environment.
+fn py_to(server: &str, cwd: &Path) -> Command {
     let mut cmd = Command::new(python());
     cmd.current_dir(cwd)
         .arg(script())
         .arg("--server")
-        .arg(addr.to_string())
+        .arg(server)
         .arg("--quiet")
         .env_remove("FRAMEKIT_SERVER")
         .env_remove("FRAMEKIT_TOKEN")
@@ -144,7 +153,12 @@ struct Setup {
 }
 
 fn setup(extra: &[&str]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    setup_in(tempfile::tempdir().unwrap(), extra)
+}
+
+/// A server serving `dir/root`, with `dir/work` as the scratch directory;
+/// `dir` may already hold the server's certificate or token file.
+fn setup_in(dir: tempfile::TempDir, extra: &[&str]) -> Setup {
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let server = ServerProcess::start(&dir.path().join("root"), extra);
@@ -595,4 +609,426 @@ fn unknown_error_codes_are_refusals() {
     let out = run(&mut py_at(addr, dir.path()), &["stat", "f"]);
     assert_error(&out, 7, "error code 999: from the future\\u{1b}[2J");
     server.join().unwrap();
+}
+
+#[test]
+fn an_idle_timeout_answer_is_a_refusal_as_in_the_rust_client() {
+    let dir = tempfile::tempdir().unwrap();
+    fn timeout(stream: &mut std::net::TcpStream, request: Request) {
+        assert!(matches!(request, Request::Stat(_)), "{request:?}");
+        let reply = ErrorReply::new(
+            ErrorCode::Timeout,
+            "closing the connection after 30 s without a request",
+        );
+        write_message(stream, &frame_config(), &Response::Error(reply)).unwrap();
+    }
+    let expected =
+        "the server refused the stat: timeout: closing the connection after 30 s without a request";
+    let (addr, server) = fake_server(welcome(), timeout);
+    let python = run(&mut py_at(addr, dir.path()), &["stat", "f"]);
+    assert_error(&python, 7, expected);
+    server.join().unwrap();
+    let (addr, server) = fake_server(welcome(), timeout);
+    let rust = client_at(addr, dir.path())
+        .args(["stat", "f"])
+        .output()
+        .unwrap();
+    assert_error(&rust, 7, expected);
+    server.join().unwrap();
+    assert_eq!(stderr(&python), stderr(&rust));
+}
+
+#[test]
+fn token_file_is_sent_in_the_hello_instead_of_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first line that is not blank, trimmed.
+    std::fs::write(
+        dir.path().join("token"),
+        "\n  \n  from-the-file \nsecond line\n",
+    )
+    .unwrap();
+    let (addr, server) = fake_server(welcome(), |stream, _| {
+        write_message(stream, &frame_config(), &Response::ListEnd { count: 0 }).unwrap();
+    });
+    let out = run(
+        py_at(addr, dir.path())
+            .env("FRAMEKIT_TOKEN", "from-the-environment")
+            .args(["--token-file", "token"]),
+        &["list"],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        server.join().unwrap(),
+        Hello::new(Some("from-the-file".into()))
+    );
+}
+
+#[test]
+fn unusable_token_and_certificate_files_exit_8_as_in_the_rust_client() {
+    // Nothing listens there: these must fail before connecting.
+    let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blank"), "\n   \n").unwrap();
+    std::fs::write(dir.path().join("not-a-cert.pem"), "hello\n").unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--token-file", "missing"],
+            "cannot read the token file missing",
+        ),
+        (
+            &["--token-file", "blank"],
+            "cannot read the token file blank: the file holds no token",
+        ),
+        (
+            &["--ca", "missing.pem"],
+            "cannot use missing.pem as trusted certificates",
+        ),
+        (
+            &["--ca", "not-a-cert.pem"],
+            "cannot use not-a-cert.pem as trusted certificates: no CERTIFICATE block found",
+        ),
+    ];
+    for (options, needle) in cases {
+        let python = run(py_at(nowhere, dir.path()).args(*options), &["list"]);
+        assert_error(&python, 8, needle);
+        let rust = client_at(nowhere, dir.path())
+            .args(*options)
+            .arg("list")
+            .output()
+            .unwrap();
+        assert_error(&rust, 8, needle);
+    }
+}
+
+/// The read-write and read-only tokens of [`secure_server`].
+const RW_TOKEN: &str = "rw-6f1c0a9e";
+const RO_TOKEN: &str = "ro-2b7d44c1";
+
+/// Runs `server --generate-cert dir`; returns the certificate and the key.
+fn generate_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let out = Command::new(bin("server"))
+        .arg("--generate-cert")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A server with TLS (a certificate from `server --generate-cert`) if
+/// `tls`, and requiring [`RW_TOKEN`] or the read-only [`RO_TOKEN`] if
+/// `tokens`. Returns it and the certificate (generated even without TLS,
+/// for clients that try it anyway). The work directory holds the client
+/// token files `rw.token`, `ro.token` and `wrong.token`.
+fn secure_server(tls: bool, tokens: bool) -> (Setup, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = generate_cert(&dir.path().join("certs"));
+    let token_file = dir.path().join("tokens");
+    std::fs::write(
+        &token_file,
+        format!("# who may do what\n{RW_TOKEN}\n\nro:{RO_TOKEN}\n"),
+    )
+    .unwrap();
+    // The server refuses a token file that other users can read.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut extra = Vec::new();
+    if tls {
+        extra.extend(["--tls-cert", path_str(&cert), "--tls-key", path_str(&key)]);
+    }
+    if tokens {
+        extra.extend(["--token-file", path_str(&token_file)]);
+    }
+    let s = setup_in(dir, &extra);
+    for (name, token) in [
+        ("rw.token", RW_TOKEN),
+        ("ro.token", RO_TOKEN),
+        ("wrong.token", "rw-6f1c0a9f"),
+    ] {
+        std::fs::write(s.work.join(name), format!("\n  {token}  \n")).unwrap();
+    }
+    (s, cert)
+}
+
+#[test]
+fn python_client_with_the_right_token_file_does_every_operation() {
+    let (s, _) = secure_server(false, true);
+    std::fs::write(s.work.join("f"), b"content").unwrap();
+    let py_rw = || {
+        let mut cmd = py(&s.server, &s.work);
+        cmd.args(["--token-file", "rw.token"]);
+        cmd
+    };
+    assert_exit(&run(&mut py_rw(), &["put", "f", "--name", "d/e/f"]), 0);
+    assert_eq!(
+        std::fs::read(s.server.root.join("d/e/f")).unwrap(),
+        b"content"
+    );
+    assert_eq!(stdout(&run(&mut py_rw(), &["list"])), "7\td/e/f\n");
+    assert_eq!(stdout(&run(&mut py_rw(), &["stat", "d/e/f"])), "7\td/e/f\n");
+    assert_exit(&run(&mut py_rw(), &["get", "d/e/f", "-o", "back"]), 0);
+    assert_eq!(std::fs::read(s.work.join("back")).unwrap(), b"content");
+    assert_exit(&run(&mut py_rw(), &["delete", "d/e/f"]), 0);
+    // The directories the deletion left empty went with the file.
+    assert!(!s.server.root.join("d").exists());
+    // The token may come from the environment instead.
+    let out = run(
+        py(&s.server, &s.work).env("FRAMEKIT_TOKEN", RW_TOKEN),
+        &["list"],
+    );
+    assert_exit(&out, 0);
+}
+
+#[test]
+fn python_client_with_a_wrong_or_missing_token_exits_7() {
+    let (s, _) = secure_server(false, true);
+    std::fs::write(s.work.join("f"), b"x").unwrap();
+    let out = run(
+        py(&s.server, &s.work).args(["--token-file", "wrong.token"]),
+        &["put", "f"],
+    );
+    assert_error(
+        &out,
+        7,
+        "the server refused the handshake: unauthorized: the access token was not accepted",
+    );
+    let out = run(&mut py(&s.server, &s.work), &["put", "f"]);
+    assert_error(
+        &out,
+        7,
+        "the server refused the handshake: unauthorized: this server requires an access token",
+    );
+    // The token file wins over a right token in the environment.
+    let out = run(
+        py(&s.server, &s.work)
+            .env("FRAMEKIT_TOKEN", RW_TOKEN)
+            .args(["--token-file", "wrong.token"]),
+        &["put", "f"],
+    );
+    assert_error(&out, 7, "unauthorized");
+    assert!(!s.server.root.join("f").exists());
+    assert!(staging(&s.server.root).is_empty());
+    s.server.wait_for_log("authentication failed");
+}
+
+#[test]
+fn read_only_token_may_get_list_and_stat_but_not_put_or_delete() {
+    let (s, _) = secure_server(false, true);
+    std::fs::write(s.server.root.join("kept"), b"remote").unwrap();
+    std::fs::write(s.work.join("new"), b"local").unwrap();
+    let py_ro = || {
+        let mut cmd = py(&s.server, &s.work);
+        cmd.args(["--token-file", "ro.token"]);
+        cmd
+    };
+    let out = run(&mut py_ro(), &["put", "new"]);
+    assert_error(
+        &out,
+        7,
+        "the server refused the put: forbidden: this token only allows get, list and stat",
+    );
+    assert!(!s.server.root.join("new").exists());
+    assert!(staging(&s.server.root).is_empty());
+    let out = run(&mut py_ro(), &["delete", "kept"]);
+    assert_error(&out, 7, "the server refused the delete: forbidden");
+    assert_eq!(
+        std::fs::read(s.server.root.join("kept")).unwrap(),
+        b"remote"
+    );
+
+    assert_exit(&run(&mut py_ro(), &["get", "kept"]), 0);
+    assert_eq!(std::fs::read(s.work.join("kept")).unwrap(), b"remote");
+    assert_eq!(stdout(&run(&mut py_ro(), &["list"])), "6\tkept\n");
+    assert_eq!(stdout(&run(&mut py_ro(), &["stat", "kept"])), "6\tkept\n");
+}
+
+#[test]
+fn python_client_round_trips_over_tls_with_the_generated_certificate() {
+    let (s, cert) = secure_server(true, false);
+    let local = s.work.join("big.bin");
+    let hash = write_random_file(&local, 21, 3 * (1 << 20) + 5);
+    std::fs::write(s.work.join("empty"), b"").unwrap();
+    let py_tls = || {
+        let mut cmd = py(&s.server, &s.work);
+        cmd.args(["--ca", path_str(&cert)]);
+        cmd
+    };
+    let out = run(&mut py_tls(), &["put", "big.bin", "--name", "t/big.bin"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        format!("put t/big.bin: 3145733 bytes, blake3 {}\n", hash.to_hex())
+    );
+    assert_eq!(hash_file(&s.server.root.join("t/big.bin")), hash);
+    assert_exit(&run(&mut py_tls(), &["put", "empty"]), 0);
+    assert_eq!(
+        stdout(&run(&mut py_tls(), &["list"])),
+        "0\tempty\n3145733\tt/big.bin\n"
+    );
+    assert_exit(
+        &run(&mut py_tls(), &["get", "t/big.bin", "-o", "back.bin"]),
+        0,
+    );
+    assert_eq!(hash_file(&s.work.join("back.bin")), hash);
+
+    // By name: the certificate is also valid for localhost.
+    let by_name = format!("localhost:{}", s.server.addr.port());
+    let out = run(
+        py_to(&by_name, &s.work).args(["--tls", "--ca", path_str(&cert)]),
+        &["stat", "empty"],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "0\tempty\n");
+    assert!(staging(&s.server.root).is_empty());
+}
+
+#[test]
+fn python_plain_client_of_a_tls_server_exits_3_saying_so() {
+    let (s, _) = secure_server(true, false);
+    std::fs::write(s.work.join("f"), b"x").unwrap();
+    for args in [&["list"][..], &["put", "f"]] {
+        let out = run(&mut py(&s.server, &s.work), args);
+        assert_error(
+            &out,
+            3,
+            "the server did not answer the handshake as a framekit server: the server speaks TLS: connect with --tls",
+        );
+    }
+    assert!(!s.server.root.join("f").exists());
+}
+
+#[test]
+fn python_tls_client_of_a_plain_server_exits_3_saying_so() {
+    let (s, cert) = secure_server(false, false);
+    for options in [&["--tls"][..], &["--ca", path_str(&cert)]] {
+        let out = run(py(&s.server, &s.work).args(options), &["list"]);
+        assert_error(
+            &out,
+            3,
+            &format!(
+                "TLS with {} failed: the server did not answer with TLS",
+                s.server.addr
+            ),
+        );
+    }
+}
+
+#[test]
+fn python_tls_client_refuses_a_certificate_it_does_not_trust() {
+    let (s, _) = secure_server(true, false);
+    let (other, _) = generate_cert(&s.work.join("other"));
+    let needle = "the server's certificate is not signed by a trusted authority";
+    // Another self-signed certificate, then the system's roots.
+    let out = run(
+        py(&s.server, &s.work).args(["--ca", path_str(&other)]),
+        &["list"],
+    );
+    assert_error(&out, 3, needle);
+    let out = run(py(&s.server, &s.work).arg("--tls"), &["list"]);
+    assert_error(&out, 3, needle);
+}
+
+#[test]
+fn python_tls_client_checks_the_certificate_name_as_the_rust_client_does() {
+    // A certificate for another host only.
+    let dir = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["files.example".to_owned()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (
+        path_str(&cert_path).to_owned(),
+        path_str(&key_path).to_owned(),
+    );
+    let s = setup_in(dir, &["--tls-cert", &cert_arg, "--tls-key", &key_arg]);
+    let port = s.server.addr.port();
+    for (host, server) in [
+        ("127.0.0.1", s.server.addr.to_string()),
+        ("localhost", format!("localhost:{port}")),
+    ] {
+        let needle = format!("the server's certificate is not valid for the name '{host}'");
+        let python = run(py_to(&server, &s.work).args(["--ca", &cert_arg]), &["list"]);
+        assert_error(&python, 3, &needle);
+        let rust = Command::new(bin("client"))
+            .current_dir(&s.work)
+            .args(["--server", &server, "--quiet", "--ca", &cert_arg, "list"])
+            .env_remove("FRAMEKIT_SERVER")
+            .env_remove("FRAMEKIT_TOKEN")
+            .output()
+            .unwrap();
+        assert_error(&rust, 3, &needle);
+        assert_eq!(stderr(&python), stderr(&rust));
+    }
+}
+
+#[test]
+fn python_and_rust_clients_exchange_files_over_tls_with_tokens() {
+    let (s, cert) = secure_server(true, true);
+    let ca = ["--ca", path_str(&cert)];
+    let py_with = |token: &str| {
+        let mut cmd = py(&s.server, &s.work);
+        cmd.args(ca).args(["--token-file", token]);
+        cmd
+    };
+    let rust_with = |token: &str| {
+        let mut cmd = s.server.client(&s.work);
+        cmd.args(ca).args(["--token-file", token]);
+        cmd
+    };
+
+    // Python puts, Rust gets with the read-only token.
+    let hash = write_random_file(&s.work.join("p.bin"), 31, 2 * (1 << 20) + 3);
+    assert_exit(
+        &run(
+            &mut py_with("rw.token"),
+            &["put", "p.bin", "--name", "x/p.bin"],
+        ),
+        0,
+    );
+    let out = rust_with("ro.token")
+        .args(["get", "x/p.bin", "-o", "p-by-rust.bin"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(hash_file(&s.work.join("p-by-rust.bin")), hash);
+
+    // Rust puts, Python gets with the read-only token.
+    let hash = write_random_file(&s.work.join("r.bin"), 32, 2 * (1 << 20) + 7);
+    let out = rust_with("rw.token")
+        .args(["put", "r.bin", "--name", "y/r.bin"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_exit(
+        &run(
+            &mut py_with("ro.token"),
+            &["get", "y/r.bin", "-o", "r-by-python.bin"],
+        ),
+        0,
+    );
+    assert_eq!(hash_file(&s.work.join("r-by-python.bin")), hash);
+
+    // Both list alike, and fail alike.
+    let python = run(&mut py_with("ro.token"), &["list"]);
+    let rust = rust_with("ro.token").arg("list").output().unwrap();
+    assert_exit(&python, 0);
+    assert_eq!(stdout(&python), stdout(&rust));
+    for (token, args, code) in [
+        ("ro.token", &["put", "r.bin", "--name", "z"][..], 7),
+        ("ro.token", &["delete", "x/p.bin"], 7),
+        ("wrong.token", &["list"], 7),
+    ] {
+        let python = run(&mut py_with(token), args);
+        let rust = rust_with(token).args(args).output().unwrap();
+        assert_exit(&python, code);
+        assert_exit(&rust, code);
+        assert_eq!(stderr(&python), stderr(&rust), "{token} {args:?}");
+    }
+    assert!(!s.server.root.join("z").exists());
+    assert!(s.server.root.join("x/p.bin").exists());
 }
