@@ -38,7 +38,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PEM")]
     pub ca: Option<PathBuf>,
 
-    /// Read the access token from the first line of this file (overrides
+    /// Read the access token from the first non-blank line of this file (overrides
     /// $FRAMEKIT_TOKEN)
     #[arg(long, global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,

@@ -26,8 +26,8 @@ use crate::error::{ClientError, Operation, ProtocolError};
 use proto::blocking::{read_message, write_message};
 use proto::frame::FrameConfig;
 use proto::transfer::{
-    Delete, Entry, Get, Hash, Hello, List, Put, Request, Response, Stat, Trailer, VERSION, Welcome,
-    frame_config, validate_name,
+    Delete, Entry, ErrorCode, Get, Hash, Hello, List, Put, Request, Response, Stat, Trailer,
+    VERSION, Welcome, frame_config, validate_name,
 };
 use serde::de::DeserializeOwned;
 use std::fs::File;
@@ -404,7 +404,20 @@ impl<S: Read + Write> Session<S> {
     ) -> ClientError {
         match response {
             Response::Error(reply) => {
-                self.state = State::Ready;
+                // After these the server closes the connection.
+                let closes = matches!(
+                    reply.code,
+                    ErrorCode::BadRequest
+                        | ErrorCode::BadMagic
+                        | ErrorCode::UnsupportedVersion
+                        | ErrorCode::Unauthorized
+                        | ErrorCode::Busy
+                        | ErrorCode::ShuttingDown
+                        | ErrorCode::Timeout
+                );
+                if !closes {
+                    self.state = State::Ready;
+                }
                 ClientError::Refused { op, reply }
             }
             other => unexpected(expected, &other).into(),

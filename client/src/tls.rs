@@ -125,6 +125,9 @@ fn explain(error: &io::Error, host: &str) -> String {
                 .to_owned()
         }
         Some(other) => other.to_string(),
+        None if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            "the server did not complete the TLS handshake in time".to_owned()
+        }
         None if error.kind() == io::ErrorKind::UnexpectedEof => {
             "the server closed the connection during the TLS handshake".to_owned()
         }

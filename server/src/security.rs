@@ -123,9 +123,11 @@ impl Tokens {
             .lines()
             .map(str::trim)
             .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| match line.strip_prefix("ro:") {
-                Some(token) => (digest(token.trim()), Access::ReadOnly),
-                None => (digest(line), Access::ReadWrite),
+            .filter_map(|line| match line.strip_prefix("ro:") {
+                // An empty token would let in anyone who sends one.
+                Some(token) if token.trim().is_empty() => None,
+                Some(token) => Some((digest(token.trim()), Access::ReadOnly)),
+                None => Some((digest(line), Access::ReadWrite)),
             })
             .collect();
         Tokens { digests }
@@ -322,6 +324,8 @@ mod tests {
         assert_eq!(tokens.check(Some("secret-12")), None);
         assert_eq!(tokens.check(Some("")), None);
         assert_eq!(tokens.check(Some("# admins")), None);
+        // `ro:` alone grants nothing.
+        assert_eq!(Tokens::parse("ro:\nro:  \n").check(Some("")), None);
         assert_eq!(tokens.check(None), None);
     }
 

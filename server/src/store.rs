@@ -131,6 +131,11 @@ impl Store {
     pub fn check_put(&self, name: &str, overwrite: bool) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(parent_of(name))?;
+        // Without overwrite, anything at the name (even a dangling link,
+        // which the final link step would not replace) is in the way.
+        if !overwrite && self.root.symlink_metadata(name).is_ok() {
+            return Err(StoreError::AlreadyExists);
+        }
         match self.root.metadata(name) {
             Ok(meta) if meta.is_dir() => Err(StoreError::NotAFile),
             Ok(_) if !overwrite => Err(StoreError::AlreadyExists),
@@ -626,6 +631,17 @@ mod tests {
         assert!(!dir.path().join("root/a").exists());
         // The name is free to be a file now.
         put(&store, "a", b"3", false).unwrap();
+    }
+
+    #[test]
+    fn a_dangling_link_at_the_name_is_in_the_way_without_overwrite() {
+        let (dir, store) = store();
+        std::os::unix::fs::symlink("nowhere", dir.path().join("root/link")).unwrap();
+        assert!(matches!(
+            store.check_put("link", false),
+            Err(StoreError::AlreadyExists)
+        ));
+        store.check_put("link", true).unwrap();
     }
 
     #[test]
