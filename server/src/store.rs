@@ -133,8 +133,10 @@ impl Store {
         self.outside_reserved(parent_of(name))?;
         // Without overwrite, anything at the name (even a dangling link,
         // which the final link step would not replace) is in the way.
-        if !overwrite && self.root.symlink_metadata(name).is_ok() {
-            return Err(StoreError::AlreadyExists);
+        match self.root.symlink_metadata(name) {
+            Ok(meta) if meta.is_dir() => return Err(StoreError::NotAFile),
+            Ok(_) if !overwrite => return Err(StoreError::AlreadyExists),
+            _ => {}
         }
         match self.root.metadata(name) {
             Ok(meta) if meta.is_dir() => Err(StoreError::NotAFile),
