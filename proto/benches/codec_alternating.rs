@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Instruction counts do not depend on the load at all. With a codec
-//! (`framekit`, `wire_codec`, `length_delimited`) and a case (`one_buffer`,
-//! `chunked_1460`, `chunked_1448`) as arguments, the binary decodes 100,000
-//! frames of 16 bytes once, for callgrind:
+//! (`framekit`, `wire_codec`, `length_delimited`, or `slice_floor`, the
+//! slicing floor of `codec.rs`) and a case (`one_buffer`, `chunked_1460`,
+//! `chunked_1448`) as arguments, the binary decodes 100,000 frames of 16
+//! bytes once, for callgrind:
 //!
 //! ```text
 //! cargo bench -p framekit-proto --bench codec_alternating --no-run
@@ -30,7 +31,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 use wire_codec::framing::{Endian, LengthPrefixed, LengthWidth};
 
@@ -122,8 +123,29 @@ where
     }
 }
 
+/// The slicing floor of `codec.rs`: prefixes walked and payloads sliced
+/// out of one frozen buffer, without any check.
+#[inline(never)]
+fn decode_slice_floor(buf: &Bytes) -> usize {
+    let mut pos = 0;
+    let mut frames = 0;
+    while let Some(head) = buf.get(pos..).and_then(|rest| rest.first_chunk::<4>()) {
+        let start = pos + 4;
+        let end = start + u32::from_be_bytes(*head) as usize;
+        black_box(buf.slice(start..end));
+        pos = end;
+        frames += 1;
+    }
+    frames
+}
+
 fn run_codec(codec: &str, feed: Feed, wire: &[u8], src: &mut BytesMut) -> (usize, Duration) {
     match codec {
+        "slice_floor" => {
+            let buf = Bytes::copy_from_slice(wire);
+            let start = Instant::now();
+            (decode_slice_floor(&buf), start.elapsed())
+        }
         "framekit" => run(
             proto::frame::FrameCodec::builder()
                 .max_frame_length(MAX_FRAME)
