@@ -4,10 +4,14 @@
 //! only, 16 MiB maximum for every codec).
 //!
 //! ```text
-//! cargo bench -p framekit-proto --bench codec             # full run, a few minutes
-//! cargo bench -p framekit-proto --bench codec -- --quick  # quick run
+//! cargo bench -p framekit-proto --bench codec             # full run, about 2 minutes
+//! cargo bench -p framekit-proto --bench codec -- --quick  # quick run, about 11 s
 //! cargo bench -p framekit-proto --bench codec -- decode_16b  # one group
 //! ```
+//!
+//! Results, the machine and the method are in `docs/BENCHMARKS.md`;
+//! `benches/codec_alternating.rs` measures the same decoders in alternation
+//! and counts their instructions.
 //!
 //! Every decoder is driven through `tokio_util::codec::Decoder::decode`, as
 //! `Framed` drives it, and every frame it yields goes through `black_box`
