@@ -27,21 +27,131 @@ enum Parsed {
     Complete { len: usize, wire: u64 },
 }
 
+/// What [`FrameCodec::step`] did.
+///
+/// It never carries a frame: frames are only cut by
+/// [`FrameCodec::take_frame`], so the hot path returns a frame built in
+/// registers and never merges it with one returned through memory.
+enum Step {
+    /// The buffer holds nothing more to decode.
+    NeedMore,
+    /// The state moved on (a prefix was consumed); try again.
+    Again,
+    /// An oversized frame of this many bytes was skipped entirely.
+    Discarded(u64),
+}
+
 impl FrameCodec {
+    /// Decodes the next frame, skipping (and counting) frames discarded in
+    /// [`Oversize::Discard`] mode. See the [module docs](super) for the
+    /// contract.
+    // Forced: the fast path is small, and when it was left to the compiler
+    // a call per frame took a 16-byte frame from 135 to 175 instructions.
+    #[inline(always)]
+    pub fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+        loop {
+            if let Some(frame) = self.take_frame(src) {
+                return Ok(Some(frame));
+            }
+            match self.step(src)? {
+                Step::NeedMore => return Ok(None),
+                Step::Again => {}
+                Step::Discarded(_) => self.discarded += 1,
+            }
+        }
+    }
+
     /// Decodes the next event from `src`, consuming its bytes. Oversized
     /// frames in [`Oversize::Discard`] mode are reported as
     /// [`Decoded::Discarded`]. See the [module docs](super) for the contract.
     ///
     /// No buffer is reserved for a payload before its prefix has been
     /// checked against the maximum, and then only what has arrived plus
-    /// [`READ_AHEAD`](super::READ_AHEAD) bytes.
+    /// [`READ_AHEAD`] bytes.
     #[inline]
     pub fn decode_next(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+        loop {
+            if let Some(frame) = self.take_frame(src) {
+                return Ok(Some(Decoded::Frame(frame)));
+            }
+            match self.step(src)? {
+                Step::NeedMore => return Ok(None),
+                Step::Again => {}
+                Step::Discarded(length) => return Ok(Some(Decoded::Discarded { length })),
+            }
+        }
+    }
+
+    /// Cuts the next frame off `src` if it is complete, without errors and
+    /// without reserving anything.
+    ///
+    /// Between frames this is the fast path: a prefix read in one step (any
+    /// fixed width, or a one-byte varint), checked, and the whole frame
+    /// already buffered; the decoding state is not written. It returns
+    /// `None` in every other case, including every error, and
+    /// [`step`](Self::step) then reads the prefix again: a few
+    /// instructions once per read, not per frame.
+    #[inline(always)]
+    fn take_frame(&mut self, src: &mut BytesMut) -> Option<Bytes> {
+        let DecodeState::Head = self.state else {
+            return self.take_payload(src);
+        };
+        let (head_len, wire) = match self.config.prefix {
+            LengthPrefix::U32Be => (4, u64::from(u32::from_be_bytes(*src.first_chunk()?))),
+            LengthPrefix::U32Le => (4, u64::from(u32::from_le_bytes(*src.first_chunk()?))),
+            LengthPrefix::U16Be => (2, u64::from(u16::from_be_bytes(*src.first_chunk()?))),
+            LengthPrefix::U16Le => (2, u64::from(u16::from_le_bytes(*src.first_chunk()?))),
+            LengthPrefix::U8 => (1, u64::from(*src.first()?)),
+            LengthPrefix::U64Be => (8, u64::from_be_bytes(*src.first_chunk()?)),
+            LengthPrefix::U64Le => (8, u64::from_le_bytes(*src.first_chunk()?)),
+            LengthPrefix::Varint => match src.first() {
+                Some(&byte) if byte < 0x80 => (1, u64::from(byte)),
+                _ => return None,
+            },
+        };
+        // The checks of `step`, in the same order: the length is adjusted
+        // with checked arithmetic and compared with the maximum before
+        // anything else happens.
+        let len = usize::try_from(wire.checked_add_signed(self.config.adjustment)?).ok()?;
+        if len > self.config.max_frame_length {
+            return None;
+        }
+        let end = len.checked_add(head_len)?;
+        if src.len() < end {
+            return None;
+        }
+        // One split per frame; the prefix is then skipped on the frozen
+        // handle, which is cheaper than advancing the `BytesMut` first.
+        let mut frame = src.split_to(end).freeze();
+        frame.advance(head_len);
+        Some(frame)
+    }
+
+    /// The payload of a frame whose prefix was consumed earlier, if it has
+    /// arrived in full.
+    #[inline]
+    fn take_payload(&mut self, src: &mut BytesMut) -> Option<Bytes> {
+        let DecodeState::Data(len) = self.state else {
+            return None;
+        };
+        if src.len() < len {
+            return None;
+        }
+        self.state = DecodeState::Head;
+        Some(src.split_to(len).freeze())
+    }
+
+    /// Everything [`take_frame`](Self::take_frame) declines: partial
+    /// prefixes and payloads, multi-byte varints, oversized frames and
+    /// errors. Consumes a prefix, reserves room for a partial payload,
+    /// skips discarded bytes, or reports an error; never cuts a frame.
+    #[inline(never)]
+    fn step(&mut self, src: &mut BytesMut) -> Result<Step, Error> {
         let len = match self.state {
             DecodeState::Head => {
                 let (head_len, wire) = match self.parse_head(src)? {
                     Parsed::Complete { len, wire } => (len, wire),
-                    Parsed::Incomplete => return Ok(None),
+                    Parsed::Incomplete => return Ok(Step::NeedMore),
                 };
                 let declared = self.config.payload_len(wire)?;
                 let max = self.config.max_frame_length;
@@ -60,34 +170,25 @@ impl FrameCodec {
                                 remaining: declared,
                                 length: declared,
                             };
-                            return self.discard(src);
+                            return Ok(self.discard(src));
                         }
                     },
                 };
-                // Fast path: the whole frame is already buffered.
-                if let Some(frame_end) = head_len.checked_add(len)
-                    && src.len() >= frame_end
-                {
-                    src.advance(head_len);
-                    return Ok(Some(Decoded::Frame(src.split_to(len).freeze())));
-                }
                 src.advance(head_len);
                 self.state = DecodeState::Data(len);
                 len
             }
             DecodeState::Data(len) => len,
-            DecodeState::Discard { .. } => return self.discard(src),
+            DecodeState::Discard { .. } => return Ok(self.discard(src)),
         };
-
-        if src.len() < len {
-            // Room for what is missing, but never more than the read-ahead:
-            // the declared length is only a claim until the bytes arrive.
-            let missing = len - src.len();
-            src.reserve(missing.min(READ_AHEAD));
-            return Ok(None);
+        if src.len() >= len {
+            return Ok(Step::Again);
         }
-        self.state = DecodeState::Head;
-        Ok(Some(Decoded::Frame(src.split_to(len).freeze())))
+        // Room for what is missing, but never more than the read-ahead: the
+        // declared length is only a claim until the bytes arrive.
+        let missing = len - src.len();
+        src.reserve(missing.min(READ_AHEAD));
+        Ok(Step::NeedMore)
     }
 
     /// Decodes what is left when the stream has ended: a complete frame, or
@@ -115,9 +216,9 @@ impl FrameCodec {
     }
 
     /// Skips the bytes of an oversized frame as they arrive.
-    fn discard(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, Error> {
+    fn discard(&mut self, src: &mut BytesMut) -> Step {
         let DecodeState::Discard { remaining, length } = self.state else {
-            return Ok(None);
+            return Step::Again;
         };
         let available = src.len() as u64;
         if available < remaining {
@@ -126,12 +227,12 @@ impl FrameCodec {
                 remaining: remaining - available,
                 length,
             };
-            return Ok(None);
+            return Step::NeedMore;
         }
         // `remaining <= available`, which is a usize.
         src.advance(usize::try_from(remaining).unwrap_or(usize::MAX));
         self.state = DecodeState::Head;
-        Ok(Some(Decoded::Discarded { length }))
+        Step::Discarded(length)
     }
 
     /// Parses the prefix at the start of `src` without consuming it.

@@ -18,15 +18,18 @@
 //!
 //! # Decode contract
 //!
-//! [`FrameCodec::decode_next`] (and the [`Decoder`] implementation built on
-//! it) is called with everything received so far that has not been consumed:
+//! [`FrameCodec::decode_next`], [`FrameCodec::decode_frame`] (which counts
+//! discarded frames instead of reporting them) and the [`Decoder`]
+//! implementation (which is `decode_frame`) are called with everything
+//! received so far that has not been consumed:
 //!
 //! - `Ok(Some(_))`: one event was produced and its bytes were removed from
 //!   the buffer; call again, more may be buffered.
 //! - `Ok(None)`: the buffer holds no complete frame; read more bytes into it
-//!   and call again. A partially received prefix stays in the buffer; the
-//!   length of a partially received payload is remembered by the codec, so
-//!   the prefix is parsed once per frame.
+//!   and call again. A partially received prefix stays in the buffer; once
+//!   the prefix is complete it is consumed and the payload length is
+//!   remembered by the codec, so it is not parsed again while the payload
+//!   arrives.
 //! - `Err(_)`: the stream is corrupt (a length above the maximum, an invalid
 //!   varint, a length that the adjustment makes negative). The codec does
 //!   not know where the next frame starts: drop the connection.
@@ -36,6 +39,8 @@
 //! [`Error::Truncated`].
 //!
 //! [length adjustment]: Builder::length_adjustment
+//! [`Bytes`]: bytes::Bytes
+//! [`BytesMut`]: bytes::BytesMut
 //! [`Decoder`]: tokio_util::codec::Decoder
 //! [`Encoder`]: tokio_util::codec::Encoder
 
@@ -44,7 +49,6 @@ mod encode;
 mod tokio_codec;
 
 use crate::error::Error;
-use bytes::Bytes;
 
 pub use decode::Decoded;
 pub use encode::Head;
@@ -192,7 +196,7 @@ impl FrameConfig {
         } else {
             wire.checked_sub(self.adjustment.unsigned_abs())
         };
-        adjusted.ok_or(Error::InvalidLength {
+        adjusted.ok_or_else(|| Error::InvalidLength {
             wire,
             adjustment: self.adjustment,
         })
@@ -405,7 +409,7 @@ enum DecodeState {
 /// A length-prefixed frame codec: a configuration plus the decoding state.
 ///
 /// It implements tokio-util's [`Decoder`](tokio_util::codec::Decoder) (items
-/// are [`Bytes`] payloads) and [`Encoder`](tokio_util::codec::Encoder) for
+/// are [`Bytes`](bytes::Bytes) payloads) and [`Encoder`](tokio_util::codec::Encoder) for
 /// byte payloads, and offers the same operations without I/O:
 /// [`decode_frame`](Self::decode_frame), [`decode_next`](Self::decode_next),
 /// [`decode_eof`](Self::decode_eof), [`encode`](Self::encode) and
@@ -476,21 +480,5 @@ impl FrameCodec {
     /// payload pending. A stream that ends here ends cleanly.
     pub fn is_at_boundary(&self) -> bool {
         self.state == DecodeState::Head
-    }
-}
-
-impl FrameCodec {
-    /// Decodes the next frame, skipping (and counting) frames discarded in
-    /// [`Oversize::Discard`] mode. See the [module docs](self) for the
-    /// contract.
-    #[inline]
-    pub fn decode_frame(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Bytes>, Error> {
-        loop {
-            match self.decode_next(src)? {
-                Some(Decoded::Frame(frame)) => return Ok(Some(frame)),
-                Some(Decoded::Discarded { .. }) => self.discarded += 1,
-                None => return Ok(None),
-            }
-        }
     }
 }

@@ -14,7 +14,7 @@ impl Decoder for FrameCodec {
     type Item = Bytes;
     type Error = Error;
 
-    #[inline]
+    #[inline(always)]
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, Error> {
         self.decode_frame(src)
     }
