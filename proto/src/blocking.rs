@@ -36,7 +36,9 @@
 //! ```
 
 use crate::error::Error;
-use crate::frame::{Decoded, FrameConfig, LengthPrefix, Oversize, READ_AHEAD, varint_step};
+use crate::frame::{
+    Decoded, FrameConfig, LengthPrefix, MIN_READ_AHEAD, Oversize, READ_AHEAD, varint_step,
+};
 use crate::message;
 use bytes::{Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
@@ -88,7 +90,8 @@ pub fn write_all_vectored<W: Write + ?Sized>(
 /// [`Error::FrameTooLarge`] as soon as a prefix declares more than the
 /// maximum (in [`Oversize::Discard`] mode such frames are skipped instead).
 /// The payload buffer grows as bytes arrive, by at most
-/// [`READ_AHEAD`] bytes at a time, so a declared length costs nothing
+/// [`READ_AHEAD`] bytes at a time and never more than has arrived (at least
+/// [`MIN_READ_AHEAD`]), so a declared length costs nothing
 /// until the data is actually sent.
 pub fn read_frame<R: Read + ?Sized>(
     reader: &mut R,
@@ -133,10 +136,11 @@ pub fn read_next<R: Read + ?Sized>(
         }
     };
 
-    let mut payload = BytesMut::with_capacity(len.min(READ_AHEAD));
+    let mut payload = BytesMut::with_capacity(len.min(MIN_READ_AHEAD));
     while payload.len() < len {
         let start = payload.len();
-        let chunk = (len - start).min(READ_AHEAD);
+        // Grow with what has arrived: double, within the read-ahead.
+        let chunk = (len - start).min(start.max(MIN_READ_AHEAD)).min(READ_AHEAD);
         payload.resize(start + chunk, 0);
         if let Err(e) = read_full(reader, &mut payload[start..]) {
             return Err(match e {

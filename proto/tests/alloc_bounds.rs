@@ -9,25 +9,33 @@
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 use proto::Error;
-use proto::frame::{Builder, FrameConfig, Oversize, READ_AHEAD};
+use proto::frame::{Builder, FrameConfig, MIN_READ_AHEAD, Oversize, READ_AHEAD};
 use proto::message;
 use proto::transfer::{self, Hello, Request, Response};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
 use std::io::Cursor;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Keeps the other tests of this binary (and their allocations) out while
+/// a test measures.
+fn exclusive() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const MIB: usize = 1024 * 1024;
 
 /// Runs `f` and returns its result with the bytes it allocated (growth by
 /// reallocation included).
+///
+/// The counter is global: the calling test must hold [`exclusive`] for its
+/// whole run, so that no other test of this binary allocates meanwhile.
 fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let region = Region::new(GLOBAL);
     let out = f();
     (out, region.change().bytes_allocated)
@@ -43,6 +51,7 @@ fn stalled_frame(declared: u32, sent: usize) -> Cursor<Vec<u8>> {
 
 #[test]
 fn blocking_read_frame_of_a_16_mib_claim_with_one_byte_allocates_the_read_ahead_at_most() {
+    let _only = exclusive();
     let config = FrameConfig::default();
     let mut reader = stalled_frame(16 << 20, 1);
     let (result, allocated) = allocated_by(|| proto::blocking::read_frame(&mut reader, &config));
@@ -57,13 +66,14 @@ fn blocking_read_frame_of_a_16_mib_claim_with_one_byte_allocates_the_read_ahead_
         "{result:?}"
     );
     assert!(
-        allocated <= READ_AHEAD + 1024,
+        allocated <= MIN_READ_AHEAD + 1024,
         "{allocated} bytes allocated"
     );
 }
 
 #[test]
 fn blocking_read_frame_allocates_in_step_with_the_bytes_received() {
+    let _only = exclusive();
     let config = FrameConfig::default();
     let mut reader = stalled_frame(16 << 20, 2 * MIB);
     let (result, allocated) = allocated_by(|| proto::blocking::read_frame(&mut reader, &config));
@@ -77,6 +87,7 @@ fn blocking_read_frame_allocates_in_step_with_the_bytes_received() {
 
 #[test]
 fn blocking_read_next_skipping_an_oversized_frame_allocates_almost_nothing() {
+    let _only = exclusive();
     let config = Builder::new()
         .max_frame_length(1024)
         .oversize(Oversize::Discard)
@@ -108,6 +119,7 @@ fn hello_claiming(claimed: u64) -> Vec<u8> {
 
 #[test]
 fn message_claiming_a_huge_string_is_a_decode_error_without_allocating_it() {
+    let _only = exclusive();
     for claimed in [1 << 20, 1 << 40, u64::MAX] {
         let bytes = hello_claiming(claimed);
         let (result, allocated) = allocated_by(|| message::decode::<Hello>(&bytes));
@@ -127,6 +139,7 @@ fn message_claiming_a_huge_string_is_a_decode_error_without_allocating_it() {
 
 #[test]
 fn read_message_claiming_a_huge_string_is_a_decode_error_without_allocating_it() {
+    let _only = exclusive();
     let config = transfer::frame_config();
     let body = hello_claiming(1 << 40);
     let mut frame = BytesMut::new();
@@ -148,27 +161,39 @@ fn read_message_claiming_a_huge_string_is_a_decode_error_without_allocating_it()
     assert!(allocated <= 1024, "{allocated} bytes allocated");
 }
 
-proptest! {
-    #[test]
-    fn decoding_arbitrary_bytes_allocates_at_most_twice_their_length(
-        bytes in prop_oneof![
-            proptest::collection::vec(any::<u8>(), 0..300),
-            // A valid variant index, then a string length claim (small or
-            // huge), then whatever follows.
-            (0u32..9, prop_oneof![0u64..600, any::<u64>()], proptest::collection::vec(any::<u8>(), 0..300))
-                .prop_map(|(variant, claimed, tail)| {
-                    [&variant.to_le_bytes()[..], &claimed.to_le_bytes(), &tail].concat()
-                }),
-        ],
-    ) {
-        // Lengths inside the bytes claim up to 2^64; the allocations must
-        // follow the bytes actually present.
-        let bound = 2 * bytes.len() + 1024;
-        let (_, allocated) = allocated_by(|| message::decode::<Request>(&bytes).is_ok());
-        prop_assert!(allocated <= bound, "Request: {} bytes allocated", allocated);
-        let (_, allocated) = allocated_by(|| message::decode::<Response>(&bytes).is_ok());
-        prop_assert!(allocated <= bound, "Response: {} bytes allocated", allocated);
-        let (_, allocated) = allocated_by(|| message::decode::<Hello>(&bytes).is_ok());
-        prop_assert!(allocated <= bound, "Hello: {} bytes allocated", allocated);
-    }
+#[test]
+fn decoding_arbitrary_bytes_allocates_at_most_twice_their_length() {
+    let _only = exclusive();
+    let strategy = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300),
+        // A valid variant index, then a string length claim (small or
+        // huge), then whatever follows.
+        (
+            0u32..9,
+            prop_oneof![0u64..600, any::<u64>()],
+            proptest::collection::vec(any::<u8>(), 0..300)
+        )
+            .prop_map(|(variant, claimed, tail)| {
+                [&variant.to_le_bytes()[..], &claimed.to_le_bytes(), &tail].concat()
+            }),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(&strategy, |bytes| {
+            // Lengths inside the bytes claim up to 2^64; the allocations
+            // must follow the bytes actually present.
+            let bound = 2 * bytes.len() + 1024;
+            let (_, allocated) = allocated_by(|| message::decode::<Request>(&bytes).is_ok());
+            prop_assert!(allocated <= bound, "Request: {} bytes allocated", allocated);
+            let (_, allocated) = allocated_by(|| message::decode::<Response>(&bytes).is_ok());
+            prop_assert!(
+                allocated <= bound,
+                "Response: {} bytes allocated",
+                allocated
+            );
+            let (_, allocated) = allocated_by(|| message::decode::<Hello>(&bytes).is_ok());
+            prop_assert!(allocated <= bound, "Hello: {} bytes allocated", allocated);
+            Ok(())
+        })
+        .unwrap();
 }

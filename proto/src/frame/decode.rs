@@ -1,6 +1,8 @@
 //! Decoding: bytes in, frames out.
 
-use super::{DecodeState, FrameCodec, LengthPrefix, Oversize, READ_AHEAD, varint_step};
+use super::{
+    DecodeState, FrameCodec, LengthPrefix, MIN_READ_AHEAD, Oversize, READ_AHEAD, varint_step,
+};
 use crate::error::Error;
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -184,10 +186,12 @@ impl FrameCodec {
         if src.len() >= len {
             return Ok(Step::Again);
         }
-        // Room for what is missing, but never more than the read-ahead: the
-        // declared length is only a claim until the bytes arrive.
+        // Room for what is missing, but never more than what has arrived
+        // (at least MIN_READ_AHEAD), nor more than the read-ahead: the
+        // declared length is only a claim until the bytes arrive, and the
+        // buffer grows by doubling as they do.
         let missing = len - src.len();
-        src.reserve(missing.min(READ_AHEAD));
+        src.reserve(missing.min(src.len().max(MIN_READ_AHEAD)).min(READ_AHEAD));
         Ok(Step::NeedMore)
     }
 

@@ -57,12 +57,17 @@ pub use tokio_codec::write_frame;
 /// The default maximum frame length: 16 MiB.
 pub const DEFAULT_MAX_FRAME_LENGTH: usize = 16 * 1024 * 1024;
 
-/// How much payload buffer the decoder reserves ahead of the bytes that have
-/// actually arrived, while a frame is incomplete.
+/// The most payload buffer the decoder reserves ahead of the bytes that
+/// have actually arrived, while a frame is incomplete.
 ///
-/// A peer that declares a 16 MiB frame and sends one byte costs at most this
-/// much, not 16 MiB.
+/// Within that, it reserves no more than has arrived, and at least
+/// [`MIN_READ_AHEAD`]: the buffer doubles as bytes come. A peer that
+/// declares a 16 MiB frame and sends one byte costs a few kilobytes, not
+/// 16 MiB.
 pub const READ_AHEAD: usize = 64 * 1024;
+
+/// The least the decoder reserves ahead for an incomplete frame.
+pub const MIN_READ_AHEAD: usize = 4 * 1024;
 
 /// The longest unsigned LEB128 varint that can encode a `u64`.
 const MAX_VARINT_LEN: usize = 10;
