@@ -654,6 +654,10 @@ mod tests {
             store.check_put("d", true),
             Err(StoreError::NotAFile)
         ));
+        assert!(matches!(
+            store.check_put("d", false),
+            Err(StoreError::NotAFile)
+        ));
         assert!(matches!(store.open_read("d"), Err(StoreError::NotAFile)));
         assert!(matches!(store.delete("d"), Err(StoreError::NotAFile)));
         assert!(matches!(
