@@ -473,6 +473,8 @@ fn unexpected(expected: &'static str, got: &Response) -> ProtocolError {
             Response::Entry(_) => "Entry",
             Response::ListEnd { .. } => "ListEnd",
             Response::Deleted => "Deleted",
+            Response::DirMade => "DirMade",
+            Response::Directory { .. } => "Directory",
         },
     }
 }

@@ -5,11 +5,11 @@ use crate::Shared;
 use crate::body::{self, Transport};
 use crate::conn::{Conn, ConnError};
 use crate::security::{Access, FailureLimiter};
-use crate::store::{Store, StoreError, Upload};
+use crate::store::{Found, Store, StoreError, Upload};
 use proto::message;
 use proto::transfer::{
-    Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_NAME_LEN, Put, Request, Response,
-    Stat, Trailer, VERSION, Welcome, validate_name,
+    Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_NAME_LEN, MakeDir, Put, Request,
+    Response, Stat, Trailer, Tree, VERSION, Welcome, validate_name,
 };
 use std::io;
 use std::net::IpAddr;
@@ -227,8 +227,13 @@ impl<S: Transport> Session<S> {
             Request::List(r) => ("list", r.prefix.clone()),
             Request::Stat(r) => ("stat", r.name.clone()),
             Request::Delete(r) => ("delete", r.name.clone()),
+            Request::MakeDir(r) => ("mkdir", r.name.clone()),
+            Request::Tree(r) => ("tree", r.dir.clone()),
         };
-        let writes = matches!(request, Request::Put(_) | Request::Delete(_));
+        let writes = matches!(
+            request,
+            Request::Put(_) | Request::Delete(_) | Request::MakeDir(_)
+        );
         let result = match request {
             _ if writes && self.access == Access::ReadOnly => {
                 self.refuse(
@@ -242,6 +247,8 @@ impl<S: Transport> Session<S> {
             Request::List(r) => self.list(r).await,
             Request::Stat(r) => self.stat(r).await,
             Request::Delete(r) => self.delete(r).await,
+            Request::MakeDir(r) => self.make_dir(r).await,
+            Request::Tree(r) => self.tree(r).await,
         };
         let ms = started.elapsed().as_millis();
         match &result {
@@ -419,6 +426,52 @@ impl<S: Transport> Session<S> {
                 self.conn.queue(&Response::ListEnd { count })?;
                 self.conn.flush().await?;
                 Ok(Summary::done(count))
+            }
+            Err(e) => self.refuse_store(e).await,
+        }
+    }
+
+    async fn tree(&mut self, tree: Tree) -> Result<Summary, ConnError> {
+        let (tx, mut rx) = mpsc::channel(256);
+        let shared = Arc::clone(&self.shared);
+        // The walk stops early if the connection side goes away.
+        let walker = tokio::task::spawn_blocking(move || {
+            shared
+                .store
+                .tree(&tree.dir, &mut |found| tx.blocking_send(found).is_ok())
+        });
+        let mut count = 0u64;
+        while let Some(found) = rx.recv().await {
+            match found {
+                Found::File(entry) => self.conn.queue(&Response::Entry(entry))?,
+                Found::Dir(name) => self.conn.queue(&Response::Directory { name })?,
+            }
+            count += 1;
+            if self.conn.queued() >= LIST_BATCH {
+                self.conn.flush().await?;
+            }
+        }
+        let result = walker
+            .await
+            .map_err(|e| ConnError::Io(io::Error::other(e)))?;
+        match result {
+            Ok(()) => {
+                self.conn.queue(&Response::ListEnd { count })?;
+                self.conn.flush().await?;
+                Ok(Summary::done(count))
+            }
+            Err(e) => self.refuse_store(e).await,
+        }
+    }
+
+    async fn make_dir(&mut self, make: MakeDir) -> Result<Summary, ConnError> {
+        match self
+            .blocking(move |store| store.make_dir(&make.name))
+            .await?
+        {
+            Ok(()) => {
+                self.conn.send(&Response::DirMade).await?;
+                Ok(Summary::done(0))
             }
             Err(e) => self.refuse_store(e).await,
         }

@@ -283,27 +283,69 @@ impl Store {
         each: &mut dyn FnMut(Entry) -> bool,
     ) -> Result<(), StoreError> {
         let root = self.root.try_clone()?;
-        walk(&root, "", prefix, each)?;
+        walk(&root, "", prefix, false, &mut |found| match found {
+            Found::File(entry) => each(entry),
+            Found::Dir(_) => true,
+        })?;
+        Ok(())
+    }
+
+    /// Calls `each` for every directory and regular file below the
+    /// directory `dir` (the root if empty), depth first, a directory before
+    /// its content, siblings in byte order of their names (a directory's
+    /// with a `/` appended), until it returns `false`. What [`Store::list`]
+    /// leaves out is left out, and so are directories whose names the
+    /// protocol could not address, with their content.
+    pub fn tree(&self, dir: &str, each: &mut dyn FnMut(Found) -> bool) -> Result<(), StoreError> {
+        if dir.is_empty() {
+            let root = self.root.try_clone()?;
+            walk(&root, "", "", true, each)?;
+            return Ok(());
+        }
+        validate_name(dir)?;
+        self.outside_reserved(Some(dir))?;
+        let handle = self.root.open_dir(dir)?;
+        walk(&handle, &format!("{dir}/"), "", true, each)?;
+        Ok(())
+    }
+
+    /// Creates the directory `name` and its missing parents; fine if it
+    /// exists already.
+    pub fn make_dir(&self, name: &str) -> Result<(), StoreError> {
+        validate_name(name)?;
+        self.outside_reserved(Some(name))?;
+        if let Err(e) = self.root.create_dir_all(name) {
+            // Something that is not a directory is in the way.
+            return Err(match self.root.metadata(name) {
+                Ok(meta) if !meta.is_dir() => StoreError::NotAFile,
+                _ => e.into(),
+            });
+        }
+        self.sync_dir(parent_of(name))?;
         Ok(())
     }
 
     /// Refuses a path that resolves into the reserved area through a
     /// symlink someone placed in the root (names themselves cannot say
-    /// `.framekit`). A path that does not exist yet is fine.
+    /// `.framekit`). The longest part of the path that exists is checked,
+    /// so that directories created under it later stay out of the area.
     fn outside_reserved(&self, path: Option<&str>) -> Result<(), StoreError> {
-        let Some(path) = path else {
-            return Ok(());
-        };
-        match self.root.canonicalize(path) {
-            Ok(resolved) => match resolved.components().next() {
-                Some(std::path::Component::Normal(first)) if first == RESERVED_NAME => {
-                    Err(StoreError::Denied)
+        let mut path = path;
+        while let Some(existing) = path {
+            match self.root.canonicalize(existing) {
+                Ok(resolved) => {
+                    return match resolved.components().next() {
+                        Some(std::path::Component::Normal(first)) if first == RESERVED_NAME => {
+                            Err(StoreError::Denied)
+                        }
+                        _ => Ok(()),
+                    };
                 }
-                _ => Ok(()),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => path = parent_of(existing),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 
     fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
@@ -315,13 +357,24 @@ impl Store {
     }
 }
 
+/// What a walk of the tree finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A regular file.
+    File(Entry),
+    /// A directory, by its full name.
+    Dir(String),
+}
+
 /// Visits `dir` (whose name relative to the root is `path`, empty for the
-/// root). Returns `false` once `each` asked to stop.
+/// root, else ending in `/`), reporting directories too if `dirs`. Returns
+/// `false` once `each` asked to stop.
 fn walk(
     dir: &Dir,
     path: &str,
     prefix: &str,
-    each: &mut dyn FnMut(Entry) -> bool,
+    dirs: bool,
+    each: &mut dyn FnMut(Found) -> bool,
 ) -> io::Result<bool> {
     // Siblings sorted by their name, with a '/' appended to directories: a
     // depth-first walk in this order yields full names in byte order
@@ -352,14 +405,23 @@ fn walk(
         if full.len() > MAX_NAME_LEN + 1 {
             continue;
         }
-        if key.ends_with('/') {
+        if let Some(dir_name) = full.strip_suffix('/') {
+            if dirs {
+                // A directory that cannot be named is left out whole.
+                if validate_name(dir_name).is_err() {
+                    continue;
+                }
+                if dir_name.starts_with(prefix) && !each(Found::Dir(dir_name.to_owned())) {
+                    return Ok(false);
+                }
+            }
             // Descend only where names matching the prefix can be.
             if full.starts_with(prefix) || prefix.starts_with(&full) {
                 // A directory removed since it was listed is skipped.
                 let Some(sub) = vanished(entry.open_dir())? else {
                     continue;
                 };
-                if !walk(&sub, &full, prefix, each)? {
+                if !walk(&sub, &full, prefix, dirs, each)? {
                     return Ok(false);
                 }
             }
@@ -367,11 +429,11 @@ fn walk(
             let Some(meta) = vanished(entry.metadata())? else {
                 continue;
             };
-            let keep_going = each(Entry {
+            let keep_going = each(Found::File(Entry {
                 name: full,
                 size: meta.len(),
                 modified_ns: mtime_ns(meta.mtime(), meta.mtime_nsec()),
-            });
+            }));
             if !keep_going {
                 return Ok(false);
             }
@@ -644,6 +706,66 @@ mod tests {
             Err(StoreError::AlreadyExists)
         ));
         store.check_put("link", true).unwrap();
+    }
+
+    fn tree_of(store: &Store, dir: &str) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        store.tree(dir, &mut |f| {
+            found.push(match f {
+                Found::File(e) => e.name,
+                Found::Dir(d) => format!("{d}/"),
+            });
+            true
+        })?;
+        Ok(found)
+    }
+
+    #[test]
+    fn tree_reports_directories_before_their_content_in_order() {
+        let (_dir, store) = store();
+        for name in ["a/b/c", "a/d", "a-", "x"] {
+            put(&store, name, name.as_bytes(), false).unwrap();
+        }
+        store.make_dir("a/e").unwrap();
+        store.make_dir("a/e").unwrap();
+        assert_eq!(
+            tree_of(&store, "a").unwrap(),
+            ["a/b/", "a/b/c", "a/d", "a/e/"]
+        );
+        assert_eq!(
+            tree_of(&store, "").unwrap(),
+            ["a-", "a/", "a/b/", "a/b/c", "a/d", "a/e/", "x"]
+        );
+        assert!(tree_of(&store, "a/e").unwrap().is_empty());
+        assert!(matches!(tree_of(&store, "nope"), Err(StoreError::NotFound)));
+        assert!(matches!(tree_of(&store, "x"), Err(StoreError::NotAFile)));
+        assert!(matches!(
+            tree_of(&store, "a/../x"),
+            Err(StoreError::InvalidName(_))
+        ));
+        assert!(matches!(
+            tree_of(&store, ".framekit"),
+            Err(StoreError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn make_dir_refuses_files_in_the_way_and_the_reserved_area() {
+        let (dir, store) = store();
+        put(&store, "f", b"x", false).unwrap();
+        assert!(matches!(store.make_dir("f"), Err(StoreError::NotAFile)));
+        assert!(matches!(store.make_dir("f/g"), Err(StoreError::NotAFile)));
+        let root = dir.path().join("root");
+        std::os::unix::fs::symlink(".framekit", root.join("area")).unwrap();
+        assert!(matches!(
+            store.make_dir("area/deep/er"),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            store.check_put("area/deep/er/f", true),
+            Err(StoreError::Denied)
+        ));
+        assert!(!root.join(".framekit/deep").exists());
     }
 
     #[test]

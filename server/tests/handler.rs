@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use proto::message::MessageCodec;
 use proto::transfer::{
-    Delete, ErrorCode, FileVersion, Get, Hello, List, Put, Request, Response, Stat, Trailer,
-    frame_config,
+    Delete, ErrorCode, FileVersion, Get, Hello, List, MakeDir, Put, Request, Response, Stat,
+    Trailer, Tree, frame_config,
 };
 use server::{Config, Server, handler};
 use std::time::Duration;
@@ -169,6 +169,53 @@ async fn put_get_list_stat_delete_round_trip() {
     }))
     .await;
     assert_eq!(error_code(peer.recv().await), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn make_dir_then_tree_lists_directories_and_files_depth_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    put(&mut peer, "top/sub/f", b"f", false).await;
+    put(&mut peer, "top/g", b"", false).await;
+    for _ in 0..2 {
+        peer.send(Request::MakeDir(MakeDir {
+            name: "top/empty".into(),
+        }))
+        .await;
+        assert_eq!(peer.recv().await, Response::DirMade);
+    }
+    assert!(dir.path().join("root/top/empty").is_dir());
+    peer.send(Request::MakeDir(MakeDir {
+        name: "top/g/under".into(),
+    }))
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotAFile);
+
+    peer.send(Request::Tree(Tree { dir: "top".into() })).await;
+    let mut seen = Vec::new();
+    loop {
+        match peer.recv().await {
+            Response::Directory { name } => seen.push(format!("{name}/")),
+            Response::Entry(entry) => seen.push(entry.name),
+            Response::ListEnd { count } => {
+                assert_eq!(count, 4);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, ["top/empty/", "top/g", "top/sub/", "top/sub/f"]);
+
+    peer.send(Request::Tree(Tree {
+        dir: "missing".into(),
+    }))
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotFound);
+    peer.send(Request::Tree(Tree {
+        dir: "top/g".into(),
+    }))
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotAFile);
 }
 
 #[tokio::test]
