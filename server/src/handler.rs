@@ -71,6 +71,7 @@ where
         shared,
         access: Access::ReadWrite,
         peer,
+        transferred: 0,
     };
     if !session.handshake().await? {
         return Ok(());
@@ -124,6 +125,9 @@ struct Session<S> {
     /// What the client's token allows.
     access: Access,
     peer: Option<IpAddr>,
+    /// Body bytes moved by the current request so far, for the log of a
+    /// request that fails midway.
+    transferred: u64,
 }
 
 impl<S: Transport> Session<S> {
@@ -221,6 +225,7 @@ impl<S: Transport> Session<S> {
     /// Handles one request and logs it.
     async fn request(&mut self, request: Request) -> Result<(), ConnError> {
         let started = Instant::now();
+        self.transferred = 0;
         let (op, name) = match &request {
             Request::Put(r) => ("put", r.name.clone()),
             Request::Get(r) => ("get", r.name.clone()),
@@ -260,7 +265,14 @@ impl<S: Transport> Session<S> {
                 bytes,
                 outcome: Outcome::Refused(code),
             }) => info!(op, name = %name.escape_debug(), bytes, ms, outcome = %code),
-            Err(e) => warn!(op, name = %name.escape_debug(), ms, outcome = "failed", error = %e),
+            Err(e) => warn!(
+                op,
+                name = %name.escape_debug(),
+                bytes = self.transferred,
+                ms,
+                outcome = "failed",
+                error = %e
+            ),
         }
         result.map(|_| ())
     }
@@ -307,28 +319,55 @@ impl<S: Transport> Session<S> {
             );
             return self.refuse(ErrorCode::TooLarge, message).await;
         }
+        // A small body arrives in one piece: there is nothing to resume.
+        let key = put
+            .resume_key
+            .filter(|_| put.size > body::SMALL_BODY as u64);
         let (name, size, overwrite) = (put.name.clone(), put.size, put.overwrite);
         let prepared = self
             .blocking(move |store| -> Result<Upload, StoreError> {
                 store.check_put(&name, overwrite)?;
-                if store.available_space()? < size {
+                let upload = match key {
+                    Some(key) => store.begin_resumable(key, &name, size)?,
+                    None => store.begin_upload()?,
+                };
+                // Refused for space, a resumable upload stays as it was.
+                if store.available_space()? < size - upload.offset() {
                     return Err(StoreError::NoSpace);
                 }
-                store.begin_upload()
+                Ok(upload)
             })
             .await?;
         let upload = match prepared {
             Ok(upload) => upload,
             Err(e) => return self.refuse_store(e).await,
         };
-        self.conn.send(&Response::PutReady { offset: 0 }).await?;
+        let offset = upload.offset();
+        if offset > 0 {
+            info!(name = %put.name.escape_debug(), offset, size, "resuming an interrupted upload");
+        }
+        if let Err(e) = self.conn.send(&Response::PutReady { offset }).await {
+            self.blocking(move |_| drop(upload)).await?;
+            return Err(e);
+        }
 
-        let received = body::receive(&mut self.conn, &self.shared.pool, upload, size).await?;
+        let received =
+            match body::receive(&mut self.conn, &self.shared.pool, upload, size - offset).await {
+                Ok(received) => received,
+                Err(interrupted) => {
+                    self.transferred = interrupted.received;
+                    // What arrived is kept for resuming, if the upload can be.
+                    let upload = interrupted.upload;
+                    self.blocking(move |_| drop(upload)).await?;
+                    return Err(interrupted.error);
+                }
+            };
+        self.transferred = size - offset;
         let (upload, hash, write_error) = (received.upload, received.hash, received.error);
         let trailer: Trailer = match self.conn.read_message().await {
             Ok(trailer) => trailer,
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
-                drop(upload);
+                upload.discard();
                 self.refuse(ErrorCode::BadRequest, format!("expected a trailer: {e}"))
                     .await?;
                 // Hang up like every other protocol error: closing with the
@@ -337,15 +376,20 @@ impl<S: Transport> Session<S> {
                 self.conn.shutdown().await;
                 return Err(e.into());
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // The whole body arrived: it is kept if it can be, and a
+                // resumed upload only needs to send the trailer.
+                self.blocking(move |_| drop(upload)).await?;
+                return Err(e);
+            }
         };
         // A failed upload is removed before the client hears about it.
         if let Some(error) = write_error {
-            drop(upload);
+            upload.discard();
             return self.refuse_store(error.into()).await;
         }
         if trailer.hash != *hash.as_bytes() {
-            drop(upload);
+            upload.discard();
             return self
                 .refuse(
                     ErrorCode::IntegrityMismatch,
@@ -364,7 +408,7 @@ impl<S: Transport> Session<S> {
                     hash: *hash.as_bytes(),
                 };
                 self.conn.send(&done).await?;
-                Ok(Summary::done(size))
+                Ok(Summary::done(size - offset))
             }
             Err(e) => self.refuse_store(e).await,
         }
@@ -386,7 +430,15 @@ impl<S: Transport> Session<S> {
             modified_ns: entry.modified_ns,
         };
         self.conn.send(&ready).await?;
-        let hash = body::send(&mut self.conn, &self.shared.pool, file, entry.size, offset).await?;
+        let hash = body::send(
+            &mut self.conn,
+            &self.shared.pool,
+            file,
+            entry.size,
+            offset,
+            &mut self.transferred,
+        )
+        .await?;
         self.conn
             .send(&Trailer {
                 hash: *hash.as_bytes(),
@@ -525,6 +577,7 @@ mod tests {
             shared: server.shared(),
             access: Access::ReadWrite,
             peer: None,
+            transferred: 0,
         };
         let full = std::fs::OpenOptions::new()
             .write(true)
@@ -540,7 +593,7 @@ mod tests {
         let shared = Arc::clone(&session.shared);
         let received = body::receive(&mut session.conn, &shared.pool, upload, 1_000_000)
             .await
-            .unwrap();
+            .expect("the body arrives whole");
         let error = received.error.expect("the write error is kept");
         assert_eq!(error.kind(), io::ErrorKind::StorageFull);
         assert_eq!(StoreError::from(error).code(), ErrorCode::NoSpace);

@@ -64,6 +64,10 @@ async fn start(dir: &tempfile::TempDir) -> (Peer, tokio::task::JoinHandle<()>) {
         ..Config::default()
     })
     .unwrap();
+    connect(&server).await
+}
+
+async fn connect(server: &Server) -> (Peer, tokio::task::JoinHandle<()>) {
     let (client, server_end) = tokio::io::duplex(64 * 1024);
     let shared = server.shared();
     let task = tokio::spawn(async move {
@@ -244,6 +248,115 @@ async fn resumed_get_sends_the_rest_and_hashes_the_whole_file() {
     assert_eq!(offset, 300_001);
     assert_eq!(peer.body(body.len() - 300_001).await, &body[300_001..]);
     assert_eq!(peer.trailer().await.hash, *blake3::hash(&body).as_bytes());
+}
+
+fn resumable_put(name: &str, size: usize, key: u8) -> Request {
+    Request::Put(Put {
+        name: name.into(),
+        size: size as u64,
+        overwrite: false,
+        resume_key: Some([key; 32]),
+    })
+}
+
+/// Waits until the server has kept an interrupted upload (its record is
+/// written once the connection's end has been noticed).
+async fn kept(dir: &tempfile::TempDir) {
+    let partial = dir.path().join("root/.framekit/partial");
+    for _ in 0..500 {
+        let records = std::fs::read_dir(&partial)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".meta")
+            })
+            .count();
+        if records > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the interrupted upload was not kept");
+}
+
+#[tokio::test]
+async fn interrupted_put_resumes_where_it_stopped_and_is_verified_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(Config {
+        root: dir.path().join("root"),
+        idle_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .unwrap();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+
+    let (mut peer, task) = connect(&server).await;
+    peer.send(resumable_put("r.bin", body.len(), 9)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&body[..123_456]).await;
+    drop(peer);
+    task.await.unwrap();
+    kept(&dir).await;
+    assert!(!dir.path().join("root/r.bin").exists());
+
+    let (mut peer, _task) = connect(&server).await;
+    peer.send(resumable_put("r.bin", body.len(), 9)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 123_456 });
+    peer.raw(&body[123_456..]).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(&body).as_bytes(),
+    })
+    .await;
+    assert!(matches!(
+        peer.recv().await,
+        Response::PutDone { size: 300_000, .. }
+    ));
+    assert_eq!(std::fs::read(dir.path().join("root/r.bin")).unwrap(), body);
+    let partial = dir.path().join("root/.framekit/partial");
+    assert_eq!(std::fs::read_dir(&partial).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_resumed_put_whose_whole_content_does_not_match_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(Config {
+        root: dir.path().join("root"),
+        idle_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .unwrap();
+    let first: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+    let second: Vec<u8> = (0..200_000u32).map(|i| (i % 233) as u8).collect();
+
+    let (mut peer, task) = connect(&server).await;
+    peer.send(resumable_put("x", first.len(), 4)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&first[..100_000]).await;
+    drop(peer);
+    task.await.unwrap();
+    kept(&dir).await;
+
+    // The same key with other content: the server's own prefix counts in
+    // the hash, so the mixture is refused and forgotten.
+    let (mut peer, _task) = connect(&server).await;
+    peer.send(resumable_put("x", second.len(), 4)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 100_000 });
+    peer.raw(&second[100_000..]).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(&second).as_bytes(),
+    })
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::IntegrityMismatch);
+    assert!(!dir.path().join("root/x").exists());
+    peer.send(resumable_put("x", second.len(), 4)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&second).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(&second).as_bytes(),
+    })
+    .await;
+    assert!(matches!(peer.recv().await, Response::PutDone { .. }));
+    assert_eq!(std::fs::read(dir.path().join("root/x")).unwrap(), second);
 }
 
 #[tokio::test]

@@ -367,17 +367,36 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The files in the server's staging area.
+/// What the server's reserved area holds when no upload is in progress or
+/// kept, as [`tree`] lists it.
+pub const RESERVED_TREE: [&str; 3] = [".framekit", ".framekit/partial", ".framekit/staging"];
+
+/// The files in the server's staging area (uploads in progress that cannot
+/// be resumed).
 pub fn staging(root: &Path) -> Vec<String> {
     tree(&root.join(".framekit/staging"))
 }
 
-/// The bytes written so far to the files in the server's staging area.
+/// The files in the server's area of resumable uploads: for each, its data
+/// (named by its key in hex) and, once it was interrupted, its record
+/// (`<key>.meta`).
+pub fn partials(root: &Path) -> Vec<String> {
+    tree(&root.join(".framekit/partial"))
+}
+
+/// The bytes written so far to the uploads in the server's staging and
+/// partial areas (records excluded).
 pub fn staged_bytes(root: &Path) -> u64 {
-    let dir = root.join(".framekit/staging");
-    staging(root)
-        .iter()
-        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+    let staged = staging(root)
+        .into_iter()
+        .map(|name| root.join(".framekit/staging").join(name));
+    let partial = partials(root)
+        .into_iter()
+        .filter(|name| !name.ends_with(".meta") && !name.ends_with(".new"))
+        .map(|name| root.join(".framekit/partial").join(name));
+    staged
+        .chain(partial)
+        .filter_map(|path| std::fs::metadata(path).ok())
         .map(|meta| meta.len())
         .sum()
 }

@@ -323,7 +323,7 @@ fn server_killed_mid_upload_exits_3_and_publishes_nothing() {
     // Restarted: the leftover is cleaned up and nothing was published.
     let server = ServerProcess::start(&root, &[]);
     assert!(staging(&root).is_empty());
-    assert_eq!(tree(&root), [".framekit", ".framekit/staging"]);
+    assert_eq!(tree(&root), framekit_tests::RESERVED_TREE);
     assert_eq!(
         assert_success(&server.client(&work).arg("list").output().unwrap()),
         ""
@@ -382,7 +382,7 @@ fn put_larger_than_the_free_space_exits_7_and_succeeds_once_space_is_freed() {
         .output()
         .unwrap();
     assert_error(&out, 7, NO_SPACE);
-    assert_eq!(tree(&root), [".framekit", ".framekit/staging"]);
+    assert_eq!(tree(&root), framekit_tests::RESERVED_TREE);
 
     std::fs::remove_file(mnt.path.join("filler")).unwrap();
     let out = server
@@ -428,5 +428,13 @@ fn disk_filling_up_during_a_put_exits_7_publishes_nothing_and_the_next_put_succe
     assert_success(&out);
     assert_eq!(stderr(&out), "");
     assert_eq!(hash_file(&root.join("big.bin")), small);
-    assert_eq!(tree(&root), [".framekit", ".framekit/staging", "big.bin"]);
+    assert_eq!(
+        tree(&root),
+        [
+            ".framekit",
+            ".framekit/partial",
+            ".framekit/staging",
+            "big.bin"
+        ]
+    );
 }

@@ -153,6 +153,7 @@ fn names_with_spaces_unicode_and_subdirectories_round_trip() {
         tree(s.root()),
         [
             ".framekit",
+            ".framekit/partial",
             ".framekit/staging",
             "dir",
             "dir/sub dir",
@@ -354,6 +355,7 @@ fn refused_names_are_errors_and_nothing_is_created_anywhere() {
         [
             "root",
             "root/.framekit",
+            "root/.framekit/partial",
             "root/.framekit/staging",
             "work",
             "work/source"
