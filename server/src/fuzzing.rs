@@ -40,6 +40,7 @@ pub fn session(input: &[u8]) {
             server_end,
             server.shared(),
             CancellationToken::new(),
+            None,
         ));
         let (mut from_server, mut to_server) = tokio::io::split(client);
         let write = async move {

@@ -72,6 +72,7 @@ where
         access: Access::ReadWrite,
         peer,
         transferred: 0,
+        offset: 0,
     };
     if !session.handshake().await? {
         return Ok(());
@@ -128,6 +129,9 @@ struct Session<S> {
     /// Body bytes moved by the current request so far, for the log of a
     /// request that fails midway.
     transferred: u64,
+    /// Where the current request's body started (past what the other side
+    /// already had), for the log.
+    offset: u64,
 }
 
 impl<S: Transport> Session<S> {
@@ -226,6 +230,7 @@ impl<S: Transport> Session<S> {
     async fn request(&mut self, request: Request) -> Result<(), ConnError> {
         let started = Instant::now();
         self.transferred = 0;
+        self.offset = 0;
         let (op, name) = match &request {
             Request::Put(r) => ("put", r.name.clone()),
             Request::Get(r) => ("get", r.name.clone()),
@@ -260,14 +265,19 @@ impl<S: Transport> Session<S> {
             Ok(Summary {
                 bytes,
                 outcome: Outcome::Done,
-            }) => info!(op, name = %name.escape_debug(), bytes, ms, outcome = "ok"),
+            }) => {
+                info!(op, name = %name.escape_debug(), offset = self.offset, bytes, ms, outcome = "ok")
+            }
             Ok(Summary {
                 bytes,
                 outcome: Outcome::Refused(code),
-            }) => info!(op, name = %name.escape_debug(), bytes, ms, outcome = %code),
+            }) => {
+                info!(op, name = %name.escape_debug(), offset = self.offset, bytes, ms, outcome = %code)
+            }
             Err(e) => warn!(
                 op,
                 name = %name.escape_debug(),
+                offset = self.offset,
                 bytes = self.transferred,
                 ms,
                 outcome = "failed",
@@ -343,6 +353,7 @@ impl<S: Transport> Session<S> {
             Err(e) => return self.refuse_store(e).await,
         };
         let offset = upload.offset();
+        self.offset = offset;
         if offset > 0 {
             info!(name = %put.name.escape_debug(), offset, size, "resuming an interrupted upload");
         }
@@ -424,6 +435,7 @@ impl<S: Transport> Session<S> {
             Some(version) if version == entry.version() && get.offset <= entry.size => get.offset,
             _ => 0,
         };
+        self.offset = offset;
         let ready = Response::GetReady {
             size: entry.size,
             offset,
@@ -578,6 +590,7 @@ mod tests {
             access: Access::ReadWrite,
             peer: None,
             transferred: 0,
+            offset: 0,
         };
         let full = std::fs::OpenOptions::new()
             .write(true)
