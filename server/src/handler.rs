@@ -268,12 +268,18 @@ impl<S: Transport> Session<S> {
             }) => {
                 info!(op, name = %name.escape_debug(), offset = self.offset, bytes, ms, outcome = "ok")
             }
+            // A refusal may come after a body (a hash mismatch).
             Ok(Summary {
-                bytes,
                 outcome: Outcome::Refused(code),
-            }) => {
-                info!(op, name = %name.escape_debug(), offset = self.offset, bytes, ms, outcome = %code)
-            }
+                ..
+            }) => info!(
+                op,
+                name = %name.escape_debug(),
+                offset = self.offset,
+                bytes = self.transferred,
+                ms,
+                outcome = %code
+            ),
             Err(e) => warn!(
                 op,
                 name = %name.escape_debug(),

@@ -232,6 +232,10 @@ impl Partials {
             }),
         };
         partials.evict_beyond_quota(&mut partials.lock(), 0);
+        let kept = partials.lock().kept.len();
+        if kept > 0 {
+            info!(kept, "interrupted uploads kept for resuming");
+        }
         Ok(partials)
     }
 
