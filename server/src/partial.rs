@@ -260,33 +260,38 @@ impl Partials {
     }
 
     /// Claims `key` for an upload of `size` bytes as `name`: the upload
-    /// continues the kept one if it has the same name and size, and is
-    /// not expired; any other upload kept under this key is dropped.
+    /// continues the kept one if it has the same name and size and is not
+    /// expired (an expired one is dropped). An upload kept under this key
+    /// for another name or size is left alone, and this upload cannot be
+    /// kept: the key is not its own.
     pub fn claim(&self, key: &Hash, name: &str, size: u64) -> Claim {
         if size > self.retention.quota {
             return Claim::NotResumable;
         }
         let mut state = self.lock();
-        if !state.active.insert(*key) {
+        if state.active.contains(key) {
             return Claim::NotResumable;
         }
-        match state.kept.remove(key) {
-            Some(record)
-                if record.name == name
-                    && record.size == size
-                    && !self.expired(&record, now_ms()) =>
-            {
-                Claim::Resume {
-                    offset: record.received,
-                    created_ms: record.created_ms,
+        let claim = match state.kept.remove(key) {
+            Some(record) if record.name == name && record.size == size => {
+                if self.expired(&record, now_ms()) {
+                    self.remove_files(key);
+                    Claim::Fresh
+                } else {
+                    Claim::Resume {
+                        offset: record.received,
+                        created_ms: record.created_ms,
+                    }
                 }
             }
-            Some(_) => {
-                self.remove_files(key);
-                Claim::Fresh
+            Some(record) => {
+                state.kept.insert(*key, record);
+                return Claim::NotResumable;
             }
             None => Claim::Fresh,
-        }
+        };
+        state.active.insert(*key);
+        claim
     }
 
     /// Opens the data file of a claimed key: the kept one, cut to `offset`

@@ -954,25 +954,24 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_upload_is_not_continued_for_another_name_or_size() {
+    fn a_kept_upload_is_neither_continued_nor_dropped_for_another_name_or_size() {
         let (dir, store) = retained(DAY, 1 << 20);
         let key = [1u8; 32];
         let mut upload = store.begin_resumable(key, "n", 10).unwrap();
         upload.write(b"abc").unwrap();
         drop(upload);
-        let upload = store.begin_resumable(key, "n", 11).unwrap();
-        assert_eq!(upload.offset(), 0);
-        upload.discard();
-        assert!(partial_files(&dir).is_empty());
-
-        let mut upload = store.begin_resumable(key, "n", 10).unwrap();
-        upload.write(b"abc").unwrap();
-        drop(upload);
-        let upload = store.begin_resumable(key, "other", 10).unwrap();
-        assert_eq!(upload.offset(), 0);
-        drop(upload);
-        // Nothing received: nothing kept.
-        assert!(partial_files(&dir).is_empty());
+        for (name, size) in [("n", 11), ("other", 10)] {
+            // An ordinary upload, in the staging area.
+            let mut upload = store.begin_resumable(key, name, size).unwrap();
+            assert_eq!(upload.offset(), 0);
+            upload.write(b"xyz").unwrap();
+            assert!(!staging_is_empty(&store));
+            drop(upload);
+            assert!(staging_is_empty(&store));
+        }
+        assert_eq!(partial_files(&dir).len(), 2);
+        let upload = store.begin_resumable(key, "n", 10).unwrap();
+        assert_eq!(upload.offset(), 3);
     }
 
     #[test]
