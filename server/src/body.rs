@@ -52,6 +52,10 @@ const LARGE: usize = 1 << 20;
 /// The size of a small body buffer.
 const SMALL: usize = 64 * 1024;
 
+/// The buffer the part of a file held before a resumed upload is hashed
+/// through.
+const PREFIX_CHUNK: usize = 256 * 1024;
+
 /// Buffers in a transfer's ring.
 const RING: usize = 3;
 
@@ -160,7 +164,9 @@ fn hash_prefix(
     len: u64,
     stop: &AtomicBool,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; usize::try_from(len).map_or(LARGE, |n| n.clamp(1, LARGE))];
+    // Outside the buffer budget, so kept small: resumed uploads are few.
+    let mut buf =
+        vec![0u8; usize::try_from(len).map_or(PREFIX_CHUNK, |n| n.clamp(1, PREFIX_CHUNK))];
     let mut offset = 0u64;
     while offset < len && !stop.load(Ordering::Relaxed) {
         let want = usize::try_from(len - offset).map_or(buf.len(), |n| n.min(buf.len()));

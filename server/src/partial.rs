@@ -231,7 +231,7 @@ impl Partials {
                 active: HashSet::new(),
             }),
         };
-        partials.evict_beyond_quota(&mut partials.lock(), 0);
+        partials.evict_beyond_quota(&mut partials.lock(), false);
         let kept = partials.lock().kept.len();
         if kept > 0 {
             info!(kept, "interrupted uploads kept for resuming");
@@ -381,14 +381,14 @@ impl Partials {
             state.kept.remove(&other);
             self.remove_files(&other);
         }
-        let received = record.received;
         state.kept.insert(*key, record);
-        self.evict_beyond_quota(&mut state, received);
+        self.evict_beyond_quota(&mut state, true);
     }
 
     /// Removes the oldest kept uploads until they fit the quota, sparing
-    /// the newest one (`spare` bytes, just kept) unless it alone is over.
-    fn evict_beyond_quota(&self, state: &mut State, spare: u64) {
+    /// the newest one if `spare_newest` (it was just kept, and a file over
+    /// the quota is never kept).
+    fn evict_beyond_quota(&self, state: &mut State, spare_newest: bool) {
         let mut total: u64 = state.kept.values().map(|r| r.received).sum();
         if total <= self.retention.quota {
             return;
@@ -404,7 +404,7 @@ impl Partials {
             if total <= self.retention.quota {
                 break;
             }
-            if Some(key) == newest && spare <= self.retention.quota {
+            if spare_newest && Some(key) == newest {
                 continue;
             }
             state.kept.remove(&key);

@@ -1061,6 +1061,22 @@ mod tests {
     }
 
     #[test]
+    fn a_smaller_quota_at_restart_drops_what_no_longer_fits() {
+        let (dir, store) = retained(DAY, 10);
+        let mut upload = store.begin_resumable([1u8; 32], "a", 10).unwrap();
+        upload.write(b"aaaaaa").unwrap();
+        drop(upload);
+        drop(store);
+        let retention = Retention {
+            ttl: std::time::Duration::from_millis(DAY),
+            quota: 4,
+        };
+        let store = Store::open_with(&dir.path().join("root"), retention).unwrap();
+        assert!(store.partials().kept().is_empty());
+        assert!(partial_files(&dir).is_empty());
+    }
+
+    #[test]
     fn publishing_a_name_drops_older_kept_uploads_of_it() {
         let (dir, store) = retained(DAY, 1 << 20);
         let mut old = store.begin_resumable([1u8; 32], "n", 10).unwrap();
