@@ -51,17 +51,26 @@ pub struct Cli {
 /// The client's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Upload a file
+    /// Upload files and directories
     ///
-    /// On success, prints `put NAME: SIZE bytes, blake3 HASH` with the size
-    /// and hash the server stored.
+    /// On success, prints `put NAME: SIZE bytes, blake3 HASH` for each file,
+    /// with the size and hash the server stored. A directory is uploaded
+    /// with everything in it, its empty directories included, over one
+    /// connection; so are several files. An upload of a file over 64 KiB
+    /// that is interrupted is kept by the server, and the next put of the
+    /// same file under the same name sends only the rest.
     Put(PutArgs),
-    /// Download a file
+    /// Download files and directories
     ///
-    /// The file is written to a temporary file next to the destination,
-    /// verified against the server's BLAKE3 hash, then renamed into place:
-    /// the destination never holds a partial or corrupted file. Nothing is
-    /// printed on stdout; a summary goes to stderr unless --quiet.
+    /// Each file is written to DEST.part next to its destination (with
+    /// DEST.part.meta, which says what it is a copy of), verified against
+    /// the server's BLAKE3 hash, then renamed into place: the destination
+    /// never holds a partial or corrupted file. An interrupted download
+    /// leaves DEST.part, and the next get of the same name to the same
+    /// destination continues it if the remote file has not changed. A NAME
+    /// that is a directory (or ends with /) is downloaded with everything
+    /// in it. Nothing is printed on stdout; a summary goes to stderr unless
+    /// --quiet.
     Get(GetArgs),
     /// List remote files
     ///
@@ -82,34 +91,54 @@ pub enum Command {
 /// Arguments of `put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// The local file to upload
-    pub file: PathBuf,
+    /// The local files and directories to upload
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 
-    /// The remote name (default: the file's base name); `/` separates
+    /// The remote name of the file or directory (default: its base name);
+    /// with several, the remote directory to put them in. `/` separates
     /// directories, which the server creates
     #[arg(long, short)]
     pub name: Option<String>,
 
-    /// Replace a remote file of the same name
+    /// Replace remote files of the same names
     #[arg(long, short)]
     pub force: bool,
+
+    /// Send every file whole, and let the server keep nothing of an upload
+    /// that is interrupted
+    #[arg(long)]
+    pub no_resume: bool,
+
+    /// Follow symbolic links found in directories (they are skipped with a
+    /// warning otherwise)
+    #[arg(long, short = 'L')]
+    pub follow_links: bool,
 }
 
 /// Arguments of `get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The remote name
-    pub name: String,
+    /// The remote names of files or directories (a name ending with / is a
+    /// directory)
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
 
-    /// Where to save the file (default: its base name in the current
-    /// directory); if PATH is an existing directory, the file is saved in
-    /// it under its base name
+    /// Where to save a file or directory (default: its base name in the
+    /// current directory); if PATH is an existing directory, it is saved
+    /// in it under its base name. With several names, PATH is a directory
+    /// (created if missing) to save them all in
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
-    /// Replace an existing local file
+    /// Replace existing local files
     #[arg(long, short)]
     pub force: bool,
+
+    /// Download every file whole, discarding what an interrupted download
+    /// left
+    #[arg(long)]
+    pub no_resume: bool,
 }
 
 /// Arguments of `list`.
@@ -179,7 +208,7 @@ mod tests {
         let Command::Get(get) = cli.command else {
             panic!("{:?}", cli.command)
         };
-        assert_eq!(get.name, "a/b");
+        assert_eq!(get.names, ["a/b"]);
         assert_eq!(get.output, Some(PathBuf::from("x")));
         assert!(get.force);
     }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 /// | 6 | integrity mismatch: the content's BLAKE3 hash differs from the one announced, on either side |
 /// | 7 | refused: the server refused the request for another reason (invalid name, too large, busy, unauthorized, forbidden, no space, ...) or broke the protocol; names the client can tell are invalid are refused with this code before anything is sent |
 /// | 8 | local file error: the file to put cannot be read or changed while it was sent, the destination of a get cannot be written |
+/// | 9 | some transfers failed: a put or get of several files or of a directory went on after some of them failed, each reported on its own `error:` line |
 ///
 /// The codes are stable: scripts may rely on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +44,8 @@ pub enum Exit {
     Refused,
     /// 8: a local file could not be read or written.
     LocalFile,
+    /// 9: some transfers of a set failed, the others were done.
+    SomeFailed,
 }
 
 impl Exit {
@@ -57,6 +60,7 @@ impl Exit {
         Exit::Integrity,
         Exit::Refused,
         Exit::LocalFile,
+        Exit::SomeFailed,
     ];
 
     /// The process exit code.
@@ -71,6 +75,7 @@ impl Exit {
             Exit::Integrity => 6,
             Exit::Refused => 7,
             Exit::LocalFile => 8,
+            Exit::SomeFailed => 9,
         }
     }
 
@@ -89,6 +94,10 @@ impl Exit {
                  or protocol error"
             }
             Exit::LocalFile => "local file cannot be read or written",
+            Exit::SomeFailed => {
+                "some transfers of several files or a directory failed (each reported), \
+                 the others were done"
+            }
         }
     }
 }
@@ -114,6 +123,10 @@ pub enum Operation {
     Stat,
     /// A delete.
     Delete,
+    /// A directory creation.
+    MakeDir,
+    /// A listing of a directory's tree.
+    Tree,
 }
 
 impl fmt::Display for Operation {
@@ -125,6 +138,8 @@ impl fmt::Display for Operation {
             Operation::List => "list",
             Operation::Stat => "stat",
             Operation::Delete => "delete",
+            Operation::MakeDir => "directory creation",
+            Operation::Tree => "directory listing",
         })
     }
 }
@@ -173,6 +188,12 @@ pub enum ProtocolError {
         stored: u64,
         /// The size of the upload.
         sent: u64,
+    },
+    /// A directory listing holds more names than the client accepts.
+    #[error("the server's listing is over {limit} bytes of names")]
+    ListingTooLarge {
+        /// The most bytes of names accepted.
+        limit: usize,
     },
     /// A listing's announced count differs from the entries received.
     #[error("the server announced {announced} entries and sent {received}")]
@@ -253,6 +274,14 @@ pub enum ClientError {
         /// Which rule it breaks.
         source: NameError,
     },
+    /// A name the server listed is not below the directory asked for.
+    #[error("the server listed \"{}\", which is not below \"{}/\"", Escaped(.name), Escaped(.dir))]
+    Outside {
+        /// The name.
+        name: String,
+        /// The directory asked for.
+        dir: String,
+    },
     /// No remote name can be derived from a local path.
     #[error(
         "cannot use the file name of {} as a remote name (none, or not UTF-8): give one with --name",
@@ -314,6 +343,17 @@ pub enum ClientError {
     /// An earlier failure left the connection in the middle of a transfer.
     #[error("the connection is unusable after an earlier failure")]
     Unusable,
+    /// The library was used against its rules (a bug in the caller).
+    #[error("{0} (a bug in the caller)")]
+    Misuse(&'static str),
+    /// Some transfers of a set failed; each was reported.
+    #[error("{failed} of {total} transfers failed")]
+    SomeFailed {
+        /// How many failed.
+        failed: usize,
+        /// How many there were.
+        total: usize,
+    },
     /// A request could not be encoded (too large for a frame).
     #[error("cannot encode the request")]
     Encode(#[source] proto::Error),
@@ -363,6 +403,7 @@ impl ClientError {
                 _ => Exit::Refused,
             },
             ClientError::Protocol(_)
+            | ClientError::Outside { .. }
             | ClientError::InvalidName { .. }
             | ClientError::NoRemoteName { .. } => Exit::Refused,
             ClientError::Integrity { .. } => Exit::Integrity,
@@ -372,9 +413,11 @@ impl ClientError {
             | ClientError::FileChanged { .. }
             | ClientError::Ca { .. } => Exit::LocalFile,
             ClientError::TokenNotUtf8 => Exit::Usage,
+            ClientError::SomeFailed { .. } => Exit::SomeFailed,
             ClientError::BodyOverrun { .. }
             | ClientError::BodyIncomplete { .. }
             | ClientError::Unusable
+            | ClientError::Misuse(_)
             | ClientError::Encode(_)
             | ClientError::Output(_) => Exit::Other,
         }

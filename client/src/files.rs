@@ -1,21 +1,42 @@
-//! Uploading a local file and saving a download, safely.
+//! Uploading a local file and saving a download, safely, and resuming
+//! either after an interruption.
 //!
 //! An upload streams the file (with `sendfile` on plain TCP), hashes it on
 //! another thread, and checks that it ends exactly where its size said it
-//! would. A download goes to a
-//! temporary file next to its destination and is renamed into place only
-//! after its hash has been verified and its content flushed to disk: there
-//! is never a partial or unverified file under the destination's name, and
-//! the temporary file is removed on any failure.
+//! would. A file over 64 KiB is sent with a resume key, derived from its
+//! name, size, modification time and first and last blocks: if the upload
+//! is interrupted, the server keeps what it received, and the next put of
+//! the same file under the same name sends only the rest.
+//!
+//! A download goes to `DEST.part` next to its destination, described by
+//! `DEST.part.meta` (the remote name and the version of the file it is a
+//! copy of), and is renamed into place only after the hash of the whole
+//! file has been verified and its content flushed to disk: there is never
+//! a partial or unverified file under the destination's name. If the
+//! download is interrupted, the next get of the same name to the same
+//! destination asks the server for the rest only, provided the remote file
+//! is still the same version.
 
 use crate::error::ClientError;
+use crate::escape::Escaped;
+use crate::progress::Meter;
 use crate::session::{PutDone, Session};
-use indicatif::ProgressBar;
-use proto::transfer::Hash;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use proto::transfer::{ErrorCode, FileVersion, Hash, validate_name};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use tempfile::NamedTempFile;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Files up to this size go in one piece and are never resumed.
+pub const SMALL_FILE: u64 = 64 * 1024;
+
+/// How much of each end of a file goes into its resume key.
+const KEY_BLOCK: u64 = 64 * 1024;
+
+/// The context string of resume keys (BLAKE3 key derivation).
+const KEY_CONTEXT: &str = "framekit client 2025-06 put resume key v1";
 
 /// A local file opened for upload.
 #[derive(Debug)]
@@ -23,6 +44,7 @@ pub struct Source {
     file: File,
     path: PathBuf,
     size: u64,
+    modified: Option<SystemTime>,
 }
 
 impl Source {
@@ -33,7 +55,12 @@ impl Source {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(local)?;
+        // O_NONBLOCK: a FIFO must not hang the client; it is refused below.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(local)?;
         let meta = file.metadata().map_err(local)?;
         if meta.is_dir() {
             return Err(local(io::Error::new(
@@ -51,6 +78,7 @@ impl Source {
             file,
             path: path.to_owned(),
             size: meta.len(),
+            modified: meta.modified().ok(),
         })
     }
 
@@ -63,43 +91,140 @@ impl Source {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The key by which an interrupted upload of this file as `name` can
+    /// be resumed: a BLAKE3 key derivation over the name, the size, the
+    /// modification time and the first and last 64 KiB. Another file, or
+    /// this one changed, gets another key; and the server verifies the
+    /// whole file anyway.
+    pub fn resume_key(&self, name: &str) -> Result<Hash, ClientError> {
+        let mut hasher = blake3::Hasher::new_derive_key(KEY_CONTEXT);
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update(&self.size.to_le_bytes());
+        let modified = self
+            .modified
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        hasher.update(&modified.to_le_bytes());
+        let first = self.size.min(KEY_BLOCK);
+        let last_start = self.size.saturating_sub(KEY_BLOCK);
+        let mut block = vec![0u8; usize::try_from(first).unwrap_or(0)];
+        for start in [0, last_start] {
+            self.file
+                .read_exact_at(&mut block, start)
+                .map_err(|source| ClientError::Local {
+                    action: "cannot read",
+                    path: self.path.clone(),
+                    source,
+                })?;
+            hasher.update(&block);
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
 }
 
 /// The remote name for uploading `path`: `name` if given, else the file's
 /// base name. Either way it must be a valid protocol name.
 pub fn remote_name(path: &Path, name: Option<&str>) -> Result<String, ClientError> {
-    let name =
-        match name {
-            Some(name) => name,
-            None => path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                ClientError::NoRemoteName {
-                    path: path.to_owned(),
-                }
-            })?,
-        };
-    proto::transfer::validate_name(name).map_err(|source| ClientError::InvalidName {
-        name: name.to_owned(),
+    let name = match name {
+        Some(name) => name.to_owned(),
+        None => base_name(path)?,
+    };
+    validate_name(&name).map_err(|source| ClientError::InvalidName {
+        name: name.clone(),
         source,
     })?;
-    Ok(name.to_owned())
+    Ok(name)
 }
 
-/// Uploads `source` as `name`, showing progress on `progress`.
+/// The last component of `path` as UTF-8: of the path itself, or of where
+/// it leads when it has none (`.`, `..`, `/`...).
+pub fn base_name(path: &Path) -> Result<String, ClientError> {
+    let no_name = || ClientError::NoRemoteName {
+        path: path.to_owned(),
+    };
+    match path.file_name() {
+        Some(name) => name.to_str().map(str::to_owned).ok_or_else(no_name),
+        None => fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .ok_or_else(no_name),
+    }
+}
+
+/// How to transfer a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Replace an existing file on the receiving side.
+    pub force: bool,
+    /// Continue an interrupted transfer, and let this one be continued.
+    pub resume: bool,
+}
+
+/// A finished upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uploaded {
+    /// What the server stored.
+    pub done: PutDone,
+    /// Bytes actually sent: the server had the others already.
+    pub sent: u64,
+}
+
+/// Uploads `source` as `name`, resuming an interrupted upload of the same
+/// file if `options.resume` and the server kept one, and showing progress
+/// on `meter`. `note` receives status messages (a resume, a restart).
 ///
 /// If the file turns out shorter or longer than its size when opened, the
 /// upload fails with [`ClientError::FileChanged`] before the trailer is
 /// sent, so the server publishes nothing; the session is then unusable.
+/// If a resumed upload does not verify as a whole (the server's part came
+/// from other content), it is sent again whole, once.
 pub fn put_file<S: Read + Write>(
     session: &mut Session<S>,
-    source: Source,
+    source: &Source,
     name: &str,
-    overwrite: bool,
-    progress: &ProgressBar,
-) -> Result<PutDone, ClientError> {
-    let mut upload = session.start_put(name, source.size, overwrite)?;
-    progress.set_length(source.size);
-    upload.send_file(&source.file, &source.path, &mut |n| progress.inc(n))?;
-    upload.finish()
+    options: Options,
+    meter: &Meter,
+    note: &mut dyn FnMut(&str),
+) -> Result<Uploaded, ClientError> {
+    let key = match options.resume && source.size > SMALL_FILE {
+        true => Some(source.resume_key(name)?),
+        false => None,
+    };
+    let mut retried = false;
+    loop {
+        let mut upload = session.start_put_with_key(name, source.size, options.force, key)?;
+        let offset = upload.offset();
+        if offset > 0 {
+            note(&format!(
+                "resuming the upload of {} at byte {offset} of {}",
+                Escaped(name),
+                source.size
+            ));
+        }
+        meter.start(None, source.size, offset);
+        upload.send_file(&source.file, &source.path, &mut |n| meter.inc(n))?;
+        match upload.finish() {
+            Err(ClientError::Refused { reply, .. })
+                if reply.code == ErrorCode::IntegrityMismatch && offset > 0 && !retried =>
+            {
+                // The server dropped its part: the next attempt starts at 0.
+                note(&format!(
+                    "the server's partial upload of {} did not verify with this file: sending it whole",
+                    Escaped(name)
+                ));
+                retried = true;
+            }
+            Ok(done) => {
+                return Ok(Uploaded {
+                    done,
+                    sent: source.size - offset,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Where to save a download of `name`: `output`, or inside it if it is an
@@ -109,7 +234,7 @@ pub fn put_file<S: Read + Write>(
 /// against the protocol's rules first, so the result never escapes the
 /// chosen directory.
 pub fn destination(name: &str, output: Option<&Path>) -> Result<PathBuf, ClientError> {
-    proto::transfer::validate_name(name).map_err(|source| ClientError::InvalidName {
+    validate_name(name).map_err(|source| ClientError::InvalidName {
         name: name.to_owned(),
         source,
     })?;
@@ -132,23 +257,108 @@ pub fn destination(name: &str, output: Option<&Path>) -> Result<PathBuf, ClientE
     Ok(output.to_owned())
 }
 
-/// A download's temporary file, next to its destination.
+/// The partial file of a download to `dest`, and its description:
+/// `DEST.part` and `DEST.part.meta` next to it; for a name too long for
+/// that, a name derived from its hash.
+fn part_paths(dest: &Path) -> (PathBuf, PathBuf) {
+    const LONGEST_SUFFIX: usize = ".part.meta".len();
+    let name = dest.file_name().unwrap_or_default();
+    let stem = if name.len() + LONGEST_SUFFIX <= 255 {
+        OsString::from(name)
+    } else {
+        let hash = blake3::hash(name.as_encoded_bytes()).to_hex();
+        OsString::from(format!(".framekit-{}", &hash[..32]))
+    };
+    let with = |suffix: &str| {
+        let mut file = stem.clone();
+        file.push(suffix);
+        dest.with_file_name(file)
+    };
+    (with(".part"), with(".part.meta"))
+}
+
+/// The first line of a partial download's description.
+const META_HEADER: &str = "framekit partial download 1";
+
+/// What `DEST.part.meta` says: the remote file `DEST.part` is a copy of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartMeta {
+    name: String,
+    version: FileVersion,
+}
+
+impl PartMeta {
+    fn encode(&self) -> String {
+        format!(
+            "{META_HEADER}\nname: {}\nsize: {}\nmodified_ns: {}\n",
+            self.name, self.version.size, self.version.modified_ns
+        )
+    }
+
+    fn parse(text: &str) -> Option<PartMeta> {
+        let mut lines = text.strip_suffix('\n')?.split('\n');
+        if lines.next()? != META_HEADER {
+            return None;
+        }
+        let mut field = |key: &str| lines.next()?.strip_prefix(key)?.strip_prefix(": ");
+        let name = field("name")?.to_owned();
+        let size = field("size")?.parse().ok()?;
+        let modified_ns = field("modified_ns")?.parse().ok()?;
+        if lines.next().is_some() || validate_name(&name).is_err() {
+            return None;
+        }
+        Some(PartMeta {
+            name,
+            version: FileVersion { size, modified_ns },
+        })
+    }
+
+    /// Reads `path`: `None` if it is missing or is not a description.
+    fn read(path: &Path) -> Option<PartMeta> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .ok()?;
+        let mut text = String::new();
+        file.take(4096).read_to_string(&mut text).ok()?;
+        PartMeta::parse(&text)
+    }
+}
+
+/// A download's partial file `DEST.part`, next to its destination, with its
+/// description `DEST.part.meta`.
+///
+/// While it exists, the partial file is locked (`flock`), so that two
+/// downloads cannot write it at once. Dropped before it is published, a
+/// partial file that holds nothing is removed with its description; one
+/// that holds part of the file is left for a later get to resume.
 #[derive(Debug)]
 pub struct Staging {
-    temp: NamedTempFile,
+    file: File,
+    part: PathBuf,
+    meta: PathBuf,
     dest: PathBuf,
     force: bool,
+    /// What the partial file holds, to resume from: its length and the
+    /// version it is a copy of.
+    resume: Option<(u64, FileVersion)>,
+    done: bool,
 }
 
 impl Staging {
     /// Checks that `dest` may be written (it does not exist, or `force`) and
-    /// creates the temporary file in its directory, named `.NAME.XXXXXX.part`.
+    /// opens `DEST.part` for a download of `name`: to resume it, if it holds
+    /// part of a download of `name` and `resume`, else empty.
+    ///
+    /// A `DEST.part` that holds bytes but no description of them is not
+    /// this client's: it is replaced only with `force`.
     ///
     /// Call this before requesting the file, so that a download that could
     /// not be saved is not even started.
-    pub fn new(dest: &Path, force: bool) -> Result<Self, ClientError> {
+    pub fn open(dest: &Path, name: &str, options: Options) -> Result<Self, ClientError> {
         match fs::symlink_metadata(dest) {
-            Ok(_) if !force => {
+            Ok(_) if !options.force => {
                 return Err(ClientError::DestinationExists {
                     path: dest.to_owned(),
                 });
@@ -162,29 +372,69 @@ impl Staging {
             }
             _ => {}
         }
-        let dir = match dest.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
+        let (part, meta) = part_paths(dest);
+        let local = |action, source| ClientError::Local {
+            action,
+            path: part.clone(),
+            source,
         };
-        let file_name = dest.file_name().unwrap_or_default().to_string_lossy();
-        let prefix = format!(".{file_name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".part");
-        // The saved file gets the usual permissions (0666 less the umask),
-        // not the temporary file's private 0600.
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let temp = builder
-            .tempfile_in(dir)
-            .map_err(|source| ClientError::Local {
-                action: "cannot create a temporary file in",
-                path: dir.to_owned(),
-                source,
-            })?;
+        // Never through a symbolic link; the saved file gets the usual
+        // permissions (0666 less the umask).
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o666)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&part)
+            .map_err(|e| local("cannot create", e))?;
+        let stat = file.metadata().map_err(|e| local("cannot read", e))?;
+        if !stat.is_file() {
+            return Err(local(
+                "cannot use",
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(local(
+                    "cannot use",
+                    io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "another download to the same destination is in progress",
+                    ),
+                ));
+            }
+            Err(e) => return Err(local("cannot lock", e.into())),
+        }
+        let held = stat.len();
+        let described = PartMeta::read(&meta);
+        let resume = match &described {
+            Some(m) if options.resume && m.name == name && held > 0 && held <= m.version.size => {
+                Some((held, m.version))
+            }
+            _ => None,
+        };
+        if resume.is_none() && held > 0 {
+            if described.is_none() && !options.force {
+                return Err(ClientError::DestinationExists { path: part });
+            }
+            file.set_len(0).map_err(|e| local("cannot write", e))?;
+        }
+        if resume.is_none() {
+            remove_if_there(&meta).map_err(|e| local("cannot remove", e))?;
+        }
+        file.seek(SeekFrom::Start(resume.map_or(0, |(held, _)| held)))
+            .map_err(|e| local("cannot write", e))?;
         Ok(Staging {
-            temp,
+            file,
+            part,
+            meta,
             dest: dest.to_owned(),
-            force,
+            force: options.force,
+            resume,
+            done: false,
         })
     }
 
@@ -193,49 +443,112 @@ impl Staging {
         &self.dest
     }
 
-    /// The temporary file's path.
-    pub fn temp_path(&self) -> &Path {
-        self.temp.path()
+    /// The partial file's path (`DEST.part`).
+    pub fn part_path(&self) -> &Path {
+        &self.part
     }
 
-    fn write_error(&self, source: io::Error) -> ClientError {
+    /// The bytes the partial file holds that a download can start after.
+    pub fn resumable(&self) -> u64 {
+        self.resume.map_or(0, |(held, _)| held)
+    }
+
+    fn error(&self, action: &'static str, source: io::Error) -> ClientError {
         ClientError::Local {
-            action: "cannot write",
-            path: self.temp.path().to_owned(),
+            action,
+            path: self.part.clone(),
             source,
         }
     }
 
-    /// Flushes the file to disk and renames it to the destination: without
-    /// `force`, only if nothing appeared there meanwhile.
-    fn publish(self) -> Result<(), ClientError> {
-        self.temp
-            .as_file()
-            .sync_all()
-            .map_err(|e| self.write_error(e))?;
-        let Staging { temp, dest, force } = self;
-        let persisted = if force {
-            temp.persist(&dest)
-        } else {
-            temp.persist_noclobber(&dest)
+    /// Empties the partial file and describes it as a copy of `name` at
+    /// `version`, for a download from byte 0.
+    fn restart(&mut self, name: &str, version: FileVersion) -> Result<(), ClientError> {
+        self.resume = None;
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.seek(SeekFrom::Start(0)).map(drop))
+            .map_err(|e| self.error("cannot write", e))?;
+        let meta = PartMeta {
+            name: name.to_owned(),
+            version,
         };
-        // On failure the temporary file is dropped with the error: removed.
-        if let Err(e) = persisted {
-            if !force && e.error.kind() == io::ErrorKind::AlreadyExists {
-                return Err(ClientError::DestinationExists { path: dest });
+        fs::write(&self.meta, meta.encode()).map_err(|source| ClientError::Local {
+            action: "cannot write",
+            path: self.meta.clone(),
+            source,
+        })
+    }
+
+    /// Forgets what the partial file holds.
+    fn discard(&mut self) {
+        self.resume = None;
+        let _ = self.file.set_len(0);
+        let _ = remove_if_there(&self.meta);
+    }
+
+    /// Flushes the file to disk and renames it to the destination: without
+    /// `force`, only if nothing appeared there meanwhile. Then removes the
+    /// description.
+    fn publish(mut self) -> Result<(), ClientError> {
+        self.file
+            .sync_all()
+            .map_err(|e| self.error("cannot write", e))?;
+        let placed = if self.force {
+            fs::rename(&self.part, &self.dest)
+        } else {
+            rename_noreplace(&self.part, &self.dest)
+        };
+        if let Err(e) = placed {
+            if !self.force && e.kind() == io::ErrorKind::AlreadyExists {
+                return Err(ClientError::DestinationExists {
+                    path: self.dest.clone(),
+                });
             }
             return Err(ClientError::Local {
                 action: "cannot save",
-                path: dest,
-                source: e.error,
+                path: self.dest.clone(),
+                source: e,
             });
         }
-        sync_parent(&dest)
+        self.done = true;
+        let _ = remove_if_there(&self.meta);
+        sync_parent(&self.dest)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done && self.file.metadata().is_ok_and(|m| m.len() == 0) {
+            let _ = remove_if_there(&self.part);
+            let _ = remove_if_there(&self.meta);
+        }
+    }
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        // A file system without the flag: a link fails just the same if
+        // the name is taken.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Makes the rename durable.
-#[cfg(unix)]
 fn sync_parent(path: &Path) -> Result<(), ClientError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -250,11 +563,6 @@ fn sync_parent(path: &Path) -> Result<(), ClientError> {
         })
 }
 
-#[cfg(not(unix))]
-fn sync_parent(_path: &Path) -> Result<(), ClientError> {
-    Ok(())
-}
-
 /// A verified download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saved {
@@ -264,26 +572,74 @@ pub struct Saved {
     pub size: u64,
     /// Its BLAKE3 hash, as announced by the server and verified.
     pub hash: Hash,
+    /// Bytes actually received: the partial file had the others.
+    pub received: u64,
 }
 
-/// Downloads `name` into `staging`'s temporary file, verifies it, and
-/// publishes it at the destination.
+/// Downloads `name` into `staging`'s partial file, after what it holds if
+/// the remote file is still the version it came from, verifies the whole
+/// file, and publishes it at the destination. `note` receives status
+/// messages (a resume, a restart).
 ///
-/// On any failure, nothing is left at the destination or in the temporary
-/// file.
+/// If the download fails before any byte arrives, nothing is left; if it is
+/// cut short, the partial file keeps what arrived, for a later get to
+/// resume; if the whole file does not verify, the partial file is emptied
+/// (and a resumed download is tried again from 0, once).
 pub fn get_file<S: Read + Write>(
     session: &mut Session<S>,
     name: &str,
     mut staging: Staging,
-    progress: &ProgressBar,
+    meter: &Meter,
+    note: &mut dyn FnMut(&str),
 ) -> Result<Saved, ClientError> {
-    let mut download = session.start_get(name)?;
-    let size = download.size();
-    progress.set_length(size);
-    let temp = staging.temp.path().to_owned();
-    download.receive_into(staging.temp.as_file_mut(), &temp, &mut |n| progress.inc(n))?;
-    let hash = download.finish()?;
-    let path = staging.dest.clone();
-    staging.publish()?;
-    Ok(Saved { path, size, hash })
+    loop {
+        let resumed = staging.resume;
+        let mut download = match resumed {
+            Some((held, version)) => session.start_get_from(name, held, version)?,
+            None => session.start_get(name)?,
+        };
+        let (size, offset) = (download.size(), download.offset());
+        match resumed {
+            Some(_) if offset == 0 => note(&format!(
+                "{} changed on the server since the partial download: starting over",
+                Escaped(name)
+            )),
+            Some(_) => note(&format!(
+                "resuming the download of {} at byte {offset} of {size}",
+                Escaped(name)
+            )),
+            None => {}
+        }
+        if offset == 0 {
+            staging.restart(name, download.version())?;
+        }
+        meter.start(None, size, offset);
+        let part = staging.part.clone();
+        download.receive_into(&mut staging.file, &part, &mut |n| meter.inc(n))?;
+        match download.finish() {
+            Ok(hash) => {
+                let path = staging.dest.clone();
+                staging.publish()?;
+                return Ok(Saved {
+                    path,
+                    size,
+                    hash,
+                    received: size - offset,
+                });
+            }
+            Err(ClientError::Integrity { .. }) if offset > 0 => {
+                note(&format!(
+                    "the partial download of {} did not verify with the rest: downloading it whole",
+                    Escaped(name)
+                ));
+                staging.discard();
+            }
+            Err(e) => {
+                if matches!(e, ClientError::Integrity { .. }) {
+                    staging.discard();
+                }
+                return Err(e);
+            }
+        }
+    }
 }

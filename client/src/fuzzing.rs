@@ -1,8 +1,8 @@
 //! Helpers for the fuzz targets (compiled only under `cfg(fuzzing)`).
 
-use crate::files::{Staging, get_file};
+use crate::files::{Options, Staging, get_file};
+use crate::progress::Meter;
 use crate::session::Session;
-use indicatif::ProgressBar;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,8 +33,8 @@ impl Write for Scripted<'_> {
 /// Plays `input` as everything a server answers, to a client that
 /// handshakes, gets a file, then lists. Checks that nothing panics, that
 /// nothing is written outside the destination directory or under another
-/// name than the one chosen, that no temporary file is left, and that a
-/// file is published only with content whose hash the server sent.
+/// name than the one chosen (or its partial file and description), and
+/// that a file is published only with content whose hash the server sent.
 pub fn responses(input: &[u8]) {
     let base = std::env::temp_dir().join(format!(
         "framekit-client-fuzz-{}-{}",
@@ -46,12 +46,18 @@ pub fn responses(input: &[u8]) {
     let dest = out.join("chosen.bin");
 
     if let Ok(mut session) = Session::handshake(Scripted { input }, None) {
-        let staging = Staging::new(&dest, false).expect("a fresh destination");
+        let options = Options {
+            force: false,
+            resume: true,
+        };
+        let staging =
+            Staging::open(&dest, "remote/name.bin", options).expect("a fresh destination");
         let fetched = get_file(
             &mut session,
             "remote/name.bin",
             staging,
-            &ProgressBar::hidden(),
+            &Meter::hidden(),
+            &mut |_| {},
         );
         if fetched.is_ok() && session.is_usable() {
             let _ = session.list("", |_| Ok(()));
@@ -67,21 +73,20 @@ pub fn responses(input: &[u8]) {
         ["out"],
         "files appeared outside the destination directory"
     );
-    let written: Vec<_> = std::fs::read_dir(&out)
-        .expect("read the destination directory")
-        .map(|e| e.expect("an entry").file_name())
-        .collect();
-    match written.as_slice() {
-        [] => {}
-        [name] if *name == "chosen.bin" => {
-            let content = std::fs::read(&dest).expect("read the saved file");
-            let hash = blake3::hash(&content);
-            assert!(
-                input.windows(32).any(|w| w == hash.as_bytes()),
-                "a file was saved without the server sending its hash"
-            );
+    for entry in std::fs::read_dir(&out).expect("read the destination directory") {
+        let name = entry.expect("an entry").file_name();
+        match name.to_str() {
+            Some("chosen.bin") => {
+                let content = std::fs::read(&dest).expect("read the saved file");
+                let hash = blake3::hash(&content);
+                assert!(
+                    input.windows(32).any(|w| w == hash.as_bytes()),
+                    "a file was saved without the server sending its hash"
+                );
+            }
+            Some("chosen.bin.part" | "chosen.bin.part.meta") => {}
+            _ => panic!("unexpected file in the destination directory: {name:?}"),
         }
-        other => panic!("unexpected files in the destination directory: {other:?}"),
     }
     std::fs::remove_dir_all(&base).expect("remove the fuzzing directory");
 }

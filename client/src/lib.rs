@@ -9,7 +9,10 @@
 //! - [`connect::connect`] opens a session over TCP with the right socket
 //!   options and timeouts.
 //! - [`files`] uploads a local file and saves a download atomically
-//!   (temporary file, verification, fsync, rename).
+//!   (partial file, verification, fsync, rename), and resumes either
+//!   after an interruption.
+//! - [`local`] plans the upload of directories and checks the names of a
+//!   directory download before anything is written.
 //! - [`error::ClientError`] says what went wrong, and
 //!   [`error::Exit`] which exit code that is.
 //! - [`escape::Escaped`] prints text from the server safely.
@@ -22,6 +25,7 @@ pub mod escape;
 pub mod files;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+pub mod local;
 pub mod progress;
 pub mod session;
 pub mod tls;

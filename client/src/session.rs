@@ -26,8 +26,8 @@ use crate::error::{ClientError, Operation, ProtocolError};
 use proto::blocking::{read_message, write_message};
 use proto::frame::FrameConfig;
 use proto::transfer::{
-    Delete, Entry, ErrorCode, Get, Hash, Hello, List, Put, Request, Response, Stat, Trailer,
-    VERSION, Welcome, frame_config, validate_name,
+    Delete, Entry, ErrorCode, FileVersion, Get, Hash, Hello, List, MakeDir, Put, Request, Response,
+    Stat, Trailer, Tree, VERSION, Welcome, frame_config, validate_name,
 };
 use serde::de::DeserializeOwned;
 use std::fs::File;
@@ -68,6 +68,15 @@ enum State {
     Ready,
     /// In the middle of an exchange, or after a failure in one.
     Busy,
+}
+
+/// One thing below a directory, as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeEntry {
+    /// A directory, by its full name.
+    Dir(String),
+    /// A regular file.
+    File(Entry),
 }
 
 /// The server's confirmation of an upload.
@@ -167,23 +176,42 @@ impl<S: Read + Write> Session<S> {
         size: u64,
         overwrite: bool,
     ) -> Result<Upload<'_, S>, ClientError> {
+        self.start_put_with_key(name, size, overwrite, None)
+    }
+
+    /// Like [`Session::start_put`], with a resume key: an identity of the
+    /// file's content, by which the server may keep the upload if it is
+    /// interrupted, and continue it later. The returned [`Upload`] then
+    /// starts at [`Upload::offset`], the bytes the server already holds.
+    pub fn start_put_with_key(
+        &mut self,
+        name: &str,
+        size: u64,
+        overwrite: bool,
+        resume_key: Option<Hash>,
+    ) -> Result<Upload<'_, S>, ClientError> {
         check_name(name)?;
         self.begin()?;
         let request = Request::Put(Put {
             name: name.to_owned(),
             size,
             overwrite,
-            resume_key: None,
+            resume_key,
         });
         self.send(&request, Operation::Put)?;
         match self.receive()? {
             // Without a resume key, the server starts at 0.
-            Response::PutReady { offset: 0 } => Ok(Upload {
-                session: self,
-                size,
-                sent: 0,
-                hasher: blake3::Hasher::new(),
-            }),
+            Response::PutReady { offset }
+                if offset <= size && (offset == 0 || resume_key.is_some()) =>
+            {
+                Ok(Upload {
+                    session: self,
+                    size,
+                    offset,
+                    sent: offset,
+                    hasher: blake3::Hasher::new(),
+                })
+            }
             Response::PutReady { offset } => Err(ProtocolError::Offset {
                 offset,
                 size,
@@ -200,33 +228,135 @@ impl<S: Read + Write> Session<S> {
     /// Otherwise read the body through the returned [`Download`] and
     /// [`finish`](Download::finish) it to check its hash.
     pub fn start_get(&mut self, name: &str) -> Result<Download<'_, S>, ClientError> {
+        self.request_get(name, 0, None)
+    }
+
+    /// Starts downloading `name` from byte `offset` on, to complete a copy
+    /// of its first `offset` bytes taken from the file's `version`.
+    ///
+    /// The server starts at `offset` only if the file is still that
+    /// version, else at 0: check [`Download::offset`]. A download that
+    /// starts at `offset` must be given those first bytes to hash (see
+    /// [`Download::receive_into`]).
+    pub fn start_get_from(
+        &mut self,
+        name: &str,
+        offset: u64,
+        version: FileVersion,
+    ) -> Result<Download<'_, S>, ClientError> {
+        self.request_get(name, offset, Some(version))
+    }
+
+    fn request_get(
+        &mut self,
+        name: &str,
+        offset: u64,
+        if_version: Option<FileVersion>,
+    ) -> Result<Download<'_, S>, ClientError> {
         check_name(name)?;
         self.begin()?;
         let request = Request::Get(Get {
             name: name.to_owned(),
-            offset: 0,
-            if_version: None,
+            offset,
+            if_version,
         });
         self.send(&request, Operation::Get)?;
         match self.receive()? {
             Response::GetReady {
                 size,
-                offset: 0,
+                offset: start,
                 modified_ns,
-            } => Ok(Download {
+            } if start <= size && (start == 0 || start == offset) => Ok(Download {
                 session: self,
                 size,
                 modified_ns,
-                received: 0,
+                offset: start,
+                received: start,
+                prefix_hashed: start == 0,
                 hasher: blake3::Hasher::new(),
             }),
-            Response::GetReady { size, offset, .. } => Err(ProtocolError::Offset {
-                offset,
+            Response::GetReady {
                 size,
-                expected: 0,
+                offset: start,
+                ..
+            } => Err(ProtocolError::Offset {
+                offset: start,
+                size,
+                expected: offset,
             }
             .into()),
             other => Err(self.refused_or_unexpected(Operation::Get, "GetReady", other)),
+        }
+    }
+
+    /// Creates the directory `name` on the server, and its missing
+    /// parents; fine if it exists.
+    pub fn make_dir(&mut self, name: &str) -> Result<(), ClientError> {
+        check_name(name)?;
+        self.begin()?;
+        let request = Request::MakeDir(MakeDir {
+            name: name.to_owned(),
+        });
+        self.send(&request, Operation::MakeDir)?;
+        match self.receive()? {
+            Response::DirMade => {
+                self.state = State::Ready;
+                Ok(())
+            }
+            other => Err(self.refused_or_unexpected(Operation::MakeDir, "DirMade", other)),
+        }
+    }
+
+    /// Lists everything below the directory `dir` (the whole root if
+    /// empty), calling `each` with every directory and file as it
+    /// arrives, in the server's order. Returns the number of entries.
+    ///
+    /// The names are the server's: check them before using them (see
+    /// [`crate::local`]). An error returned by `each` stops the listing
+    /// and is returned; the session is then unusable.
+    pub fn tree(
+        &mut self,
+        dir: &str,
+        mut each: impl FnMut(TreeEntry) -> Result<(), ClientError>,
+    ) -> Result<u64, ClientError> {
+        if !dir.is_empty() {
+            check_name(dir)?;
+        }
+        self.begin()?;
+        let request = Request::Tree(Tree {
+            dir: dir.to_owned(),
+        });
+        self.send(&request, Operation::Tree)?;
+        let mut received = 0u64;
+        loop {
+            match self.receive()? {
+                Response::Entry(entry) => {
+                    received += 1;
+                    each(TreeEntry::File(entry))?;
+                }
+                Response::Directory { name } => {
+                    received += 1;
+                    each(TreeEntry::Dir(name))?;
+                }
+                Response::ListEnd { count } => {
+                    self.state = State::Ready;
+                    if count != received {
+                        return Err(ProtocolError::ListCount {
+                            announced: count,
+                            received,
+                        }
+                        .into());
+                    }
+                    return Ok(count);
+                }
+                other => {
+                    return Err(self.refused_or_unexpected(
+                        Operation::Tree,
+                        "Directory, Entry or ListEnd",
+                        other,
+                    ));
+                }
+            }
         }
     }
 
@@ -473,6 +603,8 @@ fn unexpected(expected: &'static str, got: &Response) -> ProtocolError {
             Response::Entry(_) => "Entry",
             Response::ListEnd { .. } => "ListEnd",
             Response::Deleted => "Deleted",
+            Response::DirMade => "DirMade",
+            Response::Directory { .. } => "Directory",
         },
     }
 }
@@ -538,6 +670,20 @@ fn hash_file(file: &File, size: u64) -> io::Result<Hashed> {
     }
 }
 
+/// Feeds bytes `0..len` of `file` to `hasher`, with positioned reads.
+fn hash_range(hasher: &mut blake3::Hasher, file: &File, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; usize::try_from(len).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK))];
+    let mut offset = 0u64;
+    while offset < len {
+        let want = usize::try_from(len - offset).map_or(buf.len(), |n| n.min(buf.len()));
+        let chunk = buf.get_mut(..want).unwrap_or_default();
+        file.read_exact_at(chunk, offset)?;
+        hasher.update(chunk);
+        offset += want as u64;
+    }
+    Ok(())
+}
+
 fn len64(buf: &[u8]) -> u64 {
     // usize is at most 64 bits on every supported target.
     buf.len() as u64
@@ -552,6 +698,8 @@ fn len64(buf: &[u8]) -> u64 {
 pub struct Upload<'a, S> {
     session: &'a mut Session<S>,
     size: u64,
+    /// Where the body starts: the bytes the server already holds.
+    offset: u64,
     sent: u64,
     hasher: blake3::Hasher,
 }
@@ -560,6 +708,13 @@ impl<S: Read + Write> Upload<'_, S> {
     /// The announced size of the file.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Bytes of the file the server already holds from an interrupted
+    /// upload: the body starts there. Only [`Upload::send_file`] can send
+    /// such a body, since the hash covers the whole file.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Body bytes still to send.
@@ -573,6 +728,11 @@ impl<S: Read + Write> Upload<'_, S> {
     /// Fails without sending anything if `chunk` goes past the announced
     /// size.
     pub fn send(&mut self, chunk: &[u8]) -> Result<(), ClientError> {
+        if self.offset > 0 {
+            return Err(ClientError::Misuse(
+                "a resumed upload is sent with send_file, which hashes the part not sent",
+            ));
+        }
         let len = len64(chunk);
         if len > self.remaining() {
             return Err(ClientError::BodyOverrun {
@@ -715,7 +875,11 @@ pub struct Download<'a, S> {
     session: &'a mut Session<S>,
     size: u64,
     modified_ns: u64,
+    /// Where the body starts.
+    offset: u64,
     received: u64,
+    /// Whether the bytes before `offset` are in `hasher`.
+    prefix_hashed: bool,
     hasher: blake3::Hasher,
 }
 
@@ -723,6 +887,32 @@ impl<S: Read + Write> Download<'_, S> {
     /// The size of the file.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Where the body starts: the offset asked for with
+    /// [`Session::start_get_from`] if the file was still the same version,
+    /// else 0.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The version of the file being downloaded.
+    pub fn version(&self) -> FileVersion {
+        FileVersion {
+            size: self.size,
+            modified_ns: self.modified_ns,
+        }
+    }
+
+    /// Hashes the first [`Download::offset`] bytes of the file, read from
+    /// `file` (the copy being completed), as the whole-file hash needs;
+    /// [`Download::receive_into`] does it itself.
+    pub fn hash_prefix(&mut self, file: &File) -> Result<(), ClientError> {
+        if !self.prefix_hashed {
+            hash_range(&mut self.hasher, file, self.offset).map_err(ClientError::LocalRead)?;
+            self.prefix_hashed = true;
+        }
+        Ok(())
     }
 
     /// The file's modification time on the server, in nanoseconds since
@@ -742,6 +932,11 @@ impl<S: Read + Write> Download<'_, S> {
     /// Fails with [`ClientError::Truncated`] if the server closes the
     /// connection before the end of the body.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ClientError> {
+        if !self.prefix_hashed {
+            return Err(ClientError::Misuse(
+                "a resumed download hashes the part it already has before the rest",
+            ));
+        }
         let want = usize::try_from(self.remaining()).map_or(buf.len(), |r| r.min(buf.len()));
         let Some(buf) = buf.get_mut(..want) else {
             return Ok(0);
@@ -773,6 +968,10 @@ impl<S: Read + Write> Download<'_, S> {
     /// with the disk writes and the hashing on two other threads, so that
     /// neither holds up the reading.
     ///
+    /// When the download starts past 0 (a resumed download), `file` must
+    /// hold the file's first [`Download::offset`] bytes, and be positioned
+    /// after them: they are hashed first, from `file`.
+    ///
     /// A write error stops the download (the session is then unusable) and
     /// is returned as [`ClientError::Local`] about `path`.
     pub fn receive_into(
@@ -781,19 +980,28 @@ impl<S: Read + Write> Download<'_, S> {
         path: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ClientError> {
-        let remaining = self.remaining();
-        if remaining == 0 {
-            return Ok(());
-        }
         let local = |source| ClientError::Local {
             action: "cannot write",
             path: path.to_owned(),
             source,
         };
+        let read_back = |source| ClientError::Local {
+            action: "cannot read",
+            path: path.to_owned(),
+            source,
+        };
+        let remaining = self.remaining();
         // A small body is read, hashed and written in one go.
         if let Ok(len) = usize::try_from(remaining)
             && len <= SMALL_FILE
         {
+            self.hash_prefix(file).map_err(|e| match e {
+                ClientError::LocalRead(e) => read_back(e),
+                other => other,
+            })?;
+            if remaining == 0 {
+                return Ok(());
+            }
             let mut buf = vec![0u8; len];
             let mut filled = 0;
             while filled < len {
@@ -816,6 +1024,10 @@ impl<S: Read + Write> Download<'_, S> {
             let _ = to_reader.send(vec![0u8; len]);
         }
         let mut hasher = std::mem::take(&mut self.hasher);
+        let prefix = match self.prefix_hashed {
+            true => None,
+            false => Some((file.try_clone().map_err(read_back)?, self.offset)),
+        };
         let (read, written, hashed) = std::thread::scope(|scope| {
             let writer = scope.spawn(move || -> io::Result<()> {
                 for (buf, n) in writer_rx {
@@ -826,14 +1038,19 @@ impl<S: Read + Write> Download<'_, S> {
                 }
                 Ok(())
             });
-            let hashing = scope.spawn(move || {
+            let hashing = scope.spawn(move || -> io::Result<blake3::Hasher> {
+                // The part of the file already there comes first; the body
+                // waits in the pipeline meanwhile.
+                if let Some((copy, len)) = &prefix {
+                    hash_range(&mut hasher, copy, *len)?;
+                }
                 for (buf, n) in hasher_rx {
                     hasher.update(buf.get(..n).unwrap_or_default());
                     // The reader may be gone after a failure; the buffer
                     // is then dropped.
                     let _ = to_reader.send(buf);
                 }
-                hasher
+                Ok(hasher)
             });
             let read = (|| -> Result<(), ClientError> {
                 while self.remaining() > 0 {
@@ -845,9 +1062,20 @@ impl<S: Read + Write> Download<'_, S> {
                         usize::try_from(self.remaining()).map_or(buf.len(), |r| r.min(buf.len()));
                     let mut filled = 0;
                     while filled < want {
-                        let n = self.read_raw(buf.get_mut(filled..want).unwrap_or_default())?;
-                        filled += n;
-                        progress(n as u64);
+                        match self.read_raw(buf.get_mut(filled..want).unwrap_or_default()) {
+                            Ok(n) => {
+                                filled += n;
+                                progress(n as u64);
+                            }
+                            Err(e) => {
+                                // What arrived is written all the same: a
+                                // later download can resume after it.
+                                if filled > 0 {
+                                    let _ = to_writer.send((buf, filled));
+                                }
+                                return Err(e);
+                            }
+                        }
                     }
                     if to_writer.send((buf, filled)).is_err() {
                         return Ok(());
@@ -864,7 +1092,10 @@ impl<S: Read + Write> Download<'_, S> {
         });
         written.map_err(local)?;
         read?;
-        self.hasher = hashed.map_err(|_| local(io::Error::other("the hashing thread failed")))?;
+        self.hasher = hashed
+            .map_err(|_| local(io::Error::other("the hashing thread failed")))?
+            .map_err(read_back)?;
+        self.prefix_hashed = true;
         if self.remaining() > 0 {
             return Err(local(io::Error::other("the writing thread stopped early")));
         }
@@ -898,6 +1129,11 @@ impl<S: Read + Write> Download<'_, S> {
     /// in full, and [`ClientError::Integrity`] if the hashes differ (the
     /// session stays usable: the exchange is complete).
     pub fn finish(self) -> Result<Hash, ClientError> {
+        if !self.prefix_hashed {
+            return Err(ClientError::Misuse(
+                "a resumed download hashes the part it already has before the rest",
+            ));
+        }
         if self.received != self.size {
             return Err(ClientError::BodyIncomplete {
                 transferred: self.received,

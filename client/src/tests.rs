@@ -5,17 +5,17 @@
 //! checks exactly what the client wrote.
 
 use crate::error::{ClientError, Exit, Operation, ProtocolError};
-use crate::files::{self, Source, Staging};
+use crate::files::{self, Options, Source, Staging};
+use crate::progress::Meter;
 
 /// A size larger than one body buffer, so bodies span several.
 const CHUNK: usize = 1 << 20;
-use crate::session::Session;
-use indicatif::ProgressBar;
+use crate::session::{PutDone, Session, TreeEntry};
 use proto::blocking::read_message;
 use proto::message::to_frame;
 use proto::transfer::{
-    Entry, ErrorCode, ErrorReply, Get, Hash, Hello, List, Put, Request, Response, Stat, Trailer,
-    VERSION, Welcome, frame_config,
+    Entry, ErrorCode, ErrorReply, FileVersion, Get, Hash, Hello, List, MakeDir, Put, Request,
+    Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -179,8 +179,41 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
-fn bar() -> ProgressBar {
-    ProgressBar::hidden()
+fn options(force: bool) -> Options {
+    Options {
+        force,
+        resume: true,
+    }
+}
+
+/// Uploads without a resume key.
+fn put<S: Read + Write>(
+    session: &mut Session<S>,
+    source: Source,
+    name: &str,
+    force: bool,
+) -> Result<PutDone, ClientError> {
+    let options = Options {
+        force,
+        resume: false,
+    };
+    files::put_file(
+        session,
+        &source,
+        name,
+        options,
+        &Meter::hidden(),
+        &mut |_| {},
+    )
+    .map(|uploaded| uploaded.done)
+}
+
+fn get<S: Read + Write>(
+    session: &mut Session<S>,
+    name: &str,
+    staging: Staging,
+) -> Result<files::Saved, ClientError> {
+    files::get_file(session, name, staging, &Meter::hidden(), &mut |_| {})
 }
 
 fn refused_code(err: &ClientError) -> ErrorCode {
@@ -299,7 +332,7 @@ fn put_sends_the_request_exactly_size_bytes_then_the_trailer() {
         .msg(&Response::PutReady { offset: 0 })
         .msg(&put_done(&content))
         .session();
-    let done = files::put_file(&mut session, source, "dir/f", false, &bar()).unwrap();
+    let done = put(&mut session, source, "dir/f", false).unwrap();
     assert_eq!(done.size, content.len() as u64);
     assert_eq!(done.hash, hash(&content));
     assert!(session.is_usable());
@@ -333,7 +366,7 @@ fn put_of_an_empty_file_sends_the_trailer_only() {
         .msg(&Response::PutReady { offset: 0 })
         .msg(&put_done(b""))
         .session();
-    files::put_file(&mut session, source, "empty", true, &bar()).unwrap();
+    put(&mut session, source, "empty", true).unwrap();
     let mut sent = Sent::of(session);
     sent.hello();
     let Request::Put(put) = sent.request() else {
@@ -358,7 +391,7 @@ fn refused_put_sends_no_body_and_the_session_stays_usable() {
         .error(ErrorCode::AlreadyExists, "f exists")
         .msg(&Response::Entry(entry.clone()))
         .session();
-    let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    let err = put(&mut session, source, "f", false).unwrap_err();
     assert_eq!(refused_code(&err), ErrorCode::AlreadyExists);
     assert_eq!(err.exit(), Exit::AlreadyExists);
     assert!(session.is_usable());
@@ -382,7 +415,7 @@ fn put_confirmed_with_another_hash_is_an_integrity_error() {
             hash: hash(b"contenT"),
         })
         .session();
-    let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    let err = put(&mut session, source, "f", false).unwrap_err();
     assert!(matches!(err, ClientError::Integrity { .. }), "{err:?}");
     assert_eq!(err.exit(), Exit::Integrity);
 }
@@ -398,7 +431,7 @@ fn put_confirmed_with_another_size_is_a_protocol_error() {
             hash: hash(b"content"),
         })
         .session();
-    let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    let err = put(&mut session, source, "f", false).unwrap_err();
     assert!(
         matches!(err, ClientError::Protocol(ProtocolError::StoredSize { .. })),
         "{err:?}"
@@ -414,7 +447,7 @@ fn put_rejected_by_the_servers_check_keeps_its_code() {
         .msg(&Response::PutReady { offset: 0 })
         .error(ErrorCode::IntegrityMismatch, "hash differs")
         .session();
-    let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    let err = put(&mut session, source, "f", false).unwrap_err();
     assert_eq!(refused_code(&err), ErrorCode::IntegrityMismatch);
     assert_eq!(err.exit(), Exit::Integrity);
     assert!(session.is_usable());
@@ -444,7 +477,7 @@ fn put_changed_file(announced: usize, now: usize) -> (ClientError, Vec<u8>) {
     let mut session = Script::welcome()
         .msg(&Response::PutReady { offset: 0 })
         .session();
-    let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    let err = put(&mut session, source, "f", false).unwrap_err();
     assert_eq!(err.exit(), Exit::LocalFile);
     assert!(!session.is_usable());
     let mut sent = Sent::of(session);
@@ -526,7 +559,7 @@ fn a_server_that_stops_reading_the_body_can_say_why() {
         .peer();
     peer.write_limit = Some(CHUNK);
     let mut session = Session::handshake(peer, None).unwrap();
-    let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    let err = put(&mut session, source, "f", false).unwrap_err();
     assert_eq!(refused_code(&err), ErrorCode::NoSpace);
     assert_eq!(err.exit(), Exit::Refused);
     assert!(!session.is_usable());
@@ -541,7 +574,7 @@ fn a_connection_lost_mid_body_is_a_connection_error() {
         .peer();
     peer.write_limit = Some(CHUNK);
     let mut session = Session::handshake(peer, None).unwrap();
-    let err = files::put_file(&mut session, source, "f", false, &bar()).unwrap_err();
+    let err = put(&mut session, source, "f", false).unwrap_err();
     assert!(matches!(err, ClientError::Io(_)), "{err:?}");
     assert_eq!(err.exit(), Exit::Connection);
 }
@@ -648,7 +681,7 @@ fn invalid_names_are_refused_before_anything_is_sent() {
 fn staged(dest: &str, force: bool) -> (tempfile::TempDir, PathBuf, Staging) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(dest);
-    let staging = Staging::new(&path, force).unwrap();
+    let staging = Staging::open(&path, "x", options(force)).unwrap();
     (dir, path, staging)
 }
 
@@ -656,19 +689,11 @@ fn staged(dest: &str, force: bool) -> (tempfile::TempDir, PathBuf, Staging) {
 fn get_publishes_a_byte_identical_file_and_nothing_else() {
     let content = data(2 * CHUNK + 777);
     let (dir, path, staging) = staged("out.bin", false);
-    assert!(
-        staging
-            .temp_path()
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with(".out.bin.")
-    );
+    assert_eq!(staging.part_path(), dir.path().join("out.bin.part"));
     let mut session = Script::welcome()
         .download(&content, hash(&content))
         .session();
-    let saved = files::get_file(&mut session, "remote/x.bin", staging, &bar()).unwrap();
+    let saved = get(&mut session, "remote/x.bin", staging).unwrap();
     assert_eq!(saved.path, path);
     assert_eq!(saved.size, content.len() as u64);
     assert_eq!(saved.hash, hash(&content));
@@ -695,7 +720,7 @@ fn a_saved_file_gets_the_usual_permissions() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, path, staging) = staged("out", false);
     let mut session = Script::welcome().download(b"x", hash(b"x")).session();
-    files::get_file(&mut session, "x", staging, &bar()).unwrap();
+    get(&mut session, "x", staging).unwrap();
     // Whatever the umask, a fresh file of the same directory gets the same
     // mode, and not the temporary file's private one.
     let reference = dir.path().join("reference");
@@ -714,7 +739,7 @@ fn get_reads_a_body_that_arrives_in_tiny_pieces() {
         .peer();
     peer.max_read = 3;
     let mut session = Session::handshake(peer, None).unwrap();
-    files::get_file(&mut session, "x", staging, &bar()).unwrap();
+    get(&mut session, "x", staging).unwrap();
     assert!(fs::read(&path).unwrap() == content);
     // The reply after the trailer is read as the next message.
     assert_eq!(
@@ -727,7 +752,7 @@ fn get_reads_a_body_that_arrives_in_tiny_pieces() {
 fn get_of_an_empty_file_creates_it() {
     let (dir, path, staging) = staged("empty", false);
     let mut session = Script::welcome().download(b"", hash(b"")).session();
-    files::get_file(&mut session, "empty", staging, &bar()).unwrap();
+    get(&mut session, "empty", staging).unwrap();
     assert_eq!(fs::read(&path).unwrap(), b"");
     assert_eq!(listing(dir.path()), ["empty"]);
 }
@@ -741,7 +766,7 @@ fn get_with_a_wrong_trailer_leaves_nothing() {
     let mut session = Script::welcome()
         .download(&altered, hash(&content))
         .session();
-    let err = files::get_file(&mut session, "x", staging, &bar()).unwrap_err();
+    let err = get(&mut session, "x", staging).unwrap_err();
     assert!(matches!(err, ClientError::Integrity { .. }), "{err:?}");
     assert_eq!(err.exit(), Exit::Integrity);
     assert!(listing(dir.path()).is_empty());
@@ -750,7 +775,7 @@ fn get_with_a_wrong_trailer_leaves_nothing() {
 }
 
 #[test]
-fn get_cut_short_in_the_body_leaves_nothing() {
+fn get_cut_short_in_the_body_keeps_what_arrived_for_a_resume() {
     let content = data(CHUNK + 100);
     let (dir, _path, staging) = staged("out", false);
     let mut session = Script::welcome()
@@ -761,7 +786,7 @@ fn get_cut_short_in_the_body_leaves_nothing() {
         })
         .raw(&content[..CHUNK + 10])
         .session();
-    let err = files::get_file(&mut session, "x", staging, &bar()).unwrap_err();
+    let err = get(&mut session, "x", staging).unwrap_err();
     assert!(
         matches!(
             err,
@@ -773,12 +798,20 @@ fn get_cut_short_in_the_body_leaves_nothing() {
         "{err:?}"
     );
     assert_eq!(err.exit(), Exit::Connection);
-    assert!(listing(dir.path()).is_empty());
+    assert_eq!(listing(dir.path()), ["out.part", "out.part.meta"]);
+    assert!(fs::read(dir.path().join("out.part")).unwrap() == content[..CHUNK + 10]);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("out.part.meta")).unwrap(),
+        format!(
+            "framekit partial download 1\nname: x\nsize: {}\nmodified_ns: 0\n",
+            content.len()
+        )
+    );
     assert!(!session.is_usable());
 }
 
 #[test]
-fn get_without_its_trailer_leaves_nothing() {
+fn get_without_its_trailer_keeps_the_body_for_a_resume() {
     let (dir, _path, staging) = staged("out", false);
     let mut session = Script::welcome()
         .msg(&Response::GetReady {
@@ -788,9 +821,10 @@ fn get_without_its_trailer_leaves_nothing() {
         })
         .raw(b"hello")
         .session();
-    let err = files::get_file(&mut session, "x", staging, &bar()).unwrap_err();
+    let err = get(&mut session, "x", staging).unwrap_err();
     assert!(matches!(err, ClientError::Closed), "{err:?}");
-    assert!(listing(dir.path()).is_empty());
+    assert_eq!(listing(dir.path()), ["out.part", "out.part.meta"]);
+    assert_eq!(fs::read(dir.path().join("out.part")).unwrap(), b"hello");
 }
 
 #[test]
@@ -799,7 +833,7 @@ fn get_of_a_missing_file_leaves_nothing() {
     let mut session = Script::welcome()
         .error(ErrorCode::NotFound, "no such file")
         .session();
-    let err = files::get_file(&mut session, "x", staging, &bar()).unwrap_err();
+    let err = get(&mut session, "x", staging).unwrap_err();
     assert_eq!(err.exit(), Exit::NotFound);
     assert!(listing(dir.path()).is_empty());
     assert!(session.is_usable());
@@ -817,7 +851,7 @@ fn get_ready_at_an_offset_not_asked_for_is_a_protocol_error() {
         .raw(b"567890")
         .msg(&Trailer { hash: [0; 32] })
         .session();
-    let err = files::get_file(&mut session, "x", staging, &bar()).unwrap_err();
+    let err = get(&mut session, "x", staging).unwrap_err();
     assert!(
         matches!(err, ClientError::Protocol(ProtocolError::Offset { .. })),
         "{err:?}"
@@ -831,7 +865,7 @@ fn get_refuses_an_existing_destination_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out");
     fs::write(&path, b"mine").unwrap();
-    let err = Staging::new(&path, false).unwrap_err();
+    let err = Staging::open(&path, "x", options(false)).unwrap_err();
     assert!(
         matches!(err, ClientError::DestinationExists { .. }),
         "{err:?}"
@@ -847,7 +881,7 @@ fn get_refuses_a_dangling_symlink_as_destination_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("link");
     std::os::unix::fs::symlink(dir.path().join("nowhere"), &path).unwrap();
-    let err = Staging::new(&path, false).unwrap_err();
+    let err = Staging::open(&path, "x", options(false)).unwrap_err();
     assert!(
         matches!(err, ClientError::DestinationExists { .. }),
         "{err:?}"
@@ -860,9 +894,9 @@ fn get_with_force_replaces_the_destination() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out");
     fs::write(&path, b"old content").unwrap();
-    let staging = Staging::new(&path, true).unwrap();
+    let staging = Staging::open(&path, "x", options(true)).unwrap();
     let mut session = Script::welcome().download(b"new", hash(b"new")).session();
-    files::get_file(&mut session, "x", staging, &bar()).unwrap();
+    get(&mut session, "x", staging).unwrap();
     assert_eq!(fs::read(&path).unwrap(), b"new");
     assert_eq!(listing(dir.path()), ["out"]);
 }
@@ -872,13 +906,17 @@ fn get_does_not_overwrite_a_file_that_appeared_meanwhile() {
     let (dir, path, staging) = staged("out", false);
     fs::write(&path, b"appeared").unwrap();
     let mut session = Script::welcome().download(b"new", hash(b"new")).session();
-    let err = files::get_file(&mut session, "x", staging, &bar()).unwrap_err();
+    let err = get(&mut session, "x", staging).unwrap_err();
     assert!(
         matches!(err, ClientError::DestinationExists { .. }),
         "{err:?}"
     );
     assert_eq!(fs::read(&path).unwrap(), b"appeared");
-    assert_eq!(listing(dir.path()), ["out"]);
+    // The verified copy stays for a get with --force, which needs no byte
+    // more from the server.
+    assert_eq!(listing(dir.path()), ["out", "out.part", "out.part.meta"]);
+    let staging = Staging::open(&path, "x", options(true)).unwrap();
+    assert_eq!(staging.resumable(), 3);
 }
 
 #[test]
@@ -886,7 +924,7 @@ fn get_never_replaces_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub");
     fs::create_dir(&path).unwrap();
-    let err = Staging::new(&path, true).unwrap_err();
+    let err = Staging::open(&path, "x", options(true)).unwrap_err();
     assert_eq!(err.exit(), Exit::LocalFile);
     assert_eq!(listing(dir.path()), ["sub"]);
 }
@@ -1089,4 +1127,394 @@ fn the_server_closing_between_requests_is_a_connection_error() {
     let err = session.stat("a").unwrap_err();
     assert!(matches!(err, ClientError::Closed), "{err:?}");
     assert_eq!(err.exit(), Exit::Connection);
+}
+
+// Resuming.
+
+/// A directory holding `out.part` with `held`, described as a partial
+/// download of `name` at `version`.
+fn partial_download(held: &[u8], name: &str, version: FileVersion) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("out.part"), held).unwrap();
+    fs::write(
+        dir.path().join("out.part.meta"),
+        format!(
+            "framekit partial download 1\nname: {name}\nsize: {}\nmodified_ns: {}\n",
+            version.size, version.modified_ns
+        ),
+    )
+    .unwrap();
+    let path = dir.path().join("out");
+    (dir, path)
+}
+
+fn get_notes<S: Read + Write>(
+    session: &mut Session<S>,
+    name: &str,
+    staging: Staging,
+) -> (Result<files::Saved, ClientError>, Vec<String>) {
+    let mut notes = Vec::new();
+    let result = files::get_file(session, name, staging, &Meter::hidden(), &mut |n| {
+        notes.push(n.to_owned())
+    });
+    (result, notes)
+}
+
+#[test]
+fn get_resumes_after_the_partial_file_and_verifies_the_whole() {
+    for (len, held) in [(3 * CHUNK + 5, 2 * CHUNK + 1), (100_000, 60_000)] {
+        let content = data(len);
+        let version = FileVersion {
+            size: len as u64,
+            modified_ns: 77,
+        };
+        let (dir, path) = partial_download(&content[..held], "r/x", version);
+        let staging = Staging::open(&path, "r/x", options(false)).unwrap();
+        assert_eq!(staging.resumable(), held as u64);
+        let mut session = Script::welcome()
+            .msg(&Response::GetReady {
+                size: len as u64,
+                offset: held as u64,
+                modified_ns: 77,
+            })
+            .raw(&content[held..])
+            .msg(&Trailer {
+                hash: hash(&content),
+            })
+            .session();
+        let (saved, notes) = get_notes(&mut session, "r/x", staging);
+        let saved = saved.unwrap();
+        assert_eq!(saved.received, (len - held) as u64);
+        assert_eq!(
+            notes,
+            [format!(
+                "resuming the download of r/x at byte {held} of {len}"
+            )]
+        );
+        assert!(fs::read(&path).unwrap() == content, "content differs");
+        assert_eq!(listing(dir.path()), ["out"]);
+        let mut sent = Sent::of(session);
+        sent.hello();
+        assert_eq!(
+            sent.request(),
+            Request::Get(Get {
+                name: "r/x".into(),
+                offset: held as u64,
+                if_version: Some(version),
+            })
+        );
+    }
+}
+
+#[test]
+fn get_starts_over_when_the_remote_file_changed() {
+    let old = data(200_000);
+    let new = data(150_000);
+    let version = FileVersion {
+        size: 200_000,
+        modified_ns: 1,
+    };
+    let (dir, path) = partial_download(&old[..100_000], "x", version);
+    let staging = Staging::open(&path, "x", options(false)).unwrap();
+    let mut session = Script::welcome()
+        .msg(&Response::GetReady {
+            size: 150_000,
+            offset: 0,
+            modified_ns: 2,
+        })
+        .raw(&new)
+        .msg(&Trailer { hash: hash(&new) })
+        .session();
+    let (saved, notes) = get_notes(&mut session, "x", staging);
+    assert_eq!(saved.unwrap().received, 150_000);
+    assert_eq!(
+        notes,
+        ["x changed on the server since the partial download: starting over"]
+    );
+    assert!(fs::read(&path).unwrap() == new);
+    assert_eq!(listing(dir.path()), ["out"]);
+}
+
+#[test]
+fn a_resumed_get_that_does_not_verify_is_downloaded_again_whole() {
+    let content = data(200_000);
+    let mut other = content.clone();
+    other[10] ^= 1;
+    let version = FileVersion {
+        size: 200_000,
+        modified_ns: 5,
+    };
+    // The partial file's first part is not the server's.
+    let (dir, path) = partial_download(&other[..100_000], "x", version);
+    let staging = Staging::open(&path, "x", options(false)).unwrap();
+    let mut session = Script::welcome()
+        .msg(&Response::GetReady {
+            size: 200_000,
+            offset: 100_000,
+            modified_ns: 5,
+        })
+        .raw(&content[100_000..])
+        .msg(&Trailer {
+            hash: hash(&content),
+        })
+        .download(&content, hash(&content))
+        .session();
+    let (saved, notes) = get_notes(&mut session, "x", staging);
+    saved.unwrap();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes[1].contains("did not verify"), "{notes:?}");
+    assert!(fs::read(&path).unwrap() == content);
+    assert_eq!(listing(dir.path()), ["out"]);
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert!(matches!(sent.request(), Request::Get(g) if g.offset == 100_000));
+    assert!(matches!(sent.request(), Request::Get(g) if g.offset == 0 && g.if_version.is_none()));
+}
+
+#[test]
+fn a_partial_file_of_another_name_or_without_resume_is_started_over() {
+    let content = data(100_000);
+    let version = FileVersion {
+        size: 100_000,
+        modified_ns: 5,
+    };
+    let (_dir, path) = partial_download(&content[..50_000], "x", version);
+    let staging = Staging::open(&path, "other", options(false)).unwrap();
+    assert_eq!(staging.resumable(), 0);
+    drop(staging);
+    // Emptied, and removed since it held nothing.
+    assert!(!path.with_file_name("out.part").exists());
+
+    let (_dir, path) = partial_download(&content[..50_000], "x", version);
+    let no_resume = Options {
+        force: false,
+        resume: false,
+    };
+    let staging = Staging::open(&path, "x", no_resume).unwrap();
+    assert_eq!(staging.resumable(), 0);
+    let mut session = Script::welcome()
+        .download(&content, hash(&content))
+        .session();
+    get(&mut session, "x", staging).unwrap();
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert!(matches!(sent.request(), Request::Get(g) if g.offset == 0 && g.if_version.is_none()));
+}
+
+#[test]
+fn a_part_file_that_is_not_a_described_download_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out");
+    fs::write(dir.path().join("out.part"), b"somebody's file").unwrap();
+    let err = Staging::open(&path, "x", options(false)).unwrap_err();
+    assert!(
+        matches!(&err, ClientError::DestinationExists { path } if path.ends_with("out.part")),
+        "{err:?}"
+    );
+    assert_eq!(
+        fs::read(dir.path().join("out.part")).unwrap(),
+        b"somebody's file"
+    );
+    // An empty one left by a download killed before its first byte is
+    // reused.
+    fs::write(dir.path().join("out.part"), b"").unwrap();
+    Staging::open(&path, "x", options(false)).unwrap();
+    // With --force, it is replaced.
+    fs::write(dir.path().join("out.part"), b"somebody's file").unwrap();
+    let staging = Staging::open(&path, "x", options(true)).unwrap();
+    assert_eq!(staging.resumable(), 0);
+}
+
+#[test]
+fn two_downloads_to_one_destination_cannot_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out");
+    let first = Staging::open(&path, "x", options(false)).unwrap();
+    let err = Staging::open(&path, "x", options(false)).unwrap_err();
+    assert!(err.report().contains("another download"), "{err:?}");
+    drop(first);
+    Staging::open(&path, "x", options(false)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_part_file_is_never_written_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    fs::write(&target, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("out.part")).unwrap();
+    let err = Staging::open(&dir.path().join("out"), "x", options(true)).unwrap_err();
+    assert_eq!(err.exit(), Exit::LocalFile);
+    assert_eq!(fs::read(&target).unwrap(), b"precious");
+}
+
+#[test]
+fn put_sends_a_resume_key_and_only_the_rest_when_the_server_has_a_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = data(2 * CHUNK + 999);
+    let source = source_file(dir.path(), "f", &content);
+    let key = source.resume_key("d/f").unwrap();
+    let offset = CHUNK + 7;
+    let mut session = Script::welcome()
+        .msg(&Response::PutReady {
+            offset: offset as u64,
+        })
+        .msg(&put_done(&content))
+        .session();
+    let mut notes = Vec::new();
+    let resume = Options {
+        force: false,
+        resume: true,
+    };
+    let uploaded = files::put_file(
+        &mut session,
+        &source,
+        "d/f",
+        resume,
+        &Meter::hidden(),
+        &mut |n| notes.push(n.to_owned()),
+    )
+    .unwrap();
+    assert_eq!(uploaded.sent, (content.len() - offset) as u64);
+    assert_eq!(
+        notes,
+        [format!(
+            "resuming the upload of d/f at byte {offset} of {}",
+            content.len()
+        )]
+    );
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert_eq!(
+        sent.request(),
+        Request::Put(Put {
+            name: "d/f".into(),
+            size: content.len() as u64,
+            overwrite: false,
+            resume_key: Some(key),
+        })
+    );
+    assert!(sent.raw(content.len() - offset) == content[offset..]);
+    assert_eq!(
+        sent.msg::<Trailer>(),
+        Trailer {
+            hash: hash(&content)
+        }
+    );
+}
+
+#[test]
+fn a_resumed_put_that_does_not_verify_is_sent_again_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = data(300_000);
+    let source = source_file(dir.path(), "f", &content);
+    let mut session = Script::welcome()
+        .msg(&Response::PutReady { offset: 100_000 })
+        .error(ErrorCode::IntegrityMismatch, "no")
+        .msg(&Response::PutReady { offset: 0 })
+        .msg(&put_done(&content))
+        .session();
+    let resume = Options {
+        force: true,
+        resume: true,
+    };
+    files::put_file(
+        &mut session,
+        &source,
+        "f",
+        resume,
+        &Meter::hidden(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert!(matches!(sent.request(), Request::Put(p) if p.resume_key.is_some()));
+    assert!(sent.raw(200_000) == content[100_000..]);
+    sent.msg::<Trailer>();
+    assert!(matches!(sent.request(), Request::Put(_)));
+    assert!(sent.raw(300_000) == content);
+}
+
+#[test]
+fn small_files_and_no_resume_send_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = source_file(dir.path(), "s", &data(1000));
+    let large = source_file(dir.path(), "l", &data(100_000));
+    let mut session = Script::welcome()
+        .msg(&Response::PutReady { offset: 0 })
+        .msg(&put_done(&data(1000)))
+        .msg(&Response::PutReady { offset: 0 })
+        .msg(&put_done(&data(100_000)))
+        .session();
+    let resume = options(false);
+    files::put_file(
+        &mut session,
+        &small,
+        "s",
+        resume,
+        &Meter::hidden(),
+        &mut |_| {},
+    )
+    .unwrap();
+    put(&mut session, large, "l", false).unwrap();
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert!(matches!(sent.request(), Request::Put(p) if p.resume_key.is_none()));
+    sent.raw(1000);
+    sent.msg::<Trailer>();
+    assert!(matches!(sent.request(), Request::Put(p) if p.resume_key.is_none()));
+}
+
+#[test]
+fn resume_keys_change_with_the_name_and_the_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = data(500_000);
+    let a = source_file(dir.path(), "a", &content);
+    let mut changed_end = content.clone();
+    *changed_end.last_mut().unwrap() ^= 1;
+    let b = source_file(dir.path(), "b", &changed_end);
+    let key = a.resume_key("n").unwrap();
+    assert_eq!(key, a.resume_key("n").unwrap());
+    assert_ne!(key, a.resume_key("m").unwrap());
+    assert_ne!(key, b.resume_key("n").unwrap());
+}
+
+// Directories.
+
+#[test]
+fn tree_lists_directories_and_files_and_checks_the_count() {
+    let mut session = Script::welcome()
+        .msg(&Response::Directory { name: "d/e".into() })
+        .msg(&Response::Entry(entry("d/e/f", 3)))
+        .msg(&Response::ListEnd { count: 2 })
+        .msg(&Response::DirMade)
+        .session();
+    let mut seen = Vec::new();
+    assert_eq!(
+        session
+            .tree("d", |e| {
+                seen.push(e);
+                Ok(())
+            })
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        seen,
+        [
+            TreeEntry::Dir("d/e".into()),
+            TreeEntry::File(entry("d/e/f", 3))
+        ]
+    );
+    session.make_dir("d/new").unwrap();
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert_eq!(sent.request(), Request::Tree(Tree { dir: "d".into() }));
+    assert_eq!(
+        sent.request(),
+        Request::MakeDir(MakeDir {
+            name: "d/new".into()
+        })
+    );
 }

@@ -19,6 +19,9 @@
 //!                                 <------  Response::GetReady{size, offset, ..} | Response::Error
 //!                                 <------  size - offset raw bytes
 //!                                 <------  Trailer{hash}
+//!   Request::Tree{dir}            ------>
+//!                                 <------  Response::Directory | Response::Entry (0 or more)
+//!                                 <------  Response::ListEnd{count} | Response::Error
 //! ```
 //!
 //! Enums are encoded by variant index: new variants are only ever added at
@@ -131,6 +134,11 @@ pub enum Request {
     Stat(Stat),
     /// Delete one file.
     Delete(Delete),
+    /// Create a directory (and its missing parents).
+    MakeDir(MakeDir),
+    /// List everything under a directory, files and directories, at every
+    /// depth.
+    Tree(Tree),
 }
 
 /// Upload `size` bytes as `name`.
@@ -191,6 +199,27 @@ pub struct Stat {
 pub struct Delete {
     /// The remote name.
     pub name: String,
+}
+
+/// Create the directory `name`, and its missing parents. The answer is
+/// [`Response::DirMade`] (also when the directory already existed) or an
+/// error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MakeDir {
+    /// The directory's name, checked like a file name.
+    pub name: String,
+}
+
+/// List everything under the directory `dir` (the whole root if empty).
+///
+/// The server answers one [`Response::Directory`] per directory and one
+/// [`Response::Entry`] per regular file, at every depth below `dir`
+/// (not `dir` itself), a directory before what it holds; then
+/// [`Response::ListEnd`] with the number of both. Or [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// The directory, named like a file; empty for the root.
+    pub dir: String,
 }
 
 /// Closes a file body, in both directions.
@@ -260,6 +289,13 @@ pub enum Response {
     },
     /// The file was deleted.
     Deleted,
+    /// The directory exists now.
+    DirMade,
+    /// One directory (for tree).
+    Directory {
+        /// The directory's full name, relative to the served root.
+        name: String,
+    },
 }
 
 /// An error answer.

@@ -13,8 +13,8 @@ use proto::Error;
 use proto::frame::FrameCodec;
 use proto::message::{self, MessageCodec};
 use proto::transfer::{
-    self, Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, Put, Request,
-    Response, Stat, Trailer, Welcome,
+    self, Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MakeDir, Put,
+    Request, Response, Stat, Trailer, Tree, Welcome,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -92,6 +92,8 @@ fn request() -> impl Strategy<Value = Request> {
         text().prop_map(|prefix| Request::List(List { prefix })),
         text().prop_map(|name| Request::Stat(Stat { name })),
         text().prop_map(|name| Request::Delete(Delete { name })),
+        text().prop_map(|name| Request::MakeDir(MakeDir { name })),
+        text().prop_map(|dir| Request::Tree(Tree { dir })),
     ]
 }
 
@@ -124,6 +126,8 @@ fn response() -> impl Strategy<Value = Response> {
         entry().prop_map(Response::Entry),
         any::<u64>().prop_map(|count| Response::ListEnd { count }),
         Just(Response::Deleted),
+        Just(Response::DirMade),
+        text().prop_map(|name| Response::Directory { name }),
     ]
 }
 

@@ -20,8 +20,8 @@ use bytes::BytesMut;
 use proto::message;
 use proto::transfer::{
     DEFAULT_PORT, Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MAGIC,
-    MAX_COMPONENT_LEN, MAX_MESSAGE_LEN, MAX_NAME_LEN, Put, RESERVED_NAME, Request, Response, Stat,
-    Trailer, VERSION, Welcome, frame_config,
+    MAX_COMPONENT_LEN, MAX_MESSAGE_LEN, MAX_NAME_LEN, MakeDir, Put, RESERVED_NAME, Request,
+    Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
 };
 use serde::Serialize;
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, Visitor};
@@ -91,6 +91,13 @@ fn examples() -> Vec<Message> {
         M::Request(Request::Delete(Delete {
             name: "hello.txt".into(),
         })),
+        M::Request(Request::MakeDir(MakeDir {
+            name: "photos/2024".into(),
+        })),
+        M::Request(Request::Tree(Tree {
+            dir: "photos".into(),
+        })),
+        M::Request(Request::Tree(Tree { dir: "".into() })),
         M::Trailer(Trailer {
             hash: hash("hello"),
         }),
@@ -141,6 +148,10 @@ fn examples() -> Vec<Message> {
         })),
         M::Response(Response::ListEnd { count: 1 }),
         M::Response(Response::Deleted),
+        M::Response(Response::DirMade),
+        M::Response(Response::Directory {
+            name: "photos/2024".into(),
+        }),
         M::Trailer(Trailer { hash: hash("") }),
     ]
 }
@@ -423,10 +434,10 @@ fn variant_probe_sees_every_variant() {
     // also the order of the indices on the wire.
     assert_eq!(
         variants::<Request>(),
-        ["Put", "Get", "List", "Stat", "Delete"]
+        ["Put", "Get", "List", "Stat", "Delete", "MakeDir", "Tree"]
     );
     assert_eq!(variants::<Response>()[0], "Welcome");
-    assert_eq!(variants::<Response>().last(), Some(&"Deleted"));
+    assert_eq!(variants::<Response>().last(), Some(&"Directory"));
 }
 
 /// The rows of the first Markdown table after the heading `heading`, as
@@ -538,8 +549,8 @@ fn malformed_encodings_are_refused() {
     // A string length past the end of the message.
     refused::<String>(&[9, 0, 0, 0, 0, 0, 0, 0, b'a']);
     // An unknown variant.
-    refused::<Request>(&[5, 0, 0, 0]);
-    refused::<Response>(&[8, 0, 0, 0]);
+    refused::<Request>(&[7, 0, 0, 0]);
+    refused::<Response>(&[10, 0, 0, 0]);
     // Bytes left over after the message.
     refused::<Response>(&[7, 0, 0, 0, 0]);
     // A message cut short.

@@ -14,11 +14,11 @@
 use crate::conn::{Conn, ConnError};
 use crate::store::Upload;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -51,6 +51,10 @@ const LARGE: usize = 1 << 20;
 
 /// The size of a small body buffer.
 const SMALL: usize = 64 * 1024;
+
+/// The buffer the part of a file held before a resumed upload is hashed
+/// through.
+const PREFIX_CHUNK: usize = 256 * 1024;
 
 /// Buffers in a transfer's ring.
 const RING: usize = 3;
@@ -129,45 +133,118 @@ struct Filled {
 pub struct Received {
     /// The upload, its file complete and synced unless `error` is set.
     pub upload: Upload,
-    /// The BLAKE3 hash of the body.
+    /// The BLAKE3 hash of the whole file: the part the upload already held
+    /// (see [`Upload::offset`]), then the body.
     pub hash: blake3::Hash,
     /// The first disk error, if writing failed. The body was still read to
     /// its end, so the connection is in step.
     pub error: Option<io::Error>,
 }
 
+/// A body that did not arrive whole.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// Why: the peer left, went silent, or the stream failed.
+    pub error: ConnError,
+    /// The upload, holding every body byte that arrived (`None` only if a
+    /// worker thread failed).
+    pub upload: Option<Upload>,
+    /// How many body bytes arrived.
+    pub received: u64,
+}
+
 fn worker_gone() -> ConnError {
     ConnError::Io(io::Error::other("a body worker stopped unexpectedly"))
 }
 
-/// Receives `size` body bytes into the upload's file, hashing them on the
-/// way. Each buffer must fill within the idle timeout, so a peer cannot
-/// hold the connection by trickling the body.
+/// Feeds bytes `0..len` of `file` to `hasher`, unless `stop` is raised.
+fn hash_prefix(
+    hasher: &mut blake3::Hasher,
+    file: &File,
+    len: u64,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    // Outside the buffer budget, so kept small: resumed uploads are few.
+    let mut buf =
+        vec![0u8; usize::try_from(len).map_or(PREFIX_CHUNK, |n| n.clamp(1, PREFIX_CHUNK))];
+    let mut offset = 0u64;
+    while offset < len && !stop.load(Ordering::Relaxed) {
+        let want = usize::try_from(len - offset).map_or(buf.len(), |n| n.min(buf.len()));
+        file.read_exact_at(&mut buf[..want], offset)?;
+        hasher.update(&buf[..want]);
+        offset += want as u64;
+    }
+    Ok(())
+}
+
+/// Receives `size` body bytes into the upload's file, after what it
+/// already holds, hashing the whole file on the way. Each buffer must fill
+/// within the idle timeout, so a peer cannot hold the connection by
+/// trickling the body.
+///
+/// If the body does not arrive whole, every byte that did is written to
+/// the upload before it is handed back in [`Interrupted`].
 pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     pool: &BufferPool,
     mut upload: Upload,
     size: u64,
-) -> Result<Received, ConnError> {
+) -> Result<Received, Interrupted> {
+    let prefix = match upload.offset() {
+        0 => None,
+        len => match upload.reader() {
+            Ok(Some(file)) => Some((file, len)),
+            Ok(None) => None,
+            Err(e) => {
+                return Err(Interrupted {
+                    error: e.into(),
+                    upload: Some(upload),
+                    received: 0,
+                });
+            }
+        },
+    };
     if let Ok(len) = usize::try_from(size)
         && len <= SMALL_BODY
     {
         let mut buf = vec![0u8; len];
-        conn.read_body_exact(&mut buf).await?;
-        return tokio::task::spawn_blocking(move || {
-            let hash = blake3::hash(&buf);
-            let error = match upload.file() {
-                Some(file) => file.write_all(&buf).and_then(|()| file.sync_all()).err(),
+        let (filled, read) = conn.read_body_fill(&mut buf).await;
+        let received = filled as u64;
+        return match tokio::task::spawn_blocking(move || {
+            let mut hasher = blake3::Hasher::new();
+            let mut error = match &prefix {
+                Some((file, len)) => {
+                    hash_prefix(&mut hasher, file, *len, &AtomicBool::new(false)).err()
+                }
                 None => None,
             };
-            Received {
+            hasher.update(&buf[..filled]);
+            if error.is_none() {
+                error = upload.write(&buf[..filled]).err();
+            }
+            if error.is_none() && read.is_ok() {
+                error = upload.sync().err();
+            }
+            (upload, hasher.finalize(), error, read)
+        })
+        .await
+        {
+            Ok((upload, hash, error, Ok(()))) => Ok(Received {
                 upload,
                 hash,
                 error,
-            }
-        })
-        .await
-        .map_err(|_| worker_gone());
+            }),
+            Ok((upload, _, _, Err(error))) => Err(Interrupted {
+                error,
+                upload: Some(upload),
+                received,
+            }),
+            Err(_) => Err(Interrupted {
+                error: worker_gone(),
+                upload: None,
+                received,
+            }),
+        };
     }
 
     let mut ring = pool.ring(size);
@@ -178,6 +255,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     for buf in ring.buffers.drain(..) {
         let _ = to_reader.try_send(buf);
     }
+    let stop = Arc::new(AtomicBool::new(false));
 
     let writer = tokio::task::spawn_blocking(move || {
         let mut error = None;
@@ -185,73 +263,124 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         while let Some(filled) = writer_rx.blocking_recv() {
             let data = &filled.buf[filled.range.clone()];
             if error.is_none()
-                && let Some(file) = upload.file()
-                && let Err(e) = file.write_all(data)
+                && let Err(e) = upload.write(data)
             {
                 error = Some(e);
             }
             written += data.len() as u64;
-            if to_hasher.send(filled).is_err() {
-                break;
-            }
+            // Every byte that arrived is written, even once the hasher has
+            // stopped after a failure: it may be kept for resuming.
+            let _ = to_hasher.send(filled);
         }
-        // Only a complete body is worth syncing; an incomplete one is about
-        // to be dropped.
+        // Only a complete body is worth syncing here; an incomplete one is
+        // synced if it is kept.
         if written == size
             && error.is_none()
-            && let Some(file) = upload.file()
-            && let Err(e) = file.sync_all()
+            && let Err(e) = upload.sync()
         {
             error = Some(e);
         }
         (upload, error)
     });
+    let hasher_stop = Arc::clone(&stop);
     let hasher = tokio::task::spawn_blocking(move || {
         let mut hasher = blake3::Hasher::new();
+        // What the upload already holds comes first; the body waits in the
+        // ring meanwhile.
+        if let Some((file, len)) = &prefix
+            && let Err(e) = hash_prefix(&mut hasher, file, *len, &hasher_stop)
+        {
+            return Err(e);
+        }
         for filled in hasher_rx {
+            if hasher_stop.load(Ordering::Relaxed) {
+                break;
+            }
             hasher.update(&filled.buf[filled.range]);
             if to_reader.blocking_send(filled.buf).is_err() {
                 break;
             }
         }
-        hasher.finalize()
+        Ok(hasher.finalize())
     });
 
     let mut remaining = size;
-    while remaining > 0 {
-        let mut buf = reader_rx.recv().await.ok_or_else(worker_gone)?;
+    let mut received = 0u64;
+    let failure = loop {
+        if remaining == 0 {
+            break None;
+        }
+        let Some(mut buf) = reader_rx.recv().await else {
+            break Some(worker_gone());
+        };
         let want = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
-        conn.read_body_exact(&mut buf[..want]).await?;
-        remaining -= want as u64;
-        to_writer
+        let (filled, read) = conn.read_body_fill(&mut buf[..want]).await;
+        remaining -= filled as u64;
+        received += filled as u64;
+        if filled == 0 {
+            ring.buffers.push(buf);
+        } else if to_writer
             .send(Filled {
                 buf,
-                range: 0..want,
+                range: 0..filled,
             })
             .await
-            .map_err(|_| worker_gone())?;
-    }
+            .is_err()
+        {
+            break Some(worker_gone());
+        }
+        if let Err(e) = read {
+            break Some(e);
+        }
+    };
     drop(to_writer);
-    let (upload, error) = writer.await.map_err(|_| worker_gone())?;
-    let hash = hasher.await.map_err(|_| worker_gone())?;
+    if failure.is_some() {
+        // The hash is of no use now: let the hasher stop early.
+        stop.store(true, Ordering::Relaxed);
+        reader_rx.close();
+    }
+    let written = writer.await;
+    let hash = hasher.await;
     while let Ok(buf) = reader_rx.try_recv() {
         ring.buffers.push(buf);
     }
-    Ok(Received {
-        upload,
-        hash,
-        error,
-    })
+    match (failure, written, hash) {
+        (None, Ok((upload, error)), Ok(Ok(hash))) => Ok(Received {
+            upload,
+            hash,
+            error,
+        }),
+        // The prefix could not be read back: a disk error like any other.
+        (None, Ok((upload, error)), Ok(Err(e))) => Ok(Received {
+            upload,
+            hash: blake3::Hash::from_bytes([0; 32]),
+            error: Some(error.unwrap_or(e)),
+        }),
+        (Some(error), Ok((upload, _)), _) => Err(Interrupted {
+            error,
+            upload: Some(upload),
+            received,
+        }),
+        (_, _, _) => Err(Interrupted {
+            error: worker_gone(),
+            upload: None,
+            received,
+        }),
+    }
 }
 
 /// Sends bytes `offset..size` of `file` and returns the hash of the whole
 /// file (the part before `offset` counts in the hash but is not sent).
+///
+/// `sent` counts the body bytes handed to the connection as they go, for
+/// the log of a download that fails midway.
 pub async fn send<S: Transport>(
     conn: &mut Conn<S>,
     pool: &BufferPool,
     file: File,
     size: u64,
     offset: u64,
+    sent: &mut u64,
 ) -> Result<blake3::Hash, ConnError> {
     if let Ok(len) = usize::try_from(size)
         && len <= SMALL_BODY
@@ -266,15 +395,16 @@ pub async fn send<S: Transport>(
         .map_err(|_| worker_gone())??;
         let start = usize::try_from(offset).unwrap_or(len).min(len);
         conn.write_body(&buf[start..]).await?;
+        *sent += (len - start) as u64;
         return Ok(hash);
     }
 
     if conn.stream().sendfile_socket().is_some() {
         let hashing = file.try_clone()?;
         let hasher = tokio::task::spawn_blocking(move || hash_file(&hashing, size));
-        let sent = conn.sendfile(&file, offset, size).await;
+        let result = conn.sendfile(&file, offset, size, sent).await;
         let hash = hasher.await.map_err(|_| worker_gone())?;
-        sent?;
+        result?;
         return Ok(hash?);
     }
 
@@ -320,13 +450,14 @@ pub async fn send<S: Transport>(
         }
         hasher.finalize()
     });
-    let mut sent = offset;
-    while sent < size {
+    let mut position = offset;
+    while position < size {
         let Some(filled) = conn_rx.recv().await else {
             break;
         };
         conn.write_body(&filled.buf[filled.range.clone()]).await?;
-        sent += filled.range.len() as u64;
+        position += filled.range.len() as u64;
+        *sent += filled.range.len() as u64;
         let _ = to_reader.send(filled.buf);
     }
     drop(to_reader);
@@ -335,7 +466,7 @@ pub async fn send<S: Transport>(
     while let Ok(filled) = conn_rx.try_recv() {
         ring.buffers.push(filled.buf);
     }
-    if sent < size {
+    if position < size {
         return Err(ConnError::Io(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the file ended before its announced size",

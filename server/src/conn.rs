@@ -148,19 +148,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// from the stream. The whole buffer must arrive within the idle
     /// timeout, so a peer cannot hold the connection by trickling bytes.
     pub async fn read_body_exact(&mut self, buf: &mut [u8]) -> Result<(), ConnError> {
+        self.read_body_fill(buf).await.1
+    }
+
+    /// Like [`Conn::read_body_exact`], and also says how many bytes of
+    /// `buf` were filled, which is all of them unless it fails: on a
+    /// failure, the bytes that did arrive are still there.
+    pub async fn read_body_fill(&mut self, buf: &mut [u8]) -> (usize, Result<(), ConnError>) {
         let buffered = buf.len().min(self.read_buf.len());
         buf[..buffered].copy_from_slice(&self.read_buf[..buffered]);
         self.read_buf.advance(buffered);
-        let rest = &mut buf[buffered..];
-        if rest.is_empty() {
-            return Ok(());
+        let mut filled = buffered;
+        let deadline = Instant::now() + self.idle;
+        while filled < buf.len() {
+            match timeout_at(deadline, self.stream.read(&mut buf[filled..])).await {
+                Ok(Ok(0)) => return (filled, Err(ConnError::Closed)),
+                Ok(Ok(n)) => filled += n,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return (filled, Err(ConnError::Closed));
+                }
+                Ok(Err(e)) => return (filled, Err(e.into())),
+                Err(_) => return (filled, Err(ConnError::Timeout)),
+            }
         }
-        match timeout(self.idle, self.stream.read_exact(rest)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ConnError::Timeout),
-        }
+        (filled, Ok(()))
     }
 
     /// The stream itself.
@@ -204,11 +216,14 @@ impl<S: crate::body::Transport> Conn<S> {
     /// the file's pages into the socket, without passing through this
     /// process. Each step must make progress within the idle timeout. The
     /// file ending early is an `UnexpectedEof` error.
+    ///
+    /// `sent` counts the bytes handed to the socket as they go.
     pub async fn sendfile(
         &mut self,
         file: &std::fs::File,
         start: u64,
         end: u64,
+        sent: &mut u64,
     ) -> Result<(), ConnError> {
         const STEP: usize = 8 << 20;
         let Some(socket) = self.stream.sendfile_socket() else {
@@ -217,7 +232,8 @@ impl<S: crate::body::Transport> Conn<S> {
         let mut offset = start;
         while offset < end {
             let count = usize::try_from(end - offset).map_or(STEP, |n| n.min(STEP));
-            let sent = timeout(self.idle, async {
+            let before = offset;
+            let moved = timeout(self.idle, async {
                 loop {
                     socket.writable().await?;
                     match socket.try_io(tokio::io::Interest::WRITABLE, || {
@@ -232,7 +248,8 @@ impl<S: crate::body::Transport> Conn<S> {
             })
             .await
             .map_err(|_| ConnError::Timeout)??;
-            if sent == 0 {
+            *sent += offset - before;
+            if moved == 0 {
                 return Err(ConnError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the file ended before its announced size",

@@ -5,11 +5,11 @@ use crate::Shared;
 use crate::body::{self, Transport};
 use crate::conn::{Conn, ConnError};
 use crate::security::{Access, FailureLimiter};
-use crate::store::{Store, StoreError, Upload};
+use crate::store::{Found, Store, StoreError, Upload};
 use proto::message;
 use proto::transfer::{
-    Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_NAME_LEN, Put, Request, Response,
-    Stat, Trailer, VERSION, Welcome, validate_name,
+    Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_NAME_LEN, MakeDir, Put, Request,
+    Response, Stat, Trailer, Tree, VERSION, Welcome, validate_name,
 };
 use std::io;
 use std::net::IpAddr;
@@ -71,6 +71,8 @@ where
         shared,
         access: Access::ReadWrite,
         peer,
+        transferred: 0,
+        offset: 0,
     };
     if !session.handshake().await? {
         return Ok(());
@@ -124,6 +126,12 @@ struct Session<S> {
     /// What the client's token allows.
     access: Access,
     peer: Option<IpAddr>,
+    /// Body bytes moved by the current request so far, for the log of a
+    /// request that fails midway.
+    transferred: u64,
+    /// Where the current request's body started (past what the other side
+    /// already had), for the log.
+    offset: u64,
 }
 
 impl<S: Transport> Session<S> {
@@ -221,14 +229,21 @@ impl<S: Transport> Session<S> {
     /// Handles one request and logs it.
     async fn request(&mut self, request: Request) -> Result<(), ConnError> {
         let started = Instant::now();
+        self.transferred = 0;
+        self.offset = 0;
         let (op, name) = match &request {
             Request::Put(r) => ("put", r.name.clone()),
             Request::Get(r) => ("get", r.name.clone()),
             Request::List(r) => ("list", r.prefix.clone()),
             Request::Stat(r) => ("stat", r.name.clone()),
             Request::Delete(r) => ("delete", r.name.clone()),
+            Request::MakeDir(r) => ("mkdir", r.name.clone()),
+            Request::Tree(r) => ("tree", r.dir.clone()),
         };
-        let writes = matches!(request, Request::Put(_) | Request::Delete(_));
+        let writes = matches!(
+            request,
+            Request::Put(_) | Request::Delete(_) | Request::MakeDir(_)
+        );
         let result = match request {
             _ if writes && self.access == Access::ReadOnly => {
                 self.refuse(
@@ -242,18 +257,38 @@ impl<S: Transport> Session<S> {
             Request::List(r) => self.list(r).await,
             Request::Stat(r) => self.stat(r).await,
             Request::Delete(r) => self.delete(r).await,
+            Request::MakeDir(r) => self.make_dir(r).await,
+            Request::Tree(r) => self.tree(r).await,
         };
         let ms = started.elapsed().as_millis();
         match &result {
             Ok(Summary {
                 bytes,
                 outcome: Outcome::Done,
-            }) => info!(op, name = %name.escape_debug(), bytes, ms, outcome = "ok"),
+            }) => {
+                info!(op, name = %name.escape_debug(), offset = self.offset, bytes, ms, outcome = "ok")
+            }
+            // A refusal may come after a body (a hash mismatch).
             Ok(Summary {
-                bytes,
                 outcome: Outcome::Refused(code),
-            }) => info!(op, name = %name.escape_debug(), bytes, ms, outcome = %code),
-            Err(e) => warn!(op, name = %name.escape_debug(), ms, outcome = "failed", error = %e),
+                ..
+            }) => info!(
+                op,
+                name = %name.escape_debug(),
+                offset = self.offset,
+                bytes = self.transferred,
+                ms,
+                outcome = %code
+            ),
+            Err(e) => warn!(
+                op,
+                name = %name.escape_debug(),
+                offset = self.offset,
+                bytes = self.transferred,
+                ms,
+                outcome = "failed",
+                error = %e
+            ),
         }
         result.map(|_| ())
     }
@@ -300,28 +335,56 @@ impl<S: Transport> Session<S> {
             );
             return self.refuse(ErrorCode::TooLarge, message).await;
         }
+        // A small body arrives in one piece: there is nothing to resume.
+        let key = put
+            .resume_key
+            .filter(|_| put.size > body::SMALL_BODY as u64);
         let (name, size, overwrite) = (put.name.clone(), put.size, put.overwrite);
         let prepared = self
             .blocking(move |store| -> Result<Upload, StoreError> {
                 store.check_put(&name, overwrite)?;
-                if store.available_space()? < size {
+                let upload = match key {
+                    Some(key) => store.begin_resumable(key, &name, size)?,
+                    None => store.begin_upload()?,
+                };
+                // Refused for space, a resumable upload stays as it was.
+                if store.available_space()? < size - upload.offset() {
                     return Err(StoreError::NoSpace);
                 }
-                store.begin_upload()
+                Ok(upload)
             })
             .await?;
         let upload = match prepared {
             Ok(upload) => upload,
             Err(e) => return self.refuse_store(e).await,
         };
-        self.conn.send(&Response::PutReady { offset: 0 }).await?;
+        let offset = upload.offset();
+        self.offset = offset;
+        if offset > 0 {
+            info!(name = %put.name.escape_debug(), offset, size, "resuming an interrupted upload");
+        }
+        if let Err(e) = self.conn.send(&Response::PutReady { offset }).await {
+            self.blocking(move |_| drop(upload)).await?;
+            return Err(e);
+        }
 
-        let received = body::receive(&mut self.conn, &self.shared.pool, upload, size).await?;
+        let received =
+            match body::receive(&mut self.conn, &self.shared.pool, upload, size - offset).await {
+                Ok(received) => received,
+                Err(interrupted) => {
+                    self.transferred = interrupted.received;
+                    // What arrived is kept for resuming, if the upload can be.
+                    let upload = interrupted.upload;
+                    self.blocking(move |_| drop(upload)).await?;
+                    return Err(interrupted.error);
+                }
+            };
+        self.transferred = size - offset;
         let (upload, hash, write_error) = (received.upload, received.hash, received.error);
         let trailer: Trailer = match self.conn.read_message().await {
             Ok(trailer) => trailer,
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
-                drop(upload);
+                upload.discard();
                 self.refuse(ErrorCode::BadRequest, format!("expected a trailer: {e}"))
                     .await?;
                 // Hang up like every other protocol error: closing with the
@@ -330,15 +393,20 @@ impl<S: Transport> Session<S> {
                 self.conn.shutdown().await;
                 return Err(e.into());
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // The whole body arrived: it is kept if it can be, and a
+                // resumed upload only needs to send the trailer.
+                self.blocking(move |_| drop(upload)).await?;
+                return Err(e);
+            }
         };
         // A failed upload is removed before the client hears about it.
         if let Some(error) = write_error {
-            drop(upload);
+            upload.discard();
             return self.refuse_store(error.into()).await;
         }
         if trailer.hash != *hash.as_bytes() {
-            drop(upload);
+            upload.discard();
             return self
                 .refuse(
                     ErrorCode::IntegrityMismatch,
@@ -357,7 +425,7 @@ impl<S: Transport> Session<S> {
                     hash: *hash.as_bytes(),
                 };
                 self.conn.send(&done).await?;
-                Ok(Summary::done(size))
+                Ok(Summary::done(size - offset))
             }
             Err(e) => self.refuse_store(e).await,
         }
@@ -373,13 +441,22 @@ impl<S: Transport> Session<S> {
             Some(version) if version == entry.version() && get.offset <= entry.size => get.offset,
             _ => 0,
         };
+        self.offset = offset;
         let ready = Response::GetReady {
             size: entry.size,
             offset,
             modified_ns: entry.modified_ns,
         };
         self.conn.send(&ready).await?;
-        let hash = body::send(&mut self.conn, &self.shared.pool, file, entry.size, offset).await?;
+        let hash = body::send(
+            &mut self.conn,
+            &self.shared.pool,
+            file,
+            entry.size,
+            offset,
+            &mut self.transferred,
+        )
+        .await?;
         self.conn
             .send(&Trailer {
                 hash: *hash.as_bytes(),
@@ -419,6 +496,52 @@ impl<S: Transport> Session<S> {
                 self.conn.queue(&Response::ListEnd { count })?;
                 self.conn.flush().await?;
                 Ok(Summary::done(count))
+            }
+            Err(e) => self.refuse_store(e).await,
+        }
+    }
+
+    async fn tree(&mut self, tree: Tree) -> Result<Summary, ConnError> {
+        let (tx, mut rx) = mpsc::channel(256);
+        let shared = Arc::clone(&self.shared);
+        // The walk stops early if the connection side goes away.
+        let walker = tokio::task::spawn_blocking(move || {
+            shared
+                .store
+                .tree(&tree.dir, &mut |found| tx.blocking_send(found).is_ok())
+        });
+        let mut count = 0u64;
+        while let Some(found) = rx.recv().await {
+            match found {
+                Found::File(entry) => self.conn.queue(&Response::Entry(entry))?,
+                Found::Dir(name) => self.conn.queue(&Response::Directory { name })?,
+            }
+            count += 1;
+            if self.conn.queued() >= LIST_BATCH {
+                self.conn.flush().await?;
+            }
+        }
+        let result = walker
+            .await
+            .map_err(|e| ConnError::Io(io::Error::other(e)))?;
+        match result {
+            Ok(()) => {
+                self.conn.queue(&Response::ListEnd { count })?;
+                self.conn.flush().await?;
+                Ok(Summary::done(count))
+            }
+            Err(e) => self.refuse_store(e).await,
+        }
+    }
+
+    async fn make_dir(&mut self, make: MakeDir) -> Result<Summary, ConnError> {
+        match self
+            .blocking(move |store| store.make_dir(&make.name))
+            .await?
+        {
+            Ok(()) => {
+                self.conn.send(&Response::DirMade).await?;
+                Ok(Summary::done(0))
             }
             Err(e) => self.refuse_store(e).await,
         }
@@ -472,6 +595,8 @@ mod tests {
             shared: server.shared(),
             access: Access::ReadWrite,
             peer: None,
+            transferred: 0,
+            offset: 0,
         };
         let full = std::fs::OpenOptions::new()
             .write(true)
@@ -487,7 +612,7 @@ mod tests {
         let shared = Arc::clone(&session.shared);
         let received = body::receive(&mut session.conn, &shared.pool, upload, 1_000_000)
             .await
-            .unwrap();
+            .expect("the body arrives whole");
         let error = received.error.expect("the write error is kept");
         assert_eq!(error.kind(), io::ErrorKind::StorageFull);
         assert_eq!(StoreError::from(error).code(), ErrorCode::NoSpace);

@@ -10,9 +10,11 @@ pub mod conn;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod handler;
+pub mod partial;
 pub mod security;
 pub mod store;
 
+use partial::Retention;
 use proto::transfer::{ErrorCode, ErrorReply, Response};
 use security::{FailureLimiter, Tokens};
 use std::collections::HashMap;
@@ -51,6 +53,9 @@ pub struct Config {
     pub tokens: Option<Tokens>,
     /// TLS, if connections are encrypted.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long interrupted uploads are kept for resuming, and how much of
+    /// them.
+    pub retention: Retention,
 }
 
 impl Default for Config {
@@ -64,6 +69,7 @@ impl Default for Config {
             grace_period: Duration::from_secs(10),
             tokens: None,
             tls: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -95,10 +101,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the root directory (creating it if needed) and removes
-    /// leftovers of interrupted uploads.
+    /// Opens the root directory (creating it if needed), removes
+    /// leftovers of uploads in progress when a previous server stopped, and
+    /// keeps the interrupted uploads that can still be resumed.
     pub fn new(config: Config) -> io::Result<Server> {
-        let store = Store::open(&config.root)?;
+        let store = Store::open_with(&config.root, config.retention)?;
         Ok(Server {
             shared: Arc::new(Shared {
                 store,
@@ -128,6 +135,7 @@ impl Server {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         tokio::pin!(shutdown);
+        let sweeper = tokio::spawn(sweep_partials(Arc::clone(&shared)));
 
         loop {
             let (stream, peer) = tokio::select! {
@@ -218,6 +226,7 @@ impl Server {
         }
 
         drop(listener);
+        sweeper.abort();
         info!("shutting down");
         stop.cancel();
         tracker.close();
@@ -228,6 +237,25 @@ impl Server {
             warn!("grace period over, aborting transfers in flight");
             abort.cancel();
             tracker.wait().await;
+        }
+    }
+}
+
+/// Removes expired interrupted uploads every little while: a quarter of
+/// their time to live, between 1 s and 1 min.
+async fn sweep_partials(shared: Arc<Shared>) {
+    let period =
+        (shared.config.retention.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let shared = Arc::clone(&shared);
+        let swept = tokio::task::spawn_blocking(move || shared.store.partials().sweep()).await;
+        if let Ok(removed) = swept
+            && removed > 0
+        {
+            info!(removed, "expired interrupted uploads removed");
         }
     }
 }

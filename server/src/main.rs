@@ -6,6 +6,7 @@
 //! the TLS or token files cannot be used.
 
 use clap::Parser;
+use server::partial::Retention;
 use server::security::{Tokens, generate_self_signed, load_tls};
 use server::{Config, Server};
 use std::io::{IsTerminal, Write};
@@ -51,6 +52,17 @@ struct Args {
     /// finish before they are aborted.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     grace_period: u64,
+
+    /// Seconds an interrupted upload is kept for its client to resume it,
+    /// after it was last interrupted.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    partial_ttl: u64,
+
+    /// The most bytes interrupted uploads may hold together; keeping one
+    /// more removes the oldest first, and a file larger than this is not
+    /// kept when interrupted. K, M, G and T suffixes are accepted.
+    #[arg(long, value_name = "BYTES", default_value = "64G", value_parser = parse_size)]
+    staging_quota: u64,
 
     /// Encrypt connections with TLS, using this certificate chain (PEM,
     /// the server's certificate first).
@@ -187,6 +199,10 @@ async fn serve(args: Args) -> ExitCode {
         grace_period: Duration::from_secs(args.grace_period),
         tokens,
         tls,
+        retention: Retention {
+            ttl: Duration::from_secs(args.partial_ttl),
+            quota: args.staging_quota,
+        },
     };
     let root = config.root.clone();
     let server = match Server::new(config) {

@@ -9,17 +9,22 @@
 //! is touched.
 //!
 //! Uploads are written to a temporary file under `.framekit/staging/`, a
-//! directory no client name can reach. Publishing is a single `rename`
-//! (replace) or `link` (create only if absent), so readers see the old file
-//! or the new one, never a partial one, and two uploads of the same new
-//! name cannot both succeed.
+//! directory no client name can reach; uploads that may be resumed go to
+//! `.framekit/partial/` instead (see [`crate::partial`]). Publishing is a
+//! single `rename` (replace) or `link` (create only if absent), so readers
+//! see the old file or the new one, never a partial one, and two uploads of
+//! the same new name cannot both succeed.
 
+use crate::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
-use proto::transfer::{Entry, ErrorCode, MAX_NAME_LEN, NameError, RESERVED_NAME, validate_name};
+use proto::transfer::{
+    Entry, ErrorCode, Hash, MAX_NAME_LEN, NameError, RESERVED_NAME, validate_name,
+};
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where uploads in progress live, relative to the root.
@@ -97,14 +102,22 @@ impl From<io::Error> for StoreError {
 pub struct Store {
     root: Dir,
     staging: Dir,
+    partials: Arc<Partials>,
     next_upload: AtomicU64,
 }
 
 impl Store {
-    /// Opens (creating it if needed) the directory to serve, and removes the
-    /// leftovers of uploads that were in progress when a previous server
-    /// stopped.
+    /// Opens (creating it if needed) the directory to serve, with the
+    /// default retention of interrupted uploads. See [`Store::open_with`].
     pub fn open(path: &Path) -> io::Result<Store> {
+        Store::open_with(path, Retention::default())
+    }
+
+    /// Opens (creating it if needed) the directory to serve, removes the
+    /// leftovers of uploads that were in progress when a previous server
+    /// stopped, and keeps the interrupted uploads that can still be
+    /// resumed under `retention`.
+    pub fn open_with(path: &Path, retention: Retention) -> io::Result<Store> {
         std::fs::create_dir_all(path)?;
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
         root.create_dir_all(STAGING)?;
@@ -118,11 +131,18 @@ impl Store {
                 staging.remove_file(&name)?;
             }
         }
+        let partials = Arc::new(Partials::open(&root, retention)?);
         Ok(Store {
             root,
             staging,
+            partials,
             next_upload: AtomicU64::new(0),
         })
+    }
+
+    /// The interrupted uploads kept for resuming.
+    pub fn partials(&self) -> &Partials {
+        &self.partials
     }
 
     /// Checks, before any body byte is sent, that `name` could be published:
@@ -163,8 +183,49 @@ impl Store {
         Ok(Upload {
             file: Some(file.into_std()),
             temp,
-            staging: self.staging.try_clone()?,
+            dir: self.staging.try_clone()?,
             published: false,
+            offset: 0,
+            written: 0,
+            resume: None,
+        })
+    }
+
+    /// Starts an upload of `size` bytes as `name` that can be resumed with
+    /// `key` if it is interrupted: it continues an interrupted upload of
+    /// the same name and size with the same key (see [`Upload::offset`]),
+    /// or starts afresh. When it cannot be kept (the key is in use by
+    /// another upload, or the size is over the quota), it is an ordinary
+    /// upload.
+    pub fn begin_resumable(&self, key: Hash, name: &str, size: u64) -> Result<Upload, StoreError> {
+        let dir = self.partials.dir().try_clone()?;
+        let (offset, created_ms) = match self.partials.claim(&key, name, size) {
+            Claim::NotResumable => return self.begin_upload(),
+            Claim::Resume { offset, created_ms } => (offset, created_ms),
+            Claim::Fresh => (0, now_ms()),
+        };
+        let (file, offset) = match self.partials.open_data(&key, offset) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.partials.discard(&key);
+                return Err(e.into());
+            }
+        };
+        Ok(Upload {
+            file: Some(file),
+            temp: data_name(&key),
+            dir,
+            published: false,
+            offset,
+            written: 0,
+            resume: Some(Resume {
+                partials: Arc::clone(&self.partials),
+                key,
+                name: name.to_owned(),
+                size,
+                created_ms: if offset > 0 { created_ms } else { now_ms() },
+                discard: false,
+            }),
         })
     }
 
@@ -190,11 +251,11 @@ impl Store {
                 self.root.create_dir_all(parent)?;
             }
             if overwrite {
-                self.staging.rename(&upload.temp, &self.root, name)
+                upload.dir.rename(&upload.temp, &self.root, name)
             } else {
                 // `link` fails if the name exists: the check and the publish
                 // are one step. The staged name is removed afterwards.
-                self.staging.hard_link(&upload.temp, &self.root, name)
+                upload.dir.hard_link(&upload.temp, &self.root, name)
             }
         };
         match place() {
@@ -202,10 +263,14 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => place()?,
             result => result?,
         }
-        if !overwrite {
-            self.staging.remove_file(&upload.temp)?;
-        }
         upload.published = true;
+        match &upload.resume {
+            Some(resume) => resume.partials.published(&resume.key),
+            None if !overwrite => upload.dir.remove_file(&upload.temp)?,
+            None => {}
+        }
+        // Interrupted uploads of this name were for an older content.
+        self.partials.forget_name(name);
         self.sync_dir(parent)?;
         Ok(())
     }
@@ -283,27 +348,69 @@ impl Store {
         each: &mut dyn FnMut(Entry) -> bool,
     ) -> Result<(), StoreError> {
         let root = self.root.try_clone()?;
-        walk(&root, "", prefix, each)?;
+        walk(&root, "", prefix, false, &mut |found| match found {
+            Found::File(entry) => each(entry),
+            Found::Dir(_) => true,
+        })?;
+        Ok(())
+    }
+
+    /// Calls `each` for every directory and regular file below the
+    /// directory `dir` (the root if empty), depth first, a directory before
+    /// its content, siblings in byte order of their names (a directory's
+    /// with a `/` appended), until it returns `false`. What [`Store::list`]
+    /// leaves out is left out, and so are directories whose names the
+    /// protocol could not address, with their content.
+    pub fn tree(&self, dir: &str, each: &mut dyn FnMut(Found) -> bool) -> Result<(), StoreError> {
+        if dir.is_empty() {
+            let root = self.root.try_clone()?;
+            walk(&root, "", "", true, each)?;
+            return Ok(());
+        }
+        validate_name(dir)?;
+        self.outside_reserved(Some(dir))?;
+        let handle = self.root.open_dir(dir)?;
+        walk(&handle, &format!("{dir}/"), "", true, each)?;
+        Ok(())
+    }
+
+    /// Creates the directory `name` and its missing parents; fine if it
+    /// exists already.
+    pub fn make_dir(&self, name: &str) -> Result<(), StoreError> {
+        validate_name(name)?;
+        self.outside_reserved(Some(name))?;
+        if let Err(e) = self.root.create_dir_all(name) {
+            // Something that is not a directory is in the way.
+            return Err(match self.root.metadata(name) {
+                Ok(meta) if !meta.is_dir() => StoreError::NotAFile,
+                _ => e.into(),
+            });
+        }
+        self.sync_dir(parent_of(name))?;
         Ok(())
     }
 
     /// Refuses a path that resolves into the reserved area through a
     /// symlink someone placed in the root (names themselves cannot say
-    /// `.framekit`). A path that does not exist yet is fine.
+    /// `.framekit`). The longest part of the path that exists is checked,
+    /// so that directories created under it later stay out of the area.
     fn outside_reserved(&self, path: Option<&str>) -> Result<(), StoreError> {
-        let Some(path) = path else {
-            return Ok(());
-        };
-        match self.root.canonicalize(path) {
-            Ok(resolved) => match resolved.components().next() {
-                Some(std::path::Component::Normal(first)) if first == RESERVED_NAME => {
-                    Err(StoreError::Denied)
+        let mut path = path;
+        while let Some(existing) = path {
+            match self.root.canonicalize(existing) {
+                Ok(resolved) => {
+                    return match resolved.components().next() {
+                        Some(std::path::Component::Normal(first)) if first == RESERVED_NAME => {
+                            Err(StoreError::Denied)
+                        }
+                        _ => Ok(()),
+                    };
                 }
-                _ => Ok(()),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => path = parent_of(existing),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 
     fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
@@ -315,13 +422,24 @@ impl Store {
     }
 }
 
+/// What a walk of the tree finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A regular file.
+    File(Entry),
+    /// A directory, by its full name.
+    Dir(String),
+}
+
 /// Visits `dir` (whose name relative to the root is `path`, empty for the
-/// root). Returns `false` once `each` asked to stop.
+/// root, else ending in `/`), reporting directories too if `dirs`. Returns
+/// `false` once `each` asked to stop.
 fn walk(
     dir: &Dir,
     path: &str,
     prefix: &str,
-    each: &mut dyn FnMut(Entry) -> bool,
+    dirs: bool,
+    each: &mut dyn FnMut(Found) -> bool,
 ) -> io::Result<bool> {
     // Siblings sorted by their name, with a '/' appended to directories: a
     // depth-first walk in this order yields full names in byte order
@@ -352,14 +470,23 @@ fn walk(
         if full.len() > MAX_NAME_LEN + 1 {
             continue;
         }
-        if key.ends_with('/') {
+        if let Some(dir_name) = full.strip_suffix('/') {
+            if dirs {
+                // A directory that cannot be named is left out whole.
+                if validate_name(dir_name).is_err() {
+                    continue;
+                }
+                if dir_name.starts_with(prefix) && !each(Found::Dir(dir_name.to_owned())) {
+                    return Ok(false);
+                }
+            }
             // Descend only where names matching the prefix can be.
             if full.starts_with(prefix) || prefix.starts_with(&full) {
                 // A directory removed since it was listed is skipped.
                 let Some(sub) = vanished(entry.open_dir())? else {
                     continue;
                 };
-                if !walk(&sub, &full, prefix, each)? {
+                if !walk(&sub, &full, prefix, dirs, each)? {
                     return Ok(false);
                 }
             }
@@ -367,11 +494,11 @@ fn walk(
             let Some(meta) = vanished(entry.metadata())? else {
                 continue;
             };
-            let keep_going = each(Entry {
+            let keep_going = each(Found::File(Entry {
                 name: full,
                 size: meta.len(),
                 modified_ns: mtime_ns(meta.mtime(), meta.mtime_nsec()),
-            });
+            }));
             if !keep_going {
                 return Ok(false);
             }
@@ -403,20 +530,72 @@ fn std_mtime_ns(meta: &std::fs::Metadata) -> u64 {
     mtime_ns(meta.mtime(), meta.mtime_nsec())
 }
 
-/// A file being uploaded, in the staging area. Dropped without being
-/// published, it removes its temporary file.
+/// A file being uploaded, in the staging area (or the partial area, for
+/// an upload that may be resumed).
+///
+/// Dropped without being published, an ordinary upload removes its
+/// temporary file, and a resumable one is kept for resuming with what it
+/// received, unless [`Upload::discard`]ed. Keeping syncs the file: drop
+/// it where blocking is fine.
 #[derive(Debug)]
 pub struct Upload {
     file: Option<File>,
     temp: String,
-    staging: Dir,
+    dir: Dir,
     published: bool,
+    /// Bytes of the file already there when the upload started.
+    offset: u64,
+    /// Bytes written since.
+    written: u64,
+    resume: Option<Resume>,
+}
+
+/// What a resumable upload needs to be kept.
+#[derive(Debug)]
+struct Resume {
+    partials: Arc<Partials>,
+    key: Hash,
+    name: String,
+    size: u64,
+    created_ms: u64,
+    discard: bool,
 }
 
 impl Upload {
-    /// The temporary file to write the body to.
-    pub fn file(&mut self) -> Option<&mut File> {
-        self.file.as_mut()
+    /// Bytes of the file the upload already holds: the body starts there.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Appends body bytes to the file.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if let Some(file) = self.file.as_mut() {
+            file.write_all(data)?;
+        }
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes the file to disk.
+    pub fn sync(&self) -> io::Result<()> {
+        match &self.file {
+            Some(file) => file.sync_all(),
+            None => Ok(()),
+        }
+    }
+
+    /// A second handle on the file, to read the first [`Upload::offset`]
+    /// bytes while the rest is written.
+    pub fn reader(&self) -> io::Result<Option<File>> {
+        self.file.as_ref().map(File::try_clone).transpose()
+    }
+
+    /// Drops the upload without keeping anything, resumable or not: for
+    /// an upload that failed and must start over.
+    pub fn discard(mut self) {
+        if let Some(resume) = self.resume.as_mut() {
+            resume.discard = true;
+        }
     }
 }
 
@@ -427,18 +606,42 @@ impl Store {
         Upload {
             file: Some(file),
             temp: "never-created".to_owned(),
-            staging: self.staging.try_clone().unwrap(),
+            dir: self.staging.try_clone().unwrap(),
             published: false,
+            offset: 0,
+            written: 0,
+            resume: None,
         }
     }
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if !self.published {
-            drop(self.file.take());
-            // Best effort: a leftover is also removed at the next start.
-            let _ = self.staging.remove_file(&self.temp);
+        if self.published {
+            return;
+        }
+        match &self.resume {
+            Some(resume) if !resume.discard => {
+                let record = Record {
+                    name: resume.name.clone(),
+                    size: resume.size,
+                    received: self.offset + self.written,
+                    created_ms: resume.created_ms,
+                    updated_ms: 0,
+                };
+                resume
+                    .partials
+                    .keep(&resume.key, self.file.as_ref(), record);
+            }
+            Some(resume) => {
+                drop(self.file.take());
+                resume.partials.discard(&resume.key);
+            }
+            None => {
+                drop(self.file.take());
+                // Best effort: a leftover is also removed at the next start.
+                let _ = self.dir.remove_file(&self.temp);
+            }
         }
     }
 }
@@ -446,8 +649,6 @@ impl Drop for Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("root")).unwrap();
@@ -457,7 +658,7 @@ mod tests {
     fn put(store: &Store, name: &str, body: &[u8], overwrite: bool) -> Result<(), StoreError> {
         store.check_put(name, overwrite)?;
         let mut upload = store.begin_upload()?;
-        upload.file().unwrap().write_all(body).unwrap();
+        upload.write(body).unwrap();
         store.publish(upload, name, overwrite)
     }
 
@@ -479,9 +680,9 @@ mod tests {
         let (dir, store) = store();
         store.check_put("x", false).unwrap();
         let mut first = store.begin_upload().unwrap();
-        first.file().unwrap().write_all(b"first").unwrap();
+        first.write(b"first").unwrap();
         let mut second = store.begin_upload().unwrap();
-        second.file().unwrap().write_all(b"second").unwrap();
+        second.write(b"second").unwrap();
         store.publish(first, "x", false).unwrap();
         assert!(matches!(
             store.publish(second, "x", false),
@@ -495,7 +696,7 @@ mod tests {
     fn dropped_upload_removes_its_temporary_file() {
         let (_dir, store) = store();
         let mut upload = store.begin_upload().unwrap();
-        upload.file().unwrap().write_all(b"partial").unwrap();
+        upload.write(b"partial").unwrap();
         assert!(!staging_is_empty(&store));
         drop(upload);
         assert!(staging_is_empty(&store));
@@ -565,7 +766,7 @@ mod tests {
         let (dir, store) = store();
         let root = dir.path().join("root");
         let mut upload = store.begin_upload().unwrap();
-        upload.file().unwrap().write_all(b"in progress").unwrap();
+        upload.write(b"in progress").unwrap();
         let staged = std::fs::read_dir(root.join(".framekit/staging"))
             .unwrap()
             .next()
@@ -646,12 +847,266 @@ mod tests {
         store.check_put("link", true).unwrap();
     }
 
+    fn tree_of(store: &Store, dir: &str) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        store.tree(dir, &mut |f| {
+            found.push(match f {
+                Found::File(e) => e.name,
+                Found::Dir(d) => format!("{d}/"),
+            });
+            true
+        })?;
+        Ok(found)
+    }
+
+    #[test]
+    fn tree_reports_directories_before_their_content_in_order() {
+        let (_dir, store) = store();
+        for name in ["a/b/c", "a/d", "a-", "x"] {
+            put(&store, name, name.as_bytes(), false).unwrap();
+        }
+        store.make_dir("a/e").unwrap();
+        store.make_dir("a/e").unwrap();
+        assert_eq!(
+            tree_of(&store, "a").unwrap(),
+            ["a/b/", "a/b/c", "a/d", "a/e/"]
+        );
+        assert_eq!(
+            tree_of(&store, "").unwrap(),
+            ["a-", "a/", "a/b/", "a/b/c", "a/d", "a/e/", "x"]
+        );
+        assert!(tree_of(&store, "a/e").unwrap().is_empty());
+        assert!(matches!(tree_of(&store, "nope"), Err(StoreError::NotFound)));
+        assert!(matches!(tree_of(&store, "x"), Err(StoreError::NotAFile)));
+        assert!(matches!(
+            tree_of(&store, "a/../x"),
+            Err(StoreError::InvalidName(_))
+        ));
+        assert!(matches!(
+            tree_of(&store, ".framekit"),
+            Err(StoreError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn make_dir_refuses_files_in_the_way_and_the_reserved_area() {
+        let (dir, store) = store();
+        put(&store, "f", b"x", false).unwrap();
+        assert!(matches!(store.make_dir("f"), Err(StoreError::NotAFile)));
+        assert!(matches!(store.make_dir("f/g"), Err(StoreError::NotAFile)));
+        let root = dir.path().join("root");
+        std::os::unix::fs::symlink(".framekit", root.join("area")).unwrap();
+        assert!(matches!(
+            store.make_dir("area/deep/er"),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            store.check_put("area/deep/er/f", true),
+            Err(StoreError::Denied)
+        ));
+        assert!(!root.join(".framekit/deep").exists());
+    }
+
+    fn retained(ttl_ms: u64, quota: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = Retention {
+            ttl: std::time::Duration::from_millis(ttl_ms),
+            quota,
+        };
+        let store = Store::open_with(&dir.path().join("root"), retention).unwrap();
+        (dir, store)
+    }
+
+    fn partial_files(dir: &tempfile::TempDir) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("root/.framekit/partial"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn an_interrupted_resumable_upload_is_kept_and_continued_with_the_same_key() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let key = [7u8; 32];
+        let mut upload = store.begin_resumable(key, "a/b", 10).unwrap();
+        assert_eq!(upload.offset(), 0);
+        upload.write(b"012345").unwrap();
+        drop(upload);
+        let hex = data_name(&key);
+        assert_eq!(partial_files(&dir), [hex.clone(), format!("{hex}.meta")]);
+        assert!(staging_is_empty(&store));
+
+        // The same key, name and size continue after what was kept.
+        let mut upload = store.begin_resumable(key, "a/b", 10).unwrap();
+        assert_eq!(upload.offset(), 6);
+        upload.write(b"6789").unwrap();
+        store.publish(upload, "a/b", false).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("root/a/b")).unwrap(),
+            b"0123456789"
+        );
+        assert!(partial_files(&dir).is_empty());
+        assert!(store.partials().kept().is_empty());
+    }
+
+    #[test]
+    fn a_kept_upload_is_neither_continued_nor_dropped_for_another_name_or_size() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let key = [1u8; 32];
+        let mut upload = store.begin_resumable(key, "n", 10).unwrap();
+        upload.write(b"abc").unwrap();
+        drop(upload);
+        for (name, size) in [("n", 11), ("other", 10)] {
+            // An ordinary upload, in the staging area.
+            let mut upload = store.begin_resumable(key, name, size).unwrap();
+            assert_eq!(upload.offset(), 0);
+            upload.write(b"xyz").unwrap();
+            assert!(!staging_is_empty(&store));
+            drop(upload);
+            assert!(staging_is_empty(&store));
+        }
+        assert_eq!(partial_files(&dir).len(), 2);
+        let upload = store.begin_resumable(key, "n", 10).unwrap();
+        assert_eq!(upload.offset(), 3);
+    }
+
+    #[test]
+    fn a_key_in_use_gives_an_ordinary_upload() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let key = [2u8; 32];
+        let mut first = store.begin_resumable(key, "n", 10).unwrap();
+        first.write(b"first").unwrap();
+        let mut second = store.begin_resumable(key, "n", 10).unwrap();
+        second.write(b"second").unwrap();
+        assert!(!staging_is_empty(&store));
+        drop(second);
+        assert!(staging_is_empty(&store));
+        drop(first);
+        assert_eq!(store.partials().kept()[0].1.received, 5);
+        assert_eq!(partial_files(&dir).len(), 2);
+    }
+
+    #[test]
+    fn kept_uploads_survive_a_restart_cut_to_their_record() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let key = [3u8; 32];
+        let mut upload = store.begin_resumable(key, "n", 100).unwrap();
+        upload.write(b"kept").unwrap();
+        drop(upload);
+        // Resumed, then the server dies: the bytes written since are not
+        // in the record.
+        let mut upload = store.begin_resumable(key, "n", 100).unwrap();
+        upload.write(b"unconfirmed").unwrap();
+        std::mem::forget(upload);
+        // And a fresh resumable upload that never got a record.
+        let mut orphan = store.begin_resumable([4u8; 32], "m", 100).unwrap();
+        orphan.write(b"orphan").unwrap();
+        std::mem::forget(orphan);
+        drop(store);
+
+        let store = Store::open(&dir.path().join("root")).unwrap();
+        let hex = data_name(&key);
+        assert_eq!(partial_files(&dir), [hex.clone(), format!("{hex}.meta")]);
+        let data = std::fs::read(dir.path().join("root/.framekit/partial").join(&hex)).unwrap();
+        assert_eq!(data, b"kept");
+        let upload = store.begin_resumable(key, "n", 100).unwrap();
+        assert_eq!(upload.offset(), 4);
+    }
+
+    #[test]
+    fn kept_uploads_expire() {
+        let (dir, store) = retained(1, 1 << 20);
+        let mut upload = store.begin_resumable([5u8; 32], "n", 10).unwrap();
+        upload.write(b"abc").unwrap();
+        drop(upload);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Too old to continue, even before it is swept.
+        let upload = store.begin_resumable([5u8; 32], "n", 10).unwrap();
+        assert_eq!(upload.offset(), 0);
+        upload.discard();
+
+        let mut upload = store.begin_resumable([6u8; 32], "n", 10).unwrap();
+        upload.write(b"abc").unwrap();
+        drop(upload);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(store.partials().sweep(), 1);
+        assert!(partial_files(&dir).is_empty());
+    }
+
+    #[test]
+    fn the_quota_evicts_the_oldest_and_refuses_what_cannot_fit() {
+        let (dir, store) = retained(DAY, 10);
+        let mut a = store.begin_resumable([1u8; 32], "a", 10).unwrap();
+        a.write(b"aaaaaa").unwrap();
+        drop(a);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut b = store.begin_resumable([2u8; 32], "b", 10).unwrap();
+        b.write(b"bbbbbb").unwrap();
+        drop(b);
+        let kept = store.partials().kept();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].1.name, "b");
+        assert_eq!(partial_files(&dir).len(), 2);
+        // Larger than the whole quota: an ordinary upload, never kept.
+        let mut c = store.begin_resumable([3u8; 32], "c", 11).unwrap();
+        c.write(b"ccccccc").unwrap();
+        assert!(!staging_is_empty(&store));
+        drop(c);
+        assert!(staging_is_empty(&store));
+        assert_eq!(store.partials().kept().len(), 1);
+    }
+
+    #[test]
+    fn a_smaller_quota_at_restart_drops_what_no_longer_fits() {
+        let (dir, store) = retained(DAY, 10);
+        let mut upload = store.begin_resumable([1u8; 32], "a", 10).unwrap();
+        upload.write(b"aaaaaa").unwrap();
+        drop(upload);
+        drop(store);
+        let retention = Retention {
+            ttl: std::time::Duration::from_millis(DAY),
+            quota: 4,
+        };
+        let store = Store::open_with(&dir.path().join("root"), retention).unwrap();
+        assert!(store.partials().kept().is_empty());
+        assert!(partial_files(&dir).is_empty());
+    }
+
+    #[test]
+    fn publishing_a_name_drops_older_kept_uploads_of_it() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let mut old = store.begin_resumable([1u8; 32], "n", 10).unwrap();
+        old.write(b"old").unwrap();
+        drop(old);
+        put(&store, "n", b"new", true).unwrap();
+        assert!(partial_files(&dir).is_empty());
+        assert!(store.partials().kept().is_empty());
+    }
+
+    #[test]
+    fn a_discarded_upload_leaves_nothing() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let mut upload = store.begin_resumable([1u8; 32], "n", 10).unwrap();
+        upload.write(b"bad").unwrap();
+        upload.discard();
+        assert!(partial_files(&dir).is_empty());
+        assert!(store.partials().kept().is_empty());
+    }
+
     #[test]
     fn directories_are_not_files() {
         let (_dir, store) = store();
         put(&store, "d/f", b"", false).unwrap();
         assert!(matches!(
             store.check_put("d", true),
+            Err(StoreError::NotAFile)
+        ));
+        assert!(matches!(
+            store.check_put("d", false),
             Err(StoreError::NotAFile)
         ));
         assert!(matches!(store.open_read("d"), Err(StoreError::NotAFile)));

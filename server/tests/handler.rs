@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use proto::message::MessageCodec;
 use proto::transfer::{
-    Delete, ErrorCode, FileVersion, Get, Hello, List, Put, Request, Response, Stat, Trailer,
-    frame_config,
+    Delete, ErrorCode, FileVersion, Get, Hello, List, MakeDir, Put, Request, Response, Stat,
+    Trailer, Tree, frame_config,
 };
 use server::{Config, Server, handler};
 use std::time::Duration;
@@ -64,6 +64,10 @@ async fn start(dir: &tempfile::TempDir) -> (Peer, tokio::task::JoinHandle<()>) {
         ..Config::default()
     })
     .unwrap();
+    connect(&server).await
+}
+
+async fn connect(server: &Server) -> (Peer, tokio::task::JoinHandle<()>) {
     let (client, server_end) = tokio::io::duplex(64 * 1024);
     let shared = server.shared();
     let task = tokio::spawn(async move {
@@ -172,6 +176,53 @@ async fn put_get_list_stat_delete_round_trip() {
 }
 
 #[tokio::test]
+async fn make_dir_then_tree_lists_directories_and_files_depth_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    put(&mut peer, "top/sub/f", b"f", false).await;
+    put(&mut peer, "top/g", b"", false).await;
+    for _ in 0..2 {
+        peer.send(Request::MakeDir(MakeDir {
+            name: "top/empty".into(),
+        }))
+        .await;
+        assert_eq!(peer.recv().await, Response::DirMade);
+    }
+    assert!(dir.path().join("root/top/empty").is_dir());
+    peer.send(Request::MakeDir(MakeDir {
+        name: "top/g/under".into(),
+    }))
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotAFile);
+
+    peer.send(Request::Tree(Tree { dir: "top".into() })).await;
+    let mut seen = Vec::new();
+    loop {
+        match peer.recv().await {
+            Response::Directory { name } => seen.push(format!("{name}/")),
+            Response::Entry(entry) => seen.push(entry.name),
+            Response::ListEnd { count } => {
+                assert_eq!(count, 4);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, ["top/empty/", "top/g", "top/sub/", "top/sub/f"]);
+
+    peer.send(Request::Tree(Tree {
+        dir: "missing".into(),
+    }))
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotFound);
+    peer.send(Request::Tree(Tree {
+        dir: "top/g".into(),
+    }))
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotAFile);
+}
+
+#[tokio::test]
 async fn resumed_get_sends_the_rest_and_hashes_the_whole_file() {
     let dir = tempfile::tempdir().unwrap();
     let (mut peer, _task) = start(&dir).await;
@@ -197,6 +248,115 @@ async fn resumed_get_sends_the_rest_and_hashes_the_whole_file() {
     assert_eq!(offset, 300_001);
     assert_eq!(peer.body(body.len() - 300_001).await, &body[300_001..]);
     assert_eq!(peer.trailer().await.hash, *blake3::hash(&body).as_bytes());
+}
+
+fn resumable_put(name: &str, size: usize, key: u8) -> Request {
+    Request::Put(Put {
+        name: name.into(),
+        size: size as u64,
+        overwrite: false,
+        resume_key: Some([key; 32]),
+    })
+}
+
+/// Waits until the server has kept an interrupted upload (its record is
+/// written once the connection's end has been noticed).
+async fn kept(dir: &tempfile::TempDir) {
+    let partial = dir.path().join("root/.framekit/partial");
+    for _ in 0..500 {
+        let records = std::fs::read_dir(&partial)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".meta")
+            })
+            .count();
+        if records > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the interrupted upload was not kept");
+}
+
+#[tokio::test]
+async fn interrupted_put_resumes_where_it_stopped_and_is_verified_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(Config {
+        root: dir.path().join("root"),
+        idle_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .unwrap();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+
+    let (mut peer, task) = connect(&server).await;
+    peer.send(resumable_put("r.bin", body.len(), 9)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&body[..123_456]).await;
+    drop(peer);
+    task.await.unwrap();
+    kept(&dir).await;
+    assert!(!dir.path().join("root/r.bin").exists());
+
+    let (mut peer, _task) = connect(&server).await;
+    peer.send(resumable_put("r.bin", body.len(), 9)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 123_456 });
+    peer.raw(&body[123_456..]).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(&body).as_bytes(),
+    })
+    .await;
+    assert!(matches!(
+        peer.recv().await,
+        Response::PutDone { size: 300_000, .. }
+    ));
+    assert_eq!(std::fs::read(dir.path().join("root/r.bin")).unwrap(), body);
+    let partial = dir.path().join("root/.framekit/partial");
+    assert_eq!(std::fs::read_dir(&partial).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_resumed_put_whose_whole_content_does_not_match_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(Config {
+        root: dir.path().join("root"),
+        idle_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+    .unwrap();
+    let first: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+    let second: Vec<u8> = (0..200_000u32).map(|i| (i % 233) as u8).collect();
+
+    let (mut peer, task) = connect(&server).await;
+    peer.send(resumable_put("x", first.len(), 4)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&first[..100_000]).await;
+    drop(peer);
+    task.await.unwrap();
+    kept(&dir).await;
+
+    // The same key with other content: the server's own prefix counts in
+    // the hash, so the mixture is refused and forgotten.
+    let (mut peer, _task) = connect(&server).await;
+    peer.send(resumable_put("x", second.len(), 4)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 100_000 });
+    peer.raw(&second[100_000..]).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(&second).as_bytes(),
+    })
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::IntegrityMismatch);
+    assert!(!dir.path().join("root/x").exists());
+    peer.send(resumable_put("x", second.len(), 4)).await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&second).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(&second).as_bytes(),
+    })
+    .await;
+    assert!(matches!(peer.recv().await, Response::PutDone { .. }));
+    assert_eq!(std::fs::read(dir.path().join("root/x")).unwrap(), second);
 }
 
 #[tokio::test]

@@ -16,9 +16,9 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
 use client::connect::{ConnectOptions, connect};
-use client::files::{Source, put_file};
+use client::files::{Options, Source, put_file};
+use client::progress::Meter;
 use framekit_tests::{ServerProcess, random_bytes, write_random_file};
-use indicatif::ProgressBar;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -254,7 +254,19 @@ fn small(settings: &Settings) {
         for i in range {
             let source = Source::open(&files.join(format!("f{i:05}"))).unwrap();
             let name = format!("{prefix}/f{i:05}");
-            put_file(&mut session, source, &name, true, &ProgressBar::hidden()).unwrap();
+            let options = Options {
+                force: true,
+                resume: true,
+            };
+            put_file(
+                &mut session,
+                &source,
+                &name,
+                options,
+                &Meter::hidden(),
+                &mut |_| {},
+            )
+            .unwrap();
         }
     };
 

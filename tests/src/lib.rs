@@ -112,6 +112,19 @@ impl ServerProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// The requests the server has logged so far, in order.
+    pub fn requests(&self) -> Vec<Logged> {
+        self.log().lines().filter_map(Logged::parse).collect()
+    }
+
+    /// The requests of operation `op` on `name` logged so far.
+    pub fn requests_of(&self, op: &str, name: &str) -> Vec<Logged> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.op == op && r.name == name)
+            .collect()
+    }
+
     /// Waits until the log contains `needle`; panics after 20 s.
     pub fn wait_for_log(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -164,6 +177,87 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// One request as the server logged it: `op="put" name=a/b offset=0
+/// bytes=5 ms=1 outcome="ok"`, in the span of its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// The client's address.
+    pub peer: String,
+    /// The operation: put, get, list...
+    pub op: String,
+    /// The name (escaped as the server logs it).
+    pub name: String,
+    /// Where the body started.
+    pub offset: u64,
+    /// The body bytes actually moved (the entries, for a listing).
+    pub bytes: u64,
+    /// `ok`, `failed`, or an error code's text.
+    pub outcome: String,
+}
+
+impl Logged {
+    /// Reads one log line; `None` if it is not a request's.
+    pub fn parse(line: &str) -> Option<Logged> {
+        let peer = line
+            .split("conn{peer=")
+            .nth(1)?
+            .split('}')
+            .next()?
+            .to_owned();
+        let rest = line.split(" op=\"").nth(1)?;
+        let (op, rest) = rest.split_once("\" name=")?;
+        let (name, rest) = rest.split_once(" offset=")?;
+        let (offset, rest) = rest.split_once(" bytes=")?;
+        let (bytes, rest) = rest.split_once(" ms=")?;
+        let outcome = rest.split(" outcome=").nth(1)?;
+        let outcome = outcome
+            .split(" error=")
+            .next()?
+            .trim()
+            .trim_matches('"')
+            .to_owned();
+        Some(Logged {
+            peer,
+            op: op.to_owned(),
+            name: name.to_owned(),
+            offset: offset.parse().ok()?,
+            bytes: bytes.parse().ok()?,
+            outcome,
+        })
+    }
+}
+
+/// Pseudo-random numbers for choosing points in a test, from a seed the
+/// test prints so that a failure can be replayed.
+#[derive(Debug, Clone)]
+pub struct Dice(u64);
+
+impl Dice {
+    /// Seeded from `FRAMEKIT_TEST_SEED` if set, else from the clock; the
+    /// seed is printed.
+    pub fn new(what: &str) -> Dice {
+        let seed = std::env::var("FRAMEKIT_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_secs() << 30 ^ u64::from(d.subsec_nanos()))
+            });
+        eprintln!("{what}: FRAMEKIT_TEST_SEED={seed}");
+        Dice(seed)
+    }
+
+    /// A number in `range`.
+    pub fn pick(&mut self, range: std::ops::Range<u64>) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        range.start + (z ^ (z >> 31)) % (range.end - range.start).max(1)
     }
 }
 
@@ -367,17 +461,36 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The files in the server's staging area.
+/// What the server's reserved area holds when no upload is in progress or
+/// kept, as [`tree`] lists it.
+pub const RESERVED_TREE: [&str; 3] = [".framekit", ".framekit/partial", ".framekit/staging"];
+
+/// The files in the server's staging area (uploads in progress that cannot
+/// be resumed).
 pub fn staging(root: &Path) -> Vec<String> {
     tree(&root.join(".framekit/staging"))
 }
 
-/// The bytes written so far to the files in the server's staging area.
+/// The files in the server's area of resumable uploads: for each, its data
+/// (named by its key in hex) and, once it was interrupted, its record
+/// (`<key>.meta`).
+pub fn partials(root: &Path) -> Vec<String> {
+    tree(&root.join(".framekit/partial"))
+}
+
+/// The bytes written so far to the uploads in the server's staging and
+/// partial areas (records excluded).
 pub fn staged_bytes(root: &Path) -> u64 {
-    let dir = root.join(".framekit/staging");
-    staging(root)
-        .iter()
-        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+    let staged = staging(root)
+        .into_iter()
+        .map(|name| root.join(".framekit/staging").join(name));
+    let partial = partials(root)
+        .into_iter()
+        .filter(|name| !name.ends_with(".meta") && !name.ends_with(".new"))
+        .map(|name| root.join(".framekit/partial").join(name));
+    staged
+        .chain(partial)
+        .filter_map(|path| std::fs::metadata(path).ok())
         .map(|meta| meta.len())
         .sum()
 }

@@ -10,7 +10,9 @@ use framekit_tests::hostile::{
     Intact, error_code, hello, log_peer, put_request, read_to_close, server_exit, wait_for_line,
 };
 use framekit_tests::{RawPeer, ServerProcess, stderr, stdout};
-use proto::transfer::{Delete, ErrorCode, Get, Request, Response, Stat, Trailer, frame_config};
+use proto::transfer::{
+    Delete, ErrorCode, Get, MakeDir, Request, Response, Stat, Trailer, Tree, frame_config,
+};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -168,6 +170,7 @@ fn refused_hello_serves_nothing(token: Option<&str>) {
     intact.check(&server, &[], None);
     assert_eq!(std::fs::read(server.root.join("keep")).unwrap(), b"kept");
     assert!(!server.root.join("new").exists());
+    assert!(!server.root.join("newdir").exists());
 }
 
 #[test]
@@ -198,8 +201,26 @@ fn read_only_token_put_and_delete_are_forbidden_and_reads_go_on() {
         name: "keep".into(),
     }));
     assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
+    peer.send(&Request::MakeDir(MakeDir {
+        name: "newdir".into(),
+    }));
+    assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
 
-    // The same connection still reads.
+    // The same connection still reads, trees included.
+    peer.send(&Request::Tree(Tree { dir: String::new() }));
+    let mut names = Vec::new();
+    loop {
+        match peer.recv() {
+            Response::Entry(e) => names.push(e.name),
+            Response::Directory { name } => names.push(name),
+            Response::ListEnd { count } => {
+                assert_eq!(count, names.len() as u64);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(names.iter().any(|n| n == "keep"), "{names:?}");
     peer.send(&Request::Stat(Stat {
         name: "keep".into(),
     }));

@@ -140,7 +140,12 @@ fn eight_forced_puts_of_one_name_at_once_leave_one_whole_content() {
     );
     assert_eq!(
         tree(&server.root),
-        [".framekit", ".framekit/staging", "same.bin"]
+        [
+            ".framekit",
+            ".framekit/partial",
+            ".framekit/staging",
+            "same.bin"
+        ]
     );
     // What the client downloads is that same content.
     assert_success(

@@ -272,13 +272,8 @@ fn client_killed_mid_download_leaves_nothing_at_the_destination() {
     // Killed, not finished first.
     assert_eq!(out.status.signal(), Some(9), "{:?}", out.status);
     assert!(!work.join("big.bin").exists());
-    // Only the killed client's temporary file, under a hidden name.
-    let left = tree(&work);
-    assert_eq!(left.len(), 1, "{left:?}");
-    assert!(
-        left[0].starts_with(".big.bin.") && left[0].ends_with(".part"),
-        "{left:?}"
-    );
+    // Only the killed client's partial file and its description.
+    assert_eq!(tree(&work), ["big.bin.part", "big.bin.part.meta"]);
 
     // The server noticed and serves the next download whole.
     server.wait_for_log("connection dropped");
@@ -290,18 +285,30 @@ fn client_killed_mid_download_leaves_nothing_at_the_destination() {
             .unwrap(),
     );
     assert_eq!(hash_file(&work.join("big.bin")), hash);
+    assert_eq!(tree(&work), ["big.bin"]);
 }
 
 #[test]
-fn server_killed_mid_download_exits_3_and_leaves_nothing() {
-    let (_dir, work, mut server, _hash) = server_with_big_file(64 << 20);
+fn server_killed_mid_download_exits_3_and_leaves_only_a_partial_file() {
+    let (_dir, work, mut server, hash) = server_with_big_file(64 << 20);
     let client = Running::spawn(server.client(&work).args(["get", "big.bin"]));
     eventually("the download has started", || has_partial_download(&work));
     server.kill();
     let out = client.wait();
     assert_connection_lost(&out);
-    // No file, and the client removed its temporary file.
-    assert!(tree(&work).is_empty(), "{:?}", tree(&work));
+    // No file under the name: what arrived waits for a resume.
+    assert_eq!(tree(&work), ["big.bin.part", "big.bin.part.meta"]);
+
+    let server = ServerProcess::start(&server.root, &[]);
+    assert_success(
+        &server
+            .client(&work)
+            .args(["get", "big.bin"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(hash_file(&work.join("big.bin")), hash);
+    assert_eq!(tree(&work), ["big.bin"]);
 }
 
 #[test]
@@ -323,7 +330,7 @@ fn server_killed_mid_upload_exits_3_and_publishes_nothing() {
     // Restarted: the leftover is cleaned up and nothing was published.
     let server = ServerProcess::start(&root, &[]);
     assert!(staging(&root).is_empty());
-    assert_eq!(tree(&root), [".framekit", ".framekit/staging"]);
+    assert_eq!(tree(&root), framekit_tests::RESERVED_TREE);
     assert_eq!(
         assert_success(&server.client(&work).arg("list").output().unwrap()),
         ""
@@ -382,7 +389,7 @@ fn put_larger_than_the_free_space_exits_7_and_succeeds_once_space_is_freed() {
         .output()
         .unwrap();
     assert_error(&out, 7, NO_SPACE);
-    assert_eq!(tree(&root), [".framekit", ".framekit/staging"]);
+    assert_eq!(tree(&root), framekit_tests::RESERVED_TREE);
 
     std::fs::remove_file(mnt.path.join("filler")).unwrap();
     let out = server
@@ -428,5 +435,13 @@ fn disk_filling_up_during_a_put_exits_7_publishes_nothing_and_the_next_put_succe
     assert_success(&out);
     assert_eq!(stderr(&out), "");
     assert_eq!(hash_file(&root.join("big.bin")), small);
-    assert_eq!(tree(&root), [".framekit", ".framekit/staging", "big.bin"]);
+    assert_eq!(
+        tree(&root),
+        [
+            ".framekit",
+            ".framekit/partial",
+            ".framekit/staging",
+            "big.bin"
+        ]
+    );
 }

@@ -87,7 +87,7 @@ fn peer_closing_mid_body_leaves_no_file_and_no_temporary_file() {
         staging(&server.root).is_empty()
     });
     assert!(!server.root.join("cut.bin").exists());
-    assert_eq!(tree(&server.root), [".framekit", ".framekit/staging"]);
+    assert_eq!(tree(&server.root), framekit_tests::RESERVED_TREE);
 }
 
 #[test]

@@ -153,6 +153,7 @@ fn names_with_spaces_unicode_and_subdirectories_round_trip() {
         tree(s.root()),
         [
             ".framekit",
+            ".framekit/partial",
             ".framekit/staging",
             "dir",
             "dir/sub dir",
@@ -354,6 +355,7 @@ fn refused_names_are_errors_and_nothing_is_created_anywhere() {
         [
             "root",
             "root/.framekit",
+            "root/.framekit/partial",
             "root/.framekit/staging",
             "work",
             "work/source"
@@ -365,6 +367,14 @@ fn refused_names_are_errors_and_nothing_is_created_anywhere() {
         let line = assert_error(&put, 7, "error: invalid remote name \"");
         assert!(line.contains(reason), "put {name:?}: {line}");
 
+        if name.ends_with('/') {
+            // To get, a trailing slash asks for a directory: this one does
+            // not exist.
+            let get = s.run(&["get", &name]);
+            assert_error(&get, 4, "error: the server refused the directory listing");
+            assert_eq!(tree(s.dir.path()), before, "after {name:?}");
+            continue;
+        }
         let get = s.run(&["get", &name]);
         let line = assert_error(&get, 7, "error: invalid remote name \"");
         assert!(line.contains(reason), "get {name:?}: {line}");
@@ -391,7 +401,7 @@ fn a_directory_or_a_file_in_the_way_of_a_name_exits_7_and_changes_nothing() {
     // A parent of the name is a file.
     assert_error(&s.put("source", "d/file/below", true), 7, not_a_file);
     assert_error(
-        &s.run(&["get", "d"]),
+        &s.run(&["get", "d/file/below"]),
         7,
         "the server refused the get: not a file: ",
     );
