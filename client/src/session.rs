@@ -293,18 +293,18 @@ impl<S: Read + Write> Session<S> {
     /// parents; fine if it exists.
     pub fn make_dir(&mut self, name: &str) -> Result<(), ClientError> {
         check_name(name)?;
-        self.begin()?;
         let request = Request::MakeDir(MakeDir {
             name: name.to_owned(),
         });
-        self.send(&request, Operation::MakeDir)?;
-        match self.receive()? {
-            Response::DirMade => {
-                self.state = State::Ready;
-                Ok(())
-            }
-            other => Err(self.refused_or_unexpected(Operation::MakeDir, "DirMade", other)),
-        }
+        self.exchange(
+            &request,
+            Operation::MakeDir,
+            "DirMade",
+            |response| match response {
+                Response::DirMade => Ok(()),
+                other => Err(other),
+            },
+        )
     }
 
     /// Lists everything below the directory `dir` (the whole root if
@@ -408,34 +408,54 @@ impl<S: Read + Write> Session<S> {
     /// Describes one file.
     pub fn stat(&mut self, name: &str) -> Result<Entry, ClientError> {
         check_name(name)?;
-        self.begin()?;
         let request = Request::Stat(Stat {
             name: name.to_owned(),
         });
-        self.send(&request, Operation::Stat)?;
-        match self.receive()? {
-            Response::Entry(entry) => {
-                self.state = State::Ready;
-                Ok(entry)
-            }
-            other => Err(self.refused_or_unexpected(Operation::Stat, "Entry", other)),
-        }
+        self.exchange(
+            &request,
+            Operation::Stat,
+            "Entry",
+            |response| match response {
+                Response::Entry(entry) => Ok(entry),
+                other => Err(other),
+            },
+        )
     }
 
     /// Deletes one file.
     pub fn delete(&mut self, name: &str) -> Result<(), ClientError> {
         check_name(name)?;
-        self.begin()?;
         let request = Request::Delete(Delete {
             name: name.to_owned(),
         });
-        self.send(&request, Operation::Delete)?;
-        match self.receive()? {
-            Response::Deleted => {
+        self.exchange(
+            &request,
+            Operation::Delete,
+            "Deleted",
+            |response| match response {
+                Response::Deleted => Ok(()),
+                other => Err(other),
+            },
+        )
+    }
+
+    /// One request answered by one response: `accept` takes the expected
+    /// response (giving any other back), an error reply is a refusal.
+    fn exchange<T>(
+        &mut self,
+        request: &Request,
+        op: Operation,
+        expected: &'static str,
+        accept: impl FnOnce(Response) -> Result<T, Response>,
+    ) -> Result<T, ClientError> {
+        self.begin()?;
+        self.send(request, op)?;
+        match accept(self.receive()?) {
+            Ok(value) => {
                 self.state = State::Ready;
-                Ok(())
+                Ok(value)
             }
-            other => Err(self.refused_or_unexpected(Operation::Delete, "Deleted", other)),
+            Err(other) => Err(self.refused_or_unexpected(op, expected, other)),
         }
     }
 

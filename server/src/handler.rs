@@ -471,51 +471,44 @@ impl<S: Transport> Session<S> {
                 .refuse(ErrorCode::InvalidName, "the prefix is longer than any name")
                 .await;
         }
-        let (tx, mut rx) = mpsc::channel(256);
         let prefix = list.prefix;
-        let shared = Arc::clone(&self.shared);
-        // The walk stops early if the connection side goes away.
-        let walker = tokio::task::spawn_blocking(move || {
-            shared
-                .store
-                .list(&prefix, &mut |entry| tx.blocking_send(entry).is_ok())
-        });
-        let mut count = 0u64;
-        while let Some(entry) = rx.recv().await {
-            self.conn.queue(&Response::Entry(entry))?;
-            count += 1;
-            if self.conn.queued() >= LIST_BATCH {
-                self.conn.flush().await?;
-            }
-        }
-        let result = walker
-            .await
-            .map_err(|e| ConnError::Io(io::Error::other(e)))?;
-        match result {
-            Ok(()) => {
-                self.conn.queue(&Response::ListEnd { count })?;
-                self.conn.flush().await?;
-                Ok(Summary::done(count))
-            }
-            Err(e) => self.refuse_store(e).await,
-        }
+        self.stream_listing(move |store, send| {
+            store.list(&prefix, &mut |entry| send(Response::Entry(entry)))
+        })
+        .await
     }
 
     async fn tree(&mut self, tree: Tree) -> Result<Summary, ConnError> {
+        self.stream_listing(move |store, send| {
+            store.tree(&tree.dir, &mut |found| {
+                send(match found {
+                    Found::File(entry) => Response::Entry(entry),
+                    Found::Dir(name) => Response::Directory { name },
+                })
+            })
+        })
+        .await
+    }
+
+    /// Sends what `walk` finds (on a blocking thread) as it finds it, in
+    /// batches, then `ListEnd` with the count, or the error that stopped
+    /// the walk. The walk stops early if the connection side goes away.
+    async fn stream_listing<F>(&mut self, walk: F) -> Result<Summary, ConnError>
+    where
+        F: FnOnce(&Store, &mut dyn FnMut(Response) -> bool) -> Result<(), StoreError>
+            + Send
+            + 'static,
+    {
         let (tx, mut rx) = mpsc::channel(256);
         let shared = Arc::clone(&self.shared);
-        // The walk stops early if the connection side goes away.
         let walker = tokio::task::spawn_blocking(move || {
-            shared
-                .store
-                .tree(&tree.dir, &mut |found| tx.blocking_send(found).is_ok())
+            walk(&shared.store, &mut |response| {
+                tx.blocking_send(response).is_ok()
+            })
         });
         let mut count = 0u64;
-        while let Some(found) = rx.recv().await {
-            match found {
-                Found::File(entry) => self.conn.queue(&Response::Entry(entry))?,
-                Found::Dir(name) => self.conn.queue(&Response::Directory { name })?,
-            }
+        while let Some(response) = rx.recv().await {
+            self.conn.queue(&response)?;
             count += 1;
             if self.conn.queued() >= LIST_BATCH {
                 self.conn.flush().await?;
