@@ -141,10 +141,6 @@ pub fn connect(addr: &str, options: &ConnectOptions) -> Result<Session<Stream>, 
     let tcp = open(addr, options.connect_timeout).map_err(connect_error)?;
     tcp.set_nodelay(true).map_err(connect_error)?;
     set_timeouts(&tcp, options.handshake_timeout).map_err(connect_error)?;
-    let sendfile = match &options.tls {
-        None => tcp.try_clone().ok(),
-        Some(_) => None,
-    };
     let stream = match &options.tls {
         None => Stream::Plain(tcp),
         Some(config) => {
@@ -157,10 +153,7 @@ pub fn connect(addr: &str, options: &ConnectOptions) -> Result<Session<Stream>, 
             )?))
         }
     };
-    let mut session = Session::handshake(stream, options.token.clone())?;
-    if let Some(socket) = sendfile {
-        session.use_sendfile(socket);
-    }
+    let session = Session::handshake(stream, options.token.clone())?;
     let idle = match session.welcome().idle_timeout_ms {
         0 => options.default_idle_timeout,
         ms => Duration::from_millis(ms),

@@ -1,9 +1,9 @@
 //! Uploading a local file and saving a download, safely, and resuming
 //! either after an interruption.
 //!
-//! An upload streams the file (with `sendfile` on plain TCP), hashes it on
-//! another thread, and checks that it ends exactly where its size said it
-//! would. A file over 64 KiB is sent with a resume key, derived from its
+//! An upload streams the file, read and hashed on another thread, and
+//! checks that it ends exactly where its size said it would. A file over
+//! 64 KiB is sent with a resume key, derived from its
 //! name, size, modification time and first and last blocks: if the upload
 //! is interrupted, the server keeps what it received, and the next put of
 //! the same file under the same name sends only the rest.

@@ -32,7 +32,6 @@ use proto::transfer::{
 use serde::de::DeserializeOwned;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc;
@@ -57,9 +56,6 @@ pub struct Session<S> {
     config: FrameConfig,
     welcome: Welcome,
     state: State,
-    /// The plain TCP socket under `stream`, when file bodies may be sent
-    /// with `sendfile` (bytes written to it reach the server unchanged).
-    sendfile: Option<TcpStream>,
 }
 
 /// Whether the stream is at a message boundary.
@@ -120,7 +116,6 @@ impl<S: Read + Write> Session<S> {
                 config,
                 welcome,
                 state: State::Ready,
-                sendfile: None,
             }),
             Response::Welcome(welcome) => Err(ClientError::Handshake(ProtocolError::Version {
                 got: welcome.version,
@@ -132,13 +127,6 @@ impl<S: Read + Write> Session<S> {
             }),
             other => Err(ClientError::Handshake(unexpected("Welcome", &other))),
         }
-    }
-
-    /// Lets uploads from files go out through `sendfile` on `socket`, which
-    /// must be the plain TCP connection this session runs on: the kernel
-    /// then copies file pages straight into the socket.
-    pub fn use_sendfile(&mut self, socket: TcpStream) {
-        self.sendfile = Some(socket);
     }
 
     /// What the server said about itself and its limits.
@@ -488,54 +476,52 @@ impl<S: Read + Write> Session<S> {
         })
     }
 
-    /// Writes bytes `start..end` of `file` as body bytes: with `sendfile`
-    /// when the session has the socket for it, else through a buffer.
-    /// Returns how many were sent before the file ended, if it ended early.
+    /// Hashes bytes `0..end` of `file` into `hasher`, and sends bytes
+    /// `start..end` as body bytes. Returns how far the file went if it
+    /// ended early.
+    ///
+    /// Another thread reads and hashes each buffer while this one sends the
+    /// one before. This beats `sendfile` when the bytes must be hashed
+    /// anyway: the file is read from memory once instead of twice.
     fn send_file_body(
         &mut self,
         file: &File,
+        hasher: &mut blake3::Hasher,
         start: u64,
         end: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<FileSent, ClientError> {
-        let mut offset = start;
-        if let Some(socket) = &self.sendfile {
-            while offset < end {
-                let count =
-                    usize::try_from(end - offset).map_or(SENDFILE_STEP, |n| n.min(SENDFILE_STEP));
-                match rustix::fs::sendfile(socket, file, Some(&mut offset), count) {
-                    Ok(0) => return Ok(FileSent::EndedAt(offset)),
-                    Ok(n) => progress(n as u64),
-                    Err(rustix::io::Errno::INTR) => {}
-                    Err(e) => {
-                        let error = ClientError::io(e.into());
-                        return Err(salvage(
-                            &mut self.stream,
-                            &self.config,
-                            Operation::Put,
-                            error,
-                        ));
-                    }
+        let len = usize::try_from(end).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK));
+        let count = if end > len as u64 {
+            PIPELINE_BUFFERS
+        } else {
+            1
+        };
+        let (to_sender, sender_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(count);
+        let (to_reader, reader_rx) = mpsc::sync_channel::<Vec<u8>>(count);
+        for _ in 0..count {
+            let _ = to_reader.send(vec![0u8; len]);
+        }
+        std::thread::scope(|scope| {
+            let reader = scope
+                .spawn(move || read_and_hash(file, hasher, start, end, &reader_rx, &to_sender));
+            let mut sent = Ok(());
+            for (buf, n) in sender_rx {
+                if let Err(e) = self.send_body(buf.get(..n).unwrap_or_default(), Operation::Put) {
+                    sent = Err(e);
+                    break;
                 }
+                progress(n as u64);
+                // The reader may be done; the buffer is then dropped.
+                let _ = to_reader.send(buf);
             }
-            return Ok(FileSent::All);
-        }
-        let mut buf =
-            vec![0u8; usize::try_from(end - start).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK))];
-        while offset < end {
-            let want = usize::try_from(end - offset).map_or(buf.len(), |n| n.min(buf.len()));
-            let chunk = buf.get_mut(..want).unwrap_or_default();
-            let n = match file.read_at(chunk, offset) {
-                Ok(0) => return Ok(FileSent::EndedAt(offset)),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ClientError::LocalRead(e)),
-            };
-            self.send_body(chunk.get(..n).unwrap_or_default(), Operation::Put)?;
-            offset += n as u64;
-            progress(n as u64);
-        }
-        Ok(FileSent::All)
+            drop(to_reader);
+            let read = reader
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the reading thread failed")));
+            sent?;
+            read.map_err(ClientError::LocalRead)
+        })
     }
 
     /// Reads one response.
@@ -629,61 +615,75 @@ fn unexpected(expected: &'static str, got: &Response) -> ProtocolError {
     }
 }
 
-/// Size of the buffers file bodies go through.
-const BODY_CHUNK: usize = 1 << 20;
+/// Size of the buffers file bodies go through: small enough to stay in a
+/// core's L2 cache from the copy to the hashing and the next copy.
+const BODY_CHUNK: usize = 256 * 1024;
 
 /// Files up to this size are sent from memory, hashed inline.
 const SMALL_FILE: usize = 64 * 1024;
 
-/// Buffers circulating between the network, the disk and the hasher.
-const PIPELINE_BUFFERS: usize = 3;
-
-/// The most one `sendfile` call is asked to send, so that progress is
-/// reported as it goes.
-const SENDFILE_STEP: usize = 8 << 20;
+/// Buffers circulating between the network and the disk.
+const PIPELINE_BUFFERS: usize = 4;
 
 /// How far a file body went.
 enum FileSent {
-    /// Every byte.
+    /// Every byte, and the file ends there.
     All,
     /// The file ended at this offset, before the body's end.
     EndedAt(u64),
-}
-
-/// The hash of a file that should be `size` bytes long.
-enum Hashed {
-    /// The file is exactly `size` bytes; this hasher has them all.
-    Whole(Box<blake3::Hasher>),
-    /// It ended after this many bytes.
-    Shorter(u64),
-    /// It has more.
+    /// The file has more bytes than the body.
     Longer,
 }
 
-/// Hashes bytes `0..size` of `file` with positioned reads (the file's
-/// cursor is not moved), and checks that the file ends there.
-fn hash_file(file: &File, size: u64) -> io::Result<Hashed> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; usize::try_from(size).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK))];
-    let mut offset = 0u64;
-    while offset < size {
-        let want = usize::try_from(size - offset).map_or(buf.len(), |n| n.min(buf.len()));
+/// Reads bytes `0..end` of `file` into buffers from `free`, hashes them,
+/// and passes those from `start` on to `full`; then checks that the file
+/// ends at `end`. Stops early, without error, if the other side hangs up.
+fn read_and_hash(
+    file: &File,
+    hasher: &mut blake3::Hasher,
+    start: u64,
+    end: u64,
+    free: &mpsc::Receiver<Vec<u8>>,
+    full: &mpsc::SyncSender<(Vec<u8>, usize)>,
+) -> io::Result<FileSent> {
+    let mut offset = 0;
+    let mut spare = None;
+    while offset < end {
+        let mut buf = match spare.take() {
+            Some(buf) => buf,
+            None => match free.recv() {
+                Ok(buf) => buf,
+                Err(_) => return Ok(FileSent::All),
+            },
+        };
+        // The part the server already has is hashed, not sent.
+        let stop = if offset < start { start } else { end };
+        let want = usize::try_from(stop - offset).map_or(buf.len(), |n| n.min(buf.len()));
         let chunk = buf.get_mut(..want).unwrap_or_default();
-        match file.read_at(chunk, offset) {
-            Ok(0) => return Ok(Hashed::Shorter(offset)),
-            Ok(n) => {
-                hasher.update(chunk.get(..n).unwrap_or_default());
-                offset += n as u64;
+        let n = match file.read_at(chunk, offset) {
+            Ok(0) => return Ok(FileSent::EndedAt(offset)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                spare = Some(buf);
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
+        };
+        hasher.update(chunk.get(..n).unwrap_or_default());
+        if offset >= start {
+            if full.send((buf, n)).is_err() {
+                return Ok(FileSent::All);
+            }
+        } else {
+            spare = Some(buf);
         }
+        offset += n as u64;
     }
     let mut extra = [0u8; 1];
     loop {
-        match file.read_at(&mut extra, size) {
-            Ok(0) => return Ok(Hashed::Whole(Box::new(hasher))),
-            Ok(_) => return Ok(Hashed::Longer),
+        match file.read_at(&mut extra, end) {
+            Ok(0) => return Ok(FileSent::All),
+            Ok(_) => return Ok(FileSent::Longer),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -768,7 +768,7 @@ impl<S: Read + Write> Upload<'_, S> {
 
     /// Sends the rest of the body (from [`Upload::remaining`] on) from
     /// `file`, whose bytes are the body's bytes, and hashes the whole file
-    /// meanwhile on another thread, so hashing costs no time on the wire.
+    /// as it goes, each buffer while it is still in the cache.
     ///
     /// The hash covers the file from its first byte, whatever was sent
     /// before (an upload resumed by the server starts past the part it
@@ -820,28 +820,20 @@ impl<S: Read + Write> Upload<'_, S> {
             progress(size);
             return Ok(());
         }
-        let (sent, hashed) = std::thread::scope(|scope| {
-            let hasher = scope.spawn(|| hash_file(file, size));
-            let sent = self.session.send_file_body(file, start, size, progress);
-            let hashed = hasher
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the hashing thread failed")));
-            (sent, hashed)
-        });
-        match sent {
-            Ok(FileSent::All) => self.sent = size,
-            Ok(FileSent::EndedAt(at)) => return Err(changed(Some(at))),
-            Err(ClientError::LocalRead(e)) => return Err(local(e)),
-            Err(e) => return Err(e),
-        }
-        match hashed {
-            Ok(Hashed::Whole(hasher)) => {
-                self.hasher = *hasher;
+        let mut hasher = blake3::Hasher::new();
+        match self
+            .session
+            .send_file_body(file, &mut hasher, start, size, progress)
+        {
+            Ok(FileSent::All) => {
+                self.sent = size;
+                self.hasher = hasher;
                 Ok(())
             }
-            Ok(Hashed::Shorter(read)) => Err(changed(Some(read))),
-            Ok(Hashed::Longer) => Err(changed(None)),
-            Err(e) => Err(local(e)),
+            Ok(FileSent::EndedAt(at)) => Err(changed(Some(at))),
+            Ok(FileSent::Longer) => Err(changed(None)),
+            Err(ClientError::LocalRead(e)) => Err(local(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -985,7 +977,7 @@ impl<S: Read + Write> Download<'_, S> {
     }
 
     /// Reads the rest of the body into `file` at its current position,
-    /// with the disk writes and the hashing on two other threads, so that
+    /// with the hashing and the disk writes on another thread, so that
     /// neither holds up the reading.
     ///
     /// When the download starts past 0 (a resumed download), `file` must
@@ -1038,7 +1030,6 @@ impl<S: Read + Write> Download<'_, S> {
             1
         };
         let (to_writer, writer_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(count);
-        let (to_hasher, hasher_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(count);
         let (to_reader, reader_rx) = mpsc::sync_channel::<Vec<u8>>(count);
         for _ in 0..count {
             let _ = to_reader.send(vec![0u8; len]);
@@ -1048,24 +1039,19 @@ impl<S: Read + Write> Download<'_, S> {
             true => None,
             false => Some((file.try_clone().map_err(read_back)?, self.offset)),
         };
-        let (read, written, hashed) = std::thread::scope(|scope| {
-            let writer = scope.spawn(move || -> io::Result<()> {
-                for (buf, n) in writer_rx {
-                    file.write_all(buf.get(..n).unwrap_or_default())?;
-                    if to_hasher.send((buf, n)).is_err() {
-                        break;
-                    }
-                }
-                Ok(())
-            });
-            let hashing = scope.spawn(move || -> io::Result<blake3::Hasher> {
+        let (read, written) = std::thread::scope(|scope| {
+            // One worker hashes each buffer and writes it while it is still
+            // in the core's cache.
+            let writer = scope.spawn(move || -> Result<blake3::Hasher, (bool, io::Error)> {
                 // The part of the file already there comes first; the body
                 // waits in the pipeline meanwhile.
                 if let Some((copy, len)) = &prefix {
-                    hash_range(&mut hasher, copy, *len)?;
+                    hash_range(&mut hasher, copy, *len).map_err(|e| (true, e))?;
                 }
-                for (buf, n) in hasher_rx {
-                    hasher.update(buf.get(..n).unwrap_or_default());
+                for (buf, n) in writer_rx {
+                    let data = buf.get(..n).unwrap_or_default();
+                    hasher.update(data);
+                    file.write_all(data).map_err(|e| (false, e))?;
                     // The reader may be gone after a failure; the buffer
                     // is then dropped.
                     let _ = to_reader.send(buf);
@@ -1106,15 +1092,15 @@ impl<S: Read + Write> Download<'_, S> {
             drop(to_writer);
             let written = writer
                 .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the writing thread failed")));
-            let hashed = hashing.join();
-            (read, written, hashed)
+                .unwrap_or_else(|_| Err((false, io::Error::other("the writing thread failed"))));
+            (read, written)
         });
-        written.map_err(local)?;
+        self.hasher = match written {
+            Ok(hasher) => hasher,
+            Err((true, e)) => return Err(read_back(e)),
+            Err((false, e)) => return Err(local(e)),
+        };
         read?;
-        self.hasher = hashed
-            .map_err(|_| local(io::Error::other("the hashing thread failed")))?
-            .map_err(read_back)?;
         self.prefix_hashed = true;
         if self.remaining() > 0 {
             return Err(local(io::Error::other("the writing thread stopped early")));

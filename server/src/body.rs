@@ -1,12 +1,12 @@
 //! File bodies between a connection and the disk.
 //!
-//! A body flows through a ring of buffers shared by three workers: the
-//! connection (on the async runtime), the disk (a blocking thread) and the
-//! BLAKE3 hasher (another blocking thread). Each works on a different
-//! buffer at the same time, so a transfer goes at the pace of its slowest
-//! stage instead of the sum of all three. Downloads over plain TCP skip the
-//! buffers: the kernel copies the file into the socket (`sendfile`) while a
-//! thread hashes it.
+//! A body flows through a small ring of buffers between two workers: the
+//! connection (on the async runtime) and a blocking thread that reads or
+//! writes the file and hashes each buffer while it is still in the core's
+//! cache. The two work on different buffers at the same time, so a
+//! transfer goes at the pace of the slower one. (`sendfile` does not pay
+//! here: the bytes must be read into memory for the hash anyway, and
+//! reading them twice costs more than the copy it saves.)
 //!
 //! Memory is bounded: large buffers come from a shared budget, and
 //! transfers beyond it get small ones.
@@ -20,34 +20,20 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// A connection stream, and whether file bodies may be written to it with
-/// `sendfile`.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
-    /// The TCP socket under the stream, when bytes written to it reach the
-    /// peer unchanged (no encryption layer in between).
-    fn sendfile_socket(&self) -> Option<&TcpStream> {
-        None
-    }
-}
+/// A connection stream the server speaks over: plain TCP, TLS, or an
+/// in-memory stream in tests.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
 
-impl Transport for TcpStream {
-    fn sendfile_socket(&self) -> Option<&TcpStream> {
-        Some(self)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for tokio_rustls::server::TlsStream<S> {}
-
-impl Transport for tokio::io::DuplexStream {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for S {}
 
 /// Bodies up to this size are moved in one piece, without worker threads.
 pub const SMALL_BODY: usize = 64 * 1024;
 
-/// The size of a large body buffer.
-const LARGE: usize = 1 << 20;
+/// The size of a large body buffer: small enough to stay in a core's L2
+/// cache between the copy from the socket and the hashing and writing.
+const LARGE: usize = 256 * 1024;
 
 /// The size of a small body buffer.
 const SMALL: usize = 64 * 1024;
@@ -57,11 +43,11 @@ const SMALL: usize = 64 * 1024;
 const PREFIX_CHUNK: usize = 256 * 1024;
 
 /// Buffers in a transfer's ring.
-const RING: usize = 3;
+const RING: usize = 4;
 
-/// How many large buffers may exist at once (about 15 MiB): a few
-/// transfers at full speed; more share small buffers.
-const LARGE_BUDGET: usize = 5 * RING;
+/// How many large buffers may exist at once (8 MiB): a few transfers at
+/// full speed; more get small buffers.
+const LARGE_BUDGET: usize = 8 * RING;
 
 /// Large body buffers, shared by all transfers within a budget.
 #[derive(Debug, Default)]
@@ -249,28 +235,43 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
 
     let mut ring = pool.ring(size);
     let count = ring.buffers.len();
-    let (to_writer, mut writer_rx) = mpsc::channel::<Filled>(count);
-    let (to_hasher, hasher_rx) = std::sync::mpsc::sync_channel::<Filled>(count);
+    let (to_disk, mut disk_rx) = mpsc::channel::<Filled>(count);
     let (to_reader, mut reader_rx) = mpsc::channel::<Vec<u8>>(count);
     for buf in ring.buffers.drain(..) {
         let _ = to_reader.try_send(buf);
     }
     let stop = Arc::new(AtomicBool::new(false));
 
-    let writer = tokio::task::spawn_blocking(move || {
+    // One worker hashes each buffer and writes it while it is still in
+    // the core's cache: a separate hashing thread would read every byte
+    // from memory once more.
+    let disk_stop = Arc::clone(&stop);
+    let disk = tokio::task::spawn_blocking(move || {
+        let mut hasher = blake3::Hasher::new();
+        // What the upload already holds comes first; the body waits in the
+        // ring meanwhile.
+        let mut hash_error = match &prefix {
+            Some((file, len)) => hash_prefix(&mut hasher, file, *len, &disk_stop).err(),
+            None => None,
+        };
         let mut error = None;
         let mut written = 0u64;
-        while let Some(filled) = writer_rx.blocking_recv() {
+        while let Some(filled) = disk_rx.blocking_recv() {
             let data = &filled.buf[filled.range.clone()];
+            if hash_error.is_none() && !disk_stop.load(Ordering::Relaxed) {
+                hasher.update(data);
+            }
+            // Every byte that arrived is written, even after a failure: it
+            // may be kept for resuming.
             if error.is_none()
                 && let Err(e) = upload.write(data)
             {
                 error = Some(e);
             }
             written += data.len() as u64;
-            // Every byte that arrived is written, even once the hasher has
-            // stopped after a failure: it may be kept for resuming.
-            let _ = to_hasher.send(filled);
+            // The reader may be gone after a failure; the buffer is then
+            // dropped.
+            let _ = to_reader.blocking_send(filled.buf);
         }
         // Only a complete body is worth syncing here; an incomplete one is
         // synced if it is kept.
@@ -280,28 +281,11 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         {
             error = Some(e);
         }
-        (upload, error)
-    });
-    let hasher_stop = Arc::clone(&stop);
-    let hasher = tokio::task::spawn_blocking(move || {
-        let mut hasher = blake3::Hasher::new();
-        // What the upload already holds comes first; the body waits in the
-        // ring meanwhile.
-        if let Some((file, len)) = &prefix
-            && let Err(e) = hash_prefix(&mut hasher, file, *len, &hasher_stop)
-        {
-            return Err(e);
-        }
-        for filled in hasher_rx {
-            if hasher_stop.load(Ordering::Relaxed) {
-                break;
-            }
-            hasher.update(&filled.buf[filled.range]);
-            if to_reader.blocking_send(filled.buf).is_err() {
-                break;
-            }
-        }
-        Ok(hasher.finalize())
+        let hash = match hash_error.take() {
+            None => Ok(hasher.finalize()),
+            Some(e) => Err(e),
+        };
+        (upload, error, hash)
     });
 
     let mut remaining = size;
@@ -319,7 +303,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         received += filled as u64;
         if filled == 0 {
             ring.buffers.push(buf);
-        } else if to_writer
+        } else if to_disk
             .send(Filled {
                 buf,
                 range: 0..filled,
@@ -333,35 +317,34 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             break Some(e);
         }
     };
-    drop(to_writer);
+    drop(to_disk);
     if failure.is_some() {
-        // The hash is of no use now: let the hasher stop early.
+        // The hash is of no use now: let the worker stop hashing.
         stop.store(true, Ordering::Relaxed);
         reader_rx.close();
     }
-    let written = writer.await;
-    let hash = hasher.await;
+    let done = disk.await;
     while let Ok(buf) = reader_rx.try_recv() {
         ring.buffers.push(buf);
     }
-    match (failure, written, hash) {
-        (None, Ok((upload, error)), Ok(Ok(hash))) => Ok(Received {
+    match (failure, done) {
+        (None, Ok((upload, error, Ok(hash)))) => Ok(Received {
             upload,
             hash,
             error,
         }),
         // The prefix could not be read back: a disk error like any other.
-        (None, Ok((upload, error)), Ok(Err(e))) => Ok(Received {
+        (None, Ok((upload, error, Err(e)))) => Ok(Received {
             upload,
             hash: blake3::Hash::from_bytes([0; 32]),
             error: Some(error.unwrap_or(e)),
         }),
-        (Some(error), Ok((upload, _)), _) => Err(Interrupted {
+        (Some(error), Ok((upload, _, _))) => Err(Interrupted {
             error,
             upload: Some(upload),
             received,
         }),
-        (_, _, _) => Err(Interrupted {
+        (_, Err(_)) => Err(Interrupted {
             error: worker_gone(),
             upload: None,
             received,
@@ -399,37 +382,42 @@ pub async fn send<S: Transport>(
         return Ok(hash);
     }
 
-    if conn.stream().sendfile_socket().is_some() {
-        let hashing = file.try_clone()?;
-        let hasher = tokio::task::spawn_blocking(move || hash_file(&hashing, size));
-        let result = conn.sendfile(&file, offset, size, sent).await;
-        let hash = hasher.await.map_err(|_| worker_gone())?;
-        result?;
-        return Ok(hash?);
-    }
-
     let mut ring = pool.ring(size);
     let count = ring.buffers.len();
-    let (to_hasher, hasher_rx) = std::sync::mpsc::sync_channel::<Filled>(count);
     let (to_conn, mut conn_rx) = mpsc::channel::<Filled>(count);
     let (to_reader, reader_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(count);
     for buf in ring.buffers.drain(..) {
         let _ = to_reader.try_send(buf);
     }
-    let reader = tokio::task::spawn_blocking(move || -> io::Result<()> {
+    // One worker reads each buffer from the file and hashes it while it is
+    // still in the core's cache; the connection sends it meanwhile.
+    let reader = tokio::task::spawn_blocking(move || -> io::Result<blake3::Hash> {
         let mut file = file;
+        let mut hasher = blake3::Hasher::new();
         let mut position = 0u64;
+        let mut spare = None;
         while position < size {
-            let Ok(mut buf) = reader_rx.recv() else { break };
+            let mut buf = match spare.take() {
+                Some(buf) => buf,
+                None => match reader_rx.recv() {
+                    Ok(buf) => buf,
+                    Err(_) => break,
+                },
+            };
             let want = usize::try_from(size - position).map_or(buf.len(), |n| n.min(buf.len()));
             // A file that shrinks while it is read ends in UnexpectedEof.
             file.read_exact(&mut buf[..want])?;
+            hasher.update(&buf[..want]);
             // The part the client already has is hashed, not sent.
             let skip =
                 usize::try_from(offset.saturating_sub(position)).map_or(want, |n| n.min(want));
             position += want as u64;
-            if to_hasher
-                .send(Filled {
+            if skip == want {
+                spare = Some(buf);
+                continue;
+            }
+            if to_conn
+                .blocking_send(Filled {
                     buf,
                     range: skip..want,
                 })
@@ -438,17 +426,7 @@ pub async fn send<S: Transport>(
                 break;
             }
         }
-        Ok(())
-    });
-    let hasher = tokio::task::spawn_blocking(move || {
-        let mut hasher = blake3::Hasher::new();
-        for filled in hasher_rx {
-            hasher.update(&filled.buf[..filled.range.end]);
-            if to_conn.blocking_send(filled).is_err() {
-                break;
-            }
-        }
-        hasher.finalize()
+        Ok(hasher.finalize())
     });
     let mut position = offset;
     while position < size {
@@ -461,8 +439,7 @@ pub async fn send<S: Transport>(
         let _ = to_reader.send(filled.buf);
     }
     drop(to_reader);
-    reader.await.map_err(|_| worker_gone())??;
-    let hash = hasher.await.map_err(|_| worker_gone())?;
+    let hash = reader.await.map_err(|_| worker_gone())??;
     while let Ok(filled) = conn_rx.try_recv() {
         ring.buffers.push(filled.buf);
     }
@@ -473,18 +450,4 @@ pub async fn send<S: Transport>(
         )));
     }
     Ok(hash)
-}
-
-/// Hashes bytes `0..size` of `file` with positioned reads.
-fn hash_file(file: &File, size: u64) -> io::Result<blake3::Hash> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; LARGE];
-    let mut offset = 0u64;
-    while offset < size {
-        let want = usize::try_from(size - offset).map_or(buf.len(), |n| n.min(buf.len()));
-        file.read_exact_at(&mut buf[..want], offset)?;
-        hasher.update(&buf[..want]);
-        offset += want as u64;
-    }
-    Ok(hasher.finalize())
 }

@@ -104,6 +104,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &self.read_buf
     }
 
+    /// Moves received bytes not consumed yet to the start of `buf`, as many
+    /// as fit, and returns how many.
+    pub fn take_buffered(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.read_buf.len());
+        buf[..n].copy_from_slice(&self.read_buf[..n]);
+        self.read_buf.advance(n);
+        n
+    }
+
     /// Reads the next frame as a `T`; a clean end of stream here is an
     /// error, since a message was expected.
     pub async fn read_message<T: DeserializeOwned>(&mut self) -> Result<T, ConnError> {
@@ -155,10 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// `buf` were filled, which is all of them unless it fails: on a
     /// failure, the bytes that did arrive are still there.
     pub async fn read_body_fill(&mut self, buf: &mut [u8]) -> (usize, Result<(), ConnError>) {
-        let buffered = buf.len().min(self.read_buf.len());
-        buf[..buffered].copy_from_slice(&self.read_buf[..buffered]);
-        self.read_buf.advance(buffered);
-        let mut filled = buffered;
+        let mut filled = self.take_buffered(buf);
         let deadline = Instant::now() + self.idle;
         while filled < buf.len() {
             match timeout_at(deadline, self.stream.read(&mut buf[filled..])).await {
@@ -208,54 +214,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         })
         .await;
-    }
-}
-
-impl<S: crate::body::Transport> Conn<S> {
-    /// Sends bytes `start..end` of `file` with `sendfile`: the kernel copies
-    /// the file's pages into the socket, without passing through this
-    /// process. Each step must make progress within the idle timeout. The
-    /// file ending early is an `UnexpectedEof` error.
-    ///
-    /// `sent` counts the bytes handed to the socket as they go.
-    pub async fn sendfile(
-        &mut self,
-        file: &std::fs::File,
-        start: u64,
-        end: u64,
-        sent: &mut u64,
-    ) -> Result<(), ConnError> {
-        const STEP: usize = 8 << 20;
-        let Some(socket) = self.stream.sendfile_socket() else {
-            return Err(ConnError::Io(io::Error::other("not a plain TCP stream")));
-        };
-        let mut offset = start;
-        while offset < end {
-            let count = usize::try_from(end - offset).map_or(STEP, |n| n.min(STEP));
-            let before = offset;
-            let moved = timeout(self.idle, async {
-                loop {
-                    socket.writable().await?;
-                    match socket.try_io(tokio::io::Interest::WRITABLE, || {
-                        rustix::fs::sendfile(socket, file, Some(&mut offset), count)
-                            .map_err(io::Error::from)
-                    }) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        result => return result,
-                    }
-                }
-            })
-            .await
-            .map_err(|_| ConnError::Timeout)??;
-            *sent += offset - before;
-            if moved == 0 {
-                return Err(ConnError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file ended before its announced size",
-                )));
-            }
-        }
-        Ok(())
     }
 }
