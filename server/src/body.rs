@@ -117,7 +117,8 @@ struct Filled {
 /// What receiving a body produced.
 #[derive(Debug)]
 pub struct Received {
-    /// The upload, its file complete and synced unless `error` is set.
+    /// The upload, its file complete and synced unless `error` is set or
+    /// `unwritten` holds the body.
     pub upload: Upload,
     /// The BLAKE3 hash of the whole file: the part the upload already held
     /// (see [`Upload::offset`]), then the body.
@@ -125,6 +126,19 @@ pub struct Received {
     /// The first disk error, if writing failed. The body was still read to
     /// its end, so the connection is in step.
     pub error: Option<io::Error>,
+    /// A small body not written yet (see [`write_unwritten`]); empty
+    /// otherwise.
+    pub unwritten: Vec<u8>,
+}
+
+/// Writes and syncs the body a [`Received`] still holds in memory, if any.
+/// Blocking: it runs with the publishing, in one trip to a blocking thread.
+pub fn write_unwritten(upload: &mut Upload, unwritten: &[u8]) -> io::Result<()> {
+    if unwritten.is_empty() {
+        return Ok(());
+    }
+    upload.write(unwritten)?;
+    upload.sync()
 }
 
 /// A body that did not arrive whole.
@@ -196,6 +210,24 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         let mut buf = vec![0u8; len];
         let (filled, read) = conn.read_body_fill(&mut buf).await;
         let received = filled as u64;
+        if prefix.is_none() {
+            // A whole small file: it is written when it is published, in
+            // the same trip to a blocking thread. Nothing of it is kept if
+            // it is cut short (small uploads are not resumable).
+            return match read {
+                Ok(()) => Ok(Received {
+                    upload,
+                    hash: blake3::hash(&buf),
+                    error: None,
+                    unwritten: buf,
+                }),
+                Err(error) => Err(Interrupted {
+                    error,
+                    upload: Some(upload),
+                    received,
+                }),
+            };
+        }
         return match tokio::task::spawn_blocking(move || {
             let mut hasher = blake3::Hasher::new();
             let mut error = match &prefix {
@@ -219,6 +251,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 upload,
                 hash,
                 error,
+                unwritten: Vec::new(),
             }),
             Ok((upload, _, _, Err(error))) => Err(Interrupted {
                 error,
@@ -332,12 +365,14 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             upload,
             hash,
             error,
+            unwritten: Vec::new(),
         }),
         // The prefix could not be read back: a disk error like any other.
         (None, Ok((upload, error, Err(e)))) => Ok(Received {
             upload,
             hash: blake3::Hash::from_bytes([0; 32]),
             error: Some(error.unwrap_or(e)),
+            unwritten: Vec::new(),
         }),
         (Some(error), Ok((upload, _, _))) => Err(Interrupted {
             error,

@@ -380,7 +380,8 @@ impl<S: Transport> Session<S> {
                 }
             };
         self.transferred = size - offset;
-        let (upload, hash, write_error) = (received.upload, received.hash, received.error);
+        let (mut upload, hash, write_error) = (received.upload, received.hash, received.error);
+        let unwritten = received.unwritten;
         let trailer: Trailer = match self.conn.read_message().await {
             Ok(trailer) => trailer,
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
@@ -416,7 +417,13 @@ impl<S: Transport> Session<S> {
         }
         let name = put.name.clone();
         match self
-            .blocking(move |store| store.publish(upload, &name, overwrite))
+            .blocking(move |store| {
+                if let Err(e) = body::write_unwritten(&mut upload, &unwritten) {
+                    upload.discard();
+                    return Err(StoreError::from(e));
+                }
+                store.publish(upload, &name, overwrite)
+            })
             .await?
         {
             Ok(()) => {
