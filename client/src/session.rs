@@ -23,7 +23,7 @@
 //! [`ClientError::Unusable`], and should be dropped.
 
 use crate::error::{ClientError, Operation, ProtocolError};
-use proto::blocking::{read_message, write_message};
+use proto::blocking::{read_message, write_all_vectored, write_message};
 use proto::frame::FrameConfig;
 use proto::transfer::{
     Delete, Entry, ErrorCode, FileVersion, Get, Hash, Hello, List, MakeDir, Put, Request, Response,
@@ -198,6 +198,7 @@ impl<S: Read + Write> Session<S> {
                     offset,
                     sent: offset,
                     hasher: blake3::Hasher::new(),
+                    trailer_sent: false,
                 })
             }
             Response::PutReady { offset } => Err(ProtocolError::Offset {
@@ -468,6 +469,25 @@ impl<S: Read + Write> Session<S> {
         })
     }
 
+    /// Writes the last body bytes and a message after them in one write,
+    /// so that they leave in one segment. See [`Session::send`].
+    fn send_body_then(
+        &mut self,
+        chunk: &[u8],
+        msg: &impl serde::Serialize,
+        op: Operation,
+    ) -> Result<(), ClientError> {
+        let frame = proto::message::to_frame(&self.config, msg).map_err(ClientError::write)?;
+        write_all_vectored(
+            self.stream.get_mut(),
+            &mut [io::IoSlice::new(chunk), io::IoSlice::new(&frame)],
+        )
+        .map_err(|e| {
+            let error = ClientError::io(e);
+            salvage(&mut self.stream, &self.config, op, error)
+        })
+    }
+
     /// Writes body bytes. See [`Session::send`].
     fn send_body(&mut self, chunk: &[u8], op: Operation) -> Result<(), ClientError> {
         self.stream.get_mut().write_all(chunk).map_err(|e| {
@@ -722,6 +742,8 @@ pub struct Upload<'a, S> {
     offset: u64,
     sent: u64,
     hasher: blake3::Hasher,
+    /// Whether the trailer went out with the last body bytes.
+    trailer_sent: bool,
 }
 
 impl<S: Read + Write> Upload<'_, S> {
@@ -794,8 +816,8 @@ impl<S: Read + Write> Upload<'_, S> {
             path: path.to_owned(),
             source,
         };
-        // A small file is read once, hashed and sent from memory: a thread
-        // would cost more than it saves.
+        // A small file is read once, hashed and sent from memory with its
+        // trailer: a thread would cost more than it saves.
         if let Ok(len) = usize::try_from(size)
             && len <= SMALL_FILE
             && start == 0
@@ -816,7 +838,14 @@ impl<S: Read + Write> Upload<'_, S> {
             if read < len {
                 return Err(changed(Some(read as u64)));
             }
-            self.send(&buf[..len])?;
+            // The whole body is here: the trailer goes out with it.
+            let body = &buf[..len];
+            self.hasher.update(body);
+            let hash: Hash = self.hasher.finalize().into();
+            self.session
+                .send_body_then(body, &Trailer { hash }, Operation::Put)?;
+            self.sent = size;
+            self.trailer_sent = true;
             progress(size);
             return Ok(());
         }
@@ -853,7 +882,9 @@ impl<S: Read + Write> Upload<'_, S> {
         }
         let hash: Hash = self.hasher.finalize().into();
         let session = self.session;
-        session.send(&Trailer { hash }, Operation::Put)?;
+        if !self.trailer_sent {
+            session.send(&Trailer { hash }, Operation::Put)?;
+        }
         match session.receive()? {
             Response::PutDone { size, hash: stored } => {
                 session.state = State::Ready;
