@@ -186,7 +186,11 @@ fn big(settings: &Settings) {
         }
     );
     let hash = write_random_file(&src, 1, size);
-    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let server = ServerProcess::start_logging_to(
+        &dir.path().join("root"),
+        &[],
+        &dir.path().join("server.log"),
+    );
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
 
@@ -246,7 +250,11 @@ fn small(settings: &Settings) {
     for i in 0..n {
         std::fs::write(files.join(format!("f{i:05}")), random_bytes(i as u64, 4096)).unwrap();
     }
-    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let server = ServerProcess::start_logging_to(
+        &dir.path().join("root"),
+        &[],
+        &dir.path().join("server.log"),
+    );
     let addr = server.addr.to_string();
 
     let put_range = |range: std::ops::Range<usize>, prefix: &str| {
@@ -309,7 +317,7 @@ fn memory(settings: &Settings) {
     let uploads = settings.uploads;
     let size = settings.upload_size;
     {
-        let server = ServerProcess::start(
+        let server = ServerProcess::start_logging_to(
             &dir.path().join("root"),
             &[
                 "--max-connections",
@@ -317,6 +325,7 @@ fn memory(settings: &Settings) {
                 "--max-connections-per-ip",
                 "2000",
             ],
+            &dir.path().join("server.log"),
         );
         let (_, before) = rss(server.pid());
         let block = random_bytes(7, MIB as usize);
@@ -351,7 +360,7 @@ fn memory(settings: &Settings) {
         );
     }
     {
-        let server = ServerProcess::start(
+        let server = ServerProcess::start_logging_to(
             &dir.path().join("root2"),
             &[
                 "--max-connections",
@@ -359,6 +368,7 @@ fn memory(settings: &Settings) {
                 "--max-connections-per-ip",
                 "2000",
             ],
+            &dir.path().join("server2.log"),
         );
         let peers: Vec<_> = (0..settings.idle).map(|_| server.connect()).collect();
         let (now, peak) = rss(server.pid());

@@ -57,6 +57,25 @@ impl ServerProcess {
     /// Starts a server listening on `listen` (a loopback address) serving
     /// `root`, with extra arguments, and waits for its `listening on` line.
     pub fn start_on(listen: &str, root: &Path, extra: &[&str]) -> ServerProcess {
+        ServerProcess::spawn(listen, root, extra, None)
+    }
+
+    /// Like [`ServerProcess::start`], with the server's log written to
+    /// `log_file`, as a daemon's would be, rather than read by this
+    /// process (a benchmark must not pay for reading it).
+    pub fn start_logging_to(root: &Path, extra: &[&str], log_file: &Path) -> ServerProcess {
+        let file = std::fs::File::create(log_file).expect("create the server's log file");
+        ServerProcess::spawn("127.0.0.1:0", root, extra, Some(file))
+    }
+
+    fn spawn(
+        listen: &str,
+        root: &Path,
+        extra: &[&str],
+        log_file: Option<std::fs::File>,
+    ) -> ServerProcess {
+        let logged_to_file = log_file.is_some();
+        let stderr = log_file.map_or_else(Stdio::piped, Stdio::from);
         let mut child = Command::new(bin("server"))
             .arg("--listen")
             .arg(listen)
@@ -66,7 +85,7 @@ impl ServerProcess {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("start the server");
         let stdout = child.stdout.take().expect("server stdout");
@@ -75,8 +94,10 @@ impl ServerProcess {
             .read_line(&mut line)
             .expect("read the server's first line");
         let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("server stderr");
-        collect(stderr, Arc::clone(&log));
+        if !logged_to_file {
+            let stderr = child.stderr.take().expect("server stderr");
+            collect(stderr, Arc::clone(&log));
+        }
         let addr = line
             .strip_prefix("listening on ")
             .and_then(|a| a.trim().parse().ok())
