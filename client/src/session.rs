@@ -511,17 +511,12 @@ impl<S: Read + Write> Session<S> {
         end: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<FileSent, ClientError> {
-        let len = usize::try_from(end).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK));
-        let count = if end > len as u64 {
-            PIPELINE_BUFFERS
-        } else {
-            1
-        };
-        let (to_sender, sender_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(count);
-        let (to_reader, reader_rx) = mpsc::sync_channel::<Vec<u8>>(count);
-        for _ in 0..count {
-            let _ = to_reader.send(vec![0u8; len]);
-        }
+        let Pipeline {
+            to_full: to_sender,
+            full: sender_rx,
+            to_empty: to_reader,
+            empty: reader_rx,
+        } = Pipeline::new(end);
         std::thread::scope(|scope| {
             let reader = scope
                 .spawn(move || read_and_hash(file, hasher, start, end, &reader_rx, &to_sender));
@@ -653,6 +648,39 @@ enum FileSent {
     EndedAt(u64),
     /// The file has more bytes than the body.
     Longer,
+}
+
+/// The channels of a two-stage pipeline: full buffers one way (with how
+/// much of each holds data), empty ones back.
+struct Pipeline {
+    to_full: mpsc::SyncSender<(Vec<u8>, usize)>,
+    full: mpsc::Receiver<(Vec<u8>, usize)>,
+    to_empty: mpsc::SyncSender<Vec<u8>>,
+    empty: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Pipeline {
+    /// The pipeline for a body of `size` bytes, every buffer waiting in
+    /// the empty channel.
+    fn new(size: u64) -> Self {
+        let len = usize::try_from(size).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK));
+        let count = if size > len as u64 {
+            PIPELINE_BUFFERS
+        } else {
+            1
+        };
+        let (to_full, full) = mpsc::sync_channel(count);
+        let (to_empty, empty) = mpsc::sync_channel(count);
+        for _ in 0..count {
+            let _ = to_empty.send(vec![0u8; len]);
+        }
+        Pipeline {
+            to_full,
+            full,
+            to_empty,
+            empty,
+        }
+    }
 }
 
 /// Reads bytes `0..end` of `file` into buffers from `free`, hashes them,
@@ -1054,17 +1082,12 @@ impl<S: Read + Write> Download<'_, S> {
             }
             return file.write_all(&buf).map_err(local);
         }
-        let len = usize::try_from(remaining).map_or(BODY_CHUNK, |n| n.clamp(1, BODY_CHUNK));
-        let count = if remaining > len as u64 {
-            PIPELINE_BUFFERS
-        } else {
-            1
-        };
-        let (to_writer, writer_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(count);
-        let (to_reader, reader_rx) = mpsc::sync_channel::<Vec<u8>>(count);
-        for _ in 0..count {
-            let _ = to_reader.send(vec![0u8; len]);
-        }
+        let Pipeline {
+            to_full: to_writer,
+            full: writer_rx,
+            to_empty: to_reader,
+            empty: reader_rx,
+        } = Pipeline::new(remaining);
         let mut hasher = std::mem::take(&mut self.hasher);
         let prefix = match self.prefix_hashed {
             true => None,
