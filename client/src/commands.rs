@@ -388,16 +388,7 @@ fn get(
             None => {
                 let meter = Meter::single(status, Escaped(name).to_string());
                 let fetched = files::destination(name, Some(&into))
-                    .and_then(|dest| Staging::open(&dest, name, transfer))
-                    .and_then(|staging| {
-                        let session = link.session()?;
-                        let mut note = |line: &str| {
-                            if status {
-                                meter.println(line);
-                            }
-                        };
-                        files::get_file(session, name, staging, &meter, &mut note)
-                    });
+                    .and_then(|dest| fetch(&mut link, name, &dest, transfer, &meter, status));
                 meter.finish();
                 match fetched {
                     Ok(saved) => {
@@ -440,6 +431,27 @@ fn get(
 
 /// Whether the server refused a get because the name is not a file (it
 /// may be a directory).
+/// Downloads `name` to `dest` through its staging file, resuming what an
+/// earlier attempt left there; notes go above the progress bar when it is
+/// shown.
+fn fetch(
+    link: &mut Link<'_>,
+    name: &str,
+    dest: &Path,
+    transfer: Options,
+    meter: &Meter,
+    status: bool,
+) -> Result<files::Saved, ClientError> {
+    let staging = Staging::open(dest, name, transfer)?;
+    let session = link.session()?;
+    let mut note = |line: &str| {
+        if status {
+            meter.println(line);
+        }
+    };
+    files::get_file(session, name, staging, meter, &mut note)
+}
+
 fn refused_as_not_a_file(error: &ClientError) -> bool {
     matches!(error, ClientError::Refused { reply, .. } if reply.code == ErrorCode::NotAFile)
 }
@@ -537,16 +549,7 @@ fn fetch_directory(
         done += 1;
         meter.start(Some(format!("[{done}/{total}] {}", Escaped(name))), size, 0);
         let fetched = local::prepare_path(dest, &components, false)
-            .and_then(|path| Staging::open(&path, name, transfer))
-            .and_then(|staging| {
-                let session = link.session()?;
-                let mut note = |line: &str| {
-                    if status {
-                        meter.println(line);
-                    }
-                };
-                files::get_file(session, name, staging, &meter, &mut note)
-            });
+            .and_then(|path| fetch(link, name, &path, transfer, &meter, status));
         meter.end_file();
         match fetched {
             Ok(saved) => {
