@@ -216,6 +216,16 @@ async fn serve(args: Args) -> ExitCode {
         }
     };
 
+    // Installed before the address is announced: a signal sent as soon as
+    // the first line is read must already mean a graceful shutdown.
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            eprintln!("error: cannot install the signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "listening on {addr}")
         .and_then(|()| stdout.flush())
@@ -226,7 +236,7 @@ async fn serve(args: Args) -> ExitCode {
     drop(stdout);
     tracing::info!(%addr, root = %root.display(), "serving");
 
-    server.run(listener, shutdown_signal()).await;
+    server.run(listener, shutdown).await;
     ExitCode::SUCCESS
 }
 
@@ -253,28 +263,28 @@ fn generate_cert(dir: &std::path::Path, names: &[String], listen: &str) -> ExitC
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// Registers for SIGINT and SIGTERM now; the returned future completes on
+/// the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
+}
+
+/// Registers for Ctrl-C now; the returned future completes on it.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+    Ok(async move {
+        ctrl_c.recv().await;
+    })
 }
 
 #[cfg(test)]

@@ -240,6 +240,21 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits() {
 }
 
 #[test]
+fn a_signal_sent_as_soon_as_the_address_is_announced_is_a_clean_shutdown() {
+    // The handlers must be in place before `listening on` is printed: a
+    // supervisor may stop the server the moment it has read that line.
+    for name in ["INT", "TERM", "INT", "TERM"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = ServerProcess::start(&dir.path().join("root"), &[]);
+        server.signal(name);
+        let status = server
+            .wait_exit(Duration::from_secs(20))
+            .expect("the server exits");
+        assert!(status.success(), "SIG{name}: {status:?}");
+    }
+}
+
+#[test]
 fn sigterm_aborts_a_stalled_upload_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(&dir.path().join("root"), &["--grace-period", "1"]);
