@@ -15,6 +15,10 @@
 //!   size - offset raw bytes       ------>
 //!   Trailer{hash}                 ------>
 //!                                 <------  Response::PutDone{size, hash} | Response::Error
+//!   Request::PutEager{name, size} ------>
+//!   size raw bytes                ------>
+//!   Trailer{hash}                 ------>
+//!                                 <------  Response::PutDone{size, hash} | Response::Error
 //!   Request::Get{name, offset}    ------>
 //!                                 <------  Response::GetReady{size, offset, ..} | Response::Error
 //!                                 <------  size - offset raw bytes
@@ -41,6 +45,10 @@ pub const VERSION: u16 = 1;
 
 /// The largest message frame either side sends or accepts.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
+
+/// The largest body of a [`PutEager`]: a larger one is a protocol
+/// violation, and the server closes the connection.
+pub const MAX_EAGER_BODY: u64 = 64 * 1024;
 
 /// The port the server listens on by default.
 pub const DEFAULT_PORT: u16 = 7878;
@@ -139,6 +147,8 @@ pub enum Request {
     /// List everything under a directory, files and directories, at every
     /// depth.
     Tree(Tree),
+    /// Upload a small file whose body follows at once.
+    PutEager(PutEager),
 }
 
 /// Upload `size` bytes as `name`.
@@ -159,6 +169,25 @@ pub struct Put {
     /// keeps interrupted uploads continues one only for the same key, and
     /// says where in `PutReady::offset`. `None` always starts at 0.
     pub resume_key: Option<Hash>,
+}
+
+/// Upload a small file (at most [`MAX_EAGER_BODY`] bytes) in one go.
+///
+/// Unlike [`Put`], the client does not wait for a go-ahead: the `size` raw
+/// body bytes follow the request at once, then a [`Trailer`]. The server
+/// reads them all, whatever it then decides, and answers
+/// [`Response::PutDone`] or [`Response::Error`]; a refusal leaves the
+/// connection usable. A small file then costs one round trip, and a client
+/// may send several before it reads their answers. Nothing is kept of an
+/// interrupted eager upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutEager {
+    /// The remote name.
+    pub name: String,
+    /// The exact body size, at most [`MAX_EAGER_BODY`].
+    pub size: u64,
+    /// Replace an existing file of that name.
+    pub overwrite: bool,
 }
 
 /// Download `name`, starting at `offset`.

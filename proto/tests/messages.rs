@@ -14,7 +14,7 @@ use proto::frame::FrameCodec;
 use proto::message::{self, MessageCodec};
 use proto::transfer::{
     self, Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MakeDir, Put,
-    Request, Response, Stat, Trailer, Tree, Welcome,
+    PutEager, Request, Response, Stat, Trailer, Tree, Welcome,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -94,6 +94,13 @@ fn request() -> impl Strategy<Value = Request> {
         text().prop_map(|name| Request::Delete(Delete { name })),
         text().prop_map(|name| Request::MakeDir(MakeDir { name })),
         text().prop_map(|dir| Request::Tree(Tree { dir })),
+        (text(), any::<u64>(), any::<bool>()).prop_map(|(name, size, overwrite)| {
+            Request::PutEager(PutEager {
+                name,
+                size,
+                overwrite,
+            })
+        }),
     ]
 }
 

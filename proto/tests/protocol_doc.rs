@@ -20,8 +20,8 @@ use bytes::BytesMut;
 use proto::message;
 use proto::transfer::{
     DEFAULT_PORT, Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MAGIC,
-    MAX_COMPONENT_LEN, MAX_MESSAGE_LEN, MAX_NAME_LEN, MakeDir, Put, RESERVED_NAME, Request,
-    Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
+    MAX_COMPONENT_LEN, MAX_EAGER_BODY, MAX_MESSAGE_LEN, MAX_NAME_LEN, MakeDir, Put, PutEager,
+    RESERVED_NAME, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
 };
 use serde::Serialize;
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, Visitor};
@@ -98,6 +98,11 @@ fn examples() -> Vec<Message> {
             dir: "photos".into(),
         })),
         M::Request(Request::Tree(Tree { dir: "".into() })),
+        M::Request(Request::PutEager(PutEager {
+            name: "notes/todo.txt".into(),
+            size: 5,
+            overwrite: true,
+        })),
         M::Trailer(Trailer {
             hash: hash("hello"),
         }),
@@ -434,7 +439,9 @@ fn variant_probe_sees_every_variant() {
     // also the order of the indices on the wire.
     assert_eq!(
         variants::<Request>(),
-        ["Put", "Get", "List", "Stat", "Delete", "MakeDir", "Tree"]
+        [
+            "Put", "Get", "List", "Stat", "Delete", "MakeDir", "Tree", "PutEager"
+        ]
     );
     assert_eq!(variants::<Response>()[0], "Welcome");
     assert_eq!(variants::<Response>().last(), Some(&"Directory"));
@@ -500,6 +507,7 @@ fn constants_table_matches_the_code() {
         ("MAX_MESSAGE_LEN", config.max_frame_length().to_string()),
         ("MAX_NAME_LEN", MAX_NAME_LEN.to_string()),
         ("MAX_COMPONENT_LEN", MAX_COMPONENT_LEN.to_string()),
+        ("MAX_EAGER_BODY", MAX_EAGER_BODY.to_string()),
         ("RESERVED_NAME", RESERVED_NAME.to_owned()),
         ("DEFAULT_PORT", DEFAULT_PORT.to_string()),
         ("HASH_LEN", blake3::OUT_LEN.to_string()),

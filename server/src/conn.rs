@@ -29,6 +29,10 @@ pub enum ConnError {
     /// The peer closed the connection in the middle of an exchange.
     #[error("peer closed the connection mid-request")]
     Closed,
+    /// The peer sent a well-formed message that breaks the protocol's
+    /// rules, such as an eager upload over its size limit.
+    #[error("protocol violation: {0}")]
+    Violation(String),
 }
 
 impl ConnError {
@@ -38,6 +42,7 @@ impl ConnError {
         match self {
             ConnError::Timeout | ConnError::Closed | ConnError::Io(_) => true,
             ConnError::Protocol(e) => e.is_truncated(),
+            ConnError::Violation(_) => false,
         }
     }
 }

@@ -8,8 +8,8 @@ use crate::security::{Access, FailureLimiter};
 use crate::store::{Found, Store, StoreError, Upload};
 use proto::message;
 use proto::transfer::{
-    Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_NAME_LEN, MakeDir, Put, Request,
-    Response, Stat, Trailer, Tree, VERSION, Welcome, validate_name,
+    Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_EAGER_BODY, MAX_NAME_LEN, MakeDir,
+    Put, PutEager, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, validate_name,
 };
 use std::io;
 use std::net::IpAddr;
@@ -239,12 +239,16 @@ impl<S: Transport> Session<S> {
             Request::Delete(r) => ("delete", r.name.clone()),
             Request::MakeDir(r) => ("mkdir", r.name.clone()),
             Request::Tree(r) => ("tree", r.dir.clone()),
+            Request::PutEager(r) => ("put", r.name.clone()),
         };
         let writes = matches!(
             request,
-            Request::Put(_) | Request::Delete(_) | Request::MakeDir(_)
+            Request::Put(_) | Request::PutEager(_) | Request::Delete(_) | Request::MakeDir(_)
         );
         let result = match request {
+            // Its body follows whatever the answer: it checks access
+            // itself, once it has read the body.
+            Request::PutEager(r) => self.put_eager(r).await,
             _ if writes && self.access == Access::ReadOnly => {
                 self.refuse(
                     ErrorCode::Forbidden,
@@ -435,6 +439,110 @@ impl<S: Transport> Session<S> {
                 Ok(Summary::done(size - offset))
             }
             Err(e) => self.refuse_store(e).await,
+        }
+    }
+
+    /// An upload whose body and trailer follow the request at once: they
+    /// are read whole before anything is decided, so that the connection
+    /// stays in step whatever the answer; then the checks of a put, the
+    /// hash, and the writing and publishing in one trip to a blocking
+    /// thread.
+    async fn put_eager(&mut self, put: PutEager) -> Result<Summary, ConnError> {
+        let Some(len) = usize::try_from(put.size)
+            .ok()
+            .filter(|_| put.size <= MAX_EAGER_BODY)
+        else {
+            let message = format!(
+                "an eager upload carries at most {MAX_EAGER_BODY} bytes, not {}",
+                put.size
+            );
+            self.refuse(ErrorCode::BadRequest, message.clone()).await?;
+            self.conn.shutdown().await;
+            return Err(ConnError::Violation(message));
+        };
+        let mut body = vec![0u8; len];
+        let (filled, read) = self.conn.read_body_fill(&mut body).await;
+        self.transferred = filled as u64;
+        read?;
+        let trailer: Trailer = match self.conn.read_message().await {
+            Ok(trailer) => trailer,
+            Err(ConnError::Protocol(e)) if !e.is_truncated() => {
+                self.refuse(ErrorCode::BadRequest, format!("expected a trailer: {e}"))
+                    .await?;
+                self.conn.shutdown().await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e),
+        };
+        if self.access == Access::ReadOnly {
+            return self
+                .refuse(
+                    ErrorCode::Forbidden,
+                    "this token only allows get, list and stat",
+                )
+                .await;
+        }
+        if let Err(e) = validate_name(&put.name) {
+            return self.refuse_store(e.into()).await;
+        }
+        let max = self.shared.config.max_file_size;
+        if put.size > max {
+            let message = format!(
+                "{} bytes is over the server's limit of {max} bytes",
+                put.size
+            );
+            return self.refuse(ErrorCode::TooLarge, message).await;
+        }
+
+        /// Why an eager upload was not stored.
+        enum Refusal {
+            Store(StoreError),
+            Mismatch,
+        }
+        let (name, overwrite) = (put.name, put.overwrite);
+        let stored = self
+            .blocking(move |store| -> Result<blake3::Hash, Refusal> {
+                store.check_put(&name, overwrite).map_err(Refusal::Store)?;
+                let hash = blake3::hash(&body);
+                if trailer.hash != *hash.as_bytes() {
+                    return Err(Refusal::Mismatch);
+                }
+                let mut upload = store.begin_upload().map_err(Refusal::Store)?;
+                let fits = store
+                    .available_space()
+                    .map_err(|e| Refusal::Store(e.into()))?
+                    >= body.len() as u64;
+                if !fits {
+                    upload.discard();
+                    return Err(Refusal::Store(StoreError::NoSpace));
+                }
+                if let Err(e) = body::write_unwritten(&mut upload, &body) {
+                    upload.discard();
+                    return Err(Refusal::Store(e.into()));
+                }
+                store
+                    .publish(upload, &name, overwrite)
+                    .map_err(Refusal::Store)?;
+                Ok(hash)
+            })
+            .await?;
+        match stored {
+            Ok(hash) => {
+                let done = Response::PutDone {
+                    size: put.size,
+                    hash: *hash.as_bytes(),
+                };
+                self.conn.send(&done).await?;
+                Ok(Summary::done(put.size))
+            }
+            Err(Refusal::Store(e)) => self.refuse_store(e).await,
+            Err(Refusal::Mismatch) => {
+                self.refuse(
+                    ErrorCode::IntegrityMismatch,
+                    "the received content does not match the trailer's BLAKE3 hash",
+                )
+                .await
+            }
         }
     }
 
