@@ -118,6 +118,36 @@ impl Tally {
         }
     }
 
+    /// Counts one upload and prints its line, or reports its failure.
+    /// Fails only if the output cannot be written.
+    fn report(
+        &mut self,
+        meter: &Meter,
+        out: &mut dyn Write,
+        remote: &str,
+        result: Result<files::Uploaded, ClientError>,
+    ) -> Result<(), ClientError> {
+        match result {
+            Ok(uploaded) => {
+                self.files += 1;
+                self.bytes += uploaded.sent;
+                let done = uploaded.done;
+                writeln!(
+                    out,
+                    "put {}: {} bytes, blake3 {}",
+                    Escaped(remote),
+                    done.size,
+                    hex(&done.hash)
+                )
+                .map_err(ClientError::Output)
+            }
+            Err(e) => {
+                self.fail(meter, &Escaped(remote).to_string(), &e);
+                Ok(())
+            }
+        }
+    }
+
     /// Reports one failure on its own line.
     fn fail(&mut self, meter: &Meter, what: &str, error: &ClientError) {
         self.failed += 1;
@@ -223,7 +253,10 @@ fn put(
     }
     let mut link = Link::new(&cli.server, options);
     let total = plan.files();
-    for item in &plan.items {
+    let small =
+        |item: &PutItem| matches!(item, PutItem::File { size, .. } if *size <= files::SMALL_FILE);
+    let mut next = 0;
+    while let Some(item) = plan.items.get(next) {
         let session = match link.session() {
             Ok(session) => session,
             Err(e) => {
@@ -233,11 +266,58 @@ fn put(
         };
         match item {
             PutItem::Dir { remote } => {
+                next += 1;
                 if let Err(e) = session.make_dir(remote) {
                     tally.fail(&meter, &format!("{}/", Escaped(remote)), &e);
                 }
             }
+            // A run of small files goes pipelined, as eager uploads.
+            PutItem::File { .. } if small(item) => {
+                let run: Vec<(&PutItem, files::SmallFile<'_>)> = plan.items[next..]
+                    .iter()
+                    .take_while(|item| small(item))
+                    .filter_map(|item| match item {
+                        PutItem::File { path, remote, .. } => {
+                            Some((item, files::SmallFile { path, remote }))
+                        }
+                        PutItem::Dir { .. } => None,
+                    })
+                    .collect();
+                let small_files: Vec<files::SmallFile<'_>> =
+                    run.iter().map(|(_, file)| *file).collect();
+                let mut report = |i: usize,
+                                  result: Result<files::Uploaded, ClientError>|
+                 -> Result<(), ClientError> {
+                    let Some((PutItem::File { remote, size, .. }, _)) = run.get(i) else {
+                        return Ok(());
+                    };
+                    let label = format!(
+                        "[{}/{total}] {}",
+                        tally.files + tally.failed + 1,
+                        Escaped(remote)
+                    );
+                    meter.start(Some(label), *size, 0);
+                    let reported = tally.report(&meter, out, remote, result);
+                    meter.end_file();
+                    reported
+                };
+                let mut output = Ok(());
+                let reported = files::put_small_files(
+                    session,
+                    &small_files,
+                    transfer,
+                    &Meter::hidden(),
+                    &mut |i, result| {
+                        if output.is_ok() {
+                            output = report(i, result);
+                        }
+                    },
+                );
+                output?;
+                next += reported.max(1);
+            }
             PutItem::File { path, remote, size } => {
+                next += 1;
                 let label = format!(
                     "[{}/{total}] {}",
                     tally.files + tally.failed + 1,
@@ -253,22 +333,7 @@ fn put(
                     files::put_file(session, &source, remote, transfer, &meter, &mut note)
                 });
                 meter.end_file();
-                match sent {
-                    Ok(uploaded) => {
-                        tally.files += 1;
-                        tally.bytes += uploaded.sent;
-                        let done = uploaded.done;
-                        writeln!(
-                            out,
-                            "put {}: {} bytes, blake3 {}",
-                            Escaped(remote),
-                            done.size,
-                            hex(&done.hash)
-                        )
-                        .map_err(ClientError::Output)?;
-                    }
-                    Err(e) => tally.fail(&meter, &Escaped(remote).to_string(), &e),
-                }
+                tally.report(&meter, out, remote, sent)?;
             }
         }
     }

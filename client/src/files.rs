@@ -20,8 +20,9 @@
 use crate::error::ClientError;
 use crate::escape::Escaped;
 use crate::progress::Meter;
-use crate::session::{PutDone, Session};
-use proto::transfer::{ErrorCode, FileVersion, Hash, validate_name};
+use crate::session::{EagerSent, PutDone, Session, read_whole};
+use proto::transfer::{ErrorCode, FileVersion, Hash, MAX_EAGER_BODY, validate_name};
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -29,8 +30,16 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Files up to this size go in one piece and are never resumed.
-pub const SMALL_FILE: u64 = 64 * 1024;
+/// Files up to this size go in one piece, as eager uploads, and are never
+/// resumed.
+pub const SMALL_FILE: u64 = MAX_EAGER_BODY;
+
+/// At most this many eager uploads are sent ahead of their answers.
+const EAGER_WINDOW: usize = 64;
+
+/// At most this many body bytes of eager uploads are sent ahead of their
+/// answers.
+const EAGER_WINDOW_BYTES: u64 = 1024 * 1024;
 
 /// How much of each end of a file goes into its resume key.
 const KEY_BLOCK: u64 = 64 * 1024;
@@ -90,6 +99,17 @@ impl Source {
     /// The path it was opened from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The whole content of a small file; [`ClientError::FileChanged`] if
+    /// it is no longer [`Source::size`] bytes long.
+    fn read_small(&self) -> Result<Vec<u8>, ClientError> {
+        let len = usize::try_from(self.size).map_err(|_| ClientError::FileChanged {
+            path: self.path.clone(),
+            announced: self.size,
+            read: None,
+        })?;
+        read_whole(&self.file, &self.path, len)
     }
 
     /// The key by which an interrupted upload of this file as `name` can
@@ -188,6 +208,16 @@ pub fn put_file<S: Read + Write>(
     meter: &Meter,
     note: &mut dyn FnMut(&str),
 ) -> Result<Uploaded, ClientError> {
+    if source.size <= SMALL_FILE {
+        let body = source.read_small()?;
+        meter.start(None, source.size, 0);
+        let done = session.put_eager(name, &body, options.force)?;
+        meter.inc(source.size);
+        return Ok(Uploaded {
+            done,
+            sent: source.size,
+        });
+    }
     let key = match options.resume && source.size > SMALL_FILE {
         true => Some(source.resume_key(name)?),
         false => None,
@@ -224,6 +254,147 @@ pub fn put_file<S: Read + Write>(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// One file of [`put_small_files`].
+#[derive(Debug, Clone, Copy)]
+pub struct SmallFile<'a> {
+    /// Where it is.
+    pub path: &'a Path,
+    /// Its remote name.
+    pub remote: &'a str,
+}
+
+/// Uploads files expected to be small over one session, each as an eager
+/// upload, sending the next while the server stores the ones before (up to
+/// 64 files or 1 MiB ahead): many small files go at the speed of the
+/// server's disk rather than of round trips. A file that turns out to be
+/// over [`SMALL_FILE`] goes through [`put_file`] once the ones before it
+/// are answered.
+///
+/// `done(i, result)` is called for the files in order. It stops after the
+/// first failure that leaves the session unusable, which it reports, and
+/// returns how many files it reported: the others were not sent, or not
+/// carried out, and can be tried again on a new session. That is all of
+/// them when it returns `files.len()`, and at least one if there was any.
+pub fn put_small_files<S: Read + Write>(
+    session: &mut Session<S>,
+    files: &[SmallFile<'_>],
+    options: Options,
+    meter: &Meter,
+    done: &mut dyn FnMut(usize, Result<Uploaded, ClientError>),
+) -> usize {
+    let mut ahead = Ahead {
+        sent: VecDeque::new(),
+        bytes: 0,
+        reported: 0,
+    };
+    for (i, file) in files.iter().enumerate() {
+        let source = match Source::open(file.path) {
+            Ok(source) => source,
+            Err(e) => {
+                // Reported in order, after the files before it.
+                if !ahead.answer_all(session, done) {
+                    return ahead.reported;
+                }
+                done(i, Err(e));
+                ahead.reported += 1;
+                continue;
+            }
+        };
+        if source.size > SMALL_FILE {
+            if !ahead.answer_all(session, done) {
+                return ahead.reported;
+            }
+            let result = put_file(session, &source, file.remote, options, meter, &mut |_| {});
+            done(i, result);
+            ahead.reported += 1;
+            if session.is_broken() {
+                return ahead.reported;
+            }
+            continue;
+        }
+        while ahead.sent.len() >= EAGER_WINDOW
+            || (!ahead.sent.is_empty() && ahead.bytes + source.size > EAGER_WINDOW_BYTES)
+        {
+            if !ahead.answer_oldest(session, done) {
+                return ahead.reported;
+            }
+        }
+        let sent = source
+            .read_small()
+            .and_then(|body| session.send_eager(file.remote, &body, options.force));
+        match sent {
+            Ok(sent) => {
+                ahead.bytes += sent.size();
+                ahead.sent.push_back((i, sent));
+            }
+            // A local failure, or a name refused before sending: this
+            // file's own failure, reported after the ones before it.
+            Err(e) if !session.is_broken() => {
+                if !ahead.answer_all(session, done) {
+                    return ahead.reported;
+                }
+                done(i, Err(e));
+                ahead.reported += 1;
+            }
+            // The connection failed: it is the failure of the oldest file
+            // not answered yet, and the rest can go on a new session.
+            Err(e) => {
+                let oldest = ahead.sent.front().map_or(i, |&(j, _)| j);
+                done(oldest, Err(e));
+                return ahead.reported + 1;
+            }
+        }
+    }
+    ahead.answer_all(session, done);
+    ahead.reported
+}
+
+/// The eager uploads of [`put_small_files`] sent and not answered yet.
+struct Ahead {
+    /// Each one's index in the files, and what was sent.
+    sent: VecDeque<(usize, EagerSent)>,
+    /// Their body bytes.
+    bytes: u64,
+    /// How many files were reported so far: files are reported in order,
+    /// so this is also the index of the next one to report.
+    reported: usize,
+}
+
+impl Ahead {
+    /// Reads the oldest answer and reports it. False if the session broke.
+    fn answer_oldest<S: Read + Write>(
+        &mut self,
+        session: &mut Session<S>,
+        done: &mut dyn FnMut(usize, Result<Uploaded, ClientError>),
+    ) -> bool {
+        let Some((i, sent)) = self.sent.pop_front() else {
+            return true;
+        };
+        self.bytes -= sent.size();
+        let result = session.eager_answer(sent).map(|done| Uploaded {
+            done,
+            sent: sent.size(),
+        });
+        done(i, result);
+        self.reported += 1;
+        !session.is_broken()
+    }
+
+    /// Reads and reports every answer due. False if the session broke.
+    fn answer_all<S: Read + Write>(
+        &mut self,
+        session: &mut Session<S>,
+        done: &mut dyn FnMut(usize, Result<Uploaded, ClientError>),
+    ) -> bool {
+        while !self.sent.is_empty() {
+            if !self.answer_oldest(session, done) {
+                return false;
+            }
+        }
+        true
     }
 }
 

@@ -26,8 +26,9 @@ use crate::error::{ClientError, Operation, ProtocolError};
 use proto::blocking::{read_message, write_all_vectored, write_message};
 use proto::frame::FrameConfig;
 use proto::transfer::{
-    Delete, Entry, ErrorCode, FileVersion, Get, Hash, Hello, List, MakeDir, Put, Request, Response,
-    Stat, Trailer, Tree, VERSION, Welcome, frame_config, validate_name,
+    Delete, Entry, ErrorCode, FileVersion, Get, Hash, Hello, List, MAX_EAGER_BODY, MakeDir, Put,
+    PutEager, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
+    validate_name,
 };
 use serde::de::DeserializeOwned;
 use std::fs::File;
@@ -64,6 +65,24 @@ enum State {
     Ready,
     /// In the middle of an exchange, or after a failure in one.
     Busy,
+    /// This many eager uploads were sent and not answered yet.
+    Eager(usize),
+}
+
+/// An eager upload sent and not answered yet: pass it to
+/// [`Session::eager_answer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "every eager upload sent must be answered"]
+pub struct EagerSent {
+    size: u64,
+    hash: Hash,
+}
+
+impl EagerSent {
+    /// The size of the file sent.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
 }
 
 /// One thing below a directory, as the server lists it.
@@ -140,6 +159,13 @@ impl<S: Read + Write> Session<S> {
         self.state == State::Ready
     }
 
+    /// Whether a failure left the stream in the middle of an exchange: the
+    /// session can take nothing more, not even the answers to eager
+    /// uploads sent before, and should be dropped.
+    pub fn is_broken(&self) -> bool {
+        self.state == State::Busy
+    }
+
     /// The underlying stream (to set socket options, for example).
     pub fn get_ref(&self) -> &S {
         self.stream.get_ref()
@@ -208,6 +234,131 @@ impl<S: Read + Write> Session<S> {
             }
             .into()),
             other => Err(self.refused_or_unexpected(Operation::Put, "PutReady", other)),
+        }
+    }
+
+    /// Uploads `body` (at most [`MAX_EAGER_BODY`] bytes) as `name` in one
+    /// round trip: the request, the body and its hash go out together,
+    /// without waiting for a go-ahead.
+    ///
+    /// A refusal ([`ClientError::Refused`]) leaves the session usable;
+    /// the body was sent anyway, which is why only small files go this way.
+    /// Nothing of an interrupted eager upload is kept by the server.
+    pub fn put_eager(
+        &mut self,
+        name: &str,
+        body: &[u8],
+        overwrite: bool,
+    ) -> Result<PutDone, ClientError> {
+        let sent = self.send_eager(name, body, overwrite)?;
+        self.eager_answer(sent)
+    }
+
+    /// Sends an eager upload (see [`Session::put_eager`]) without reading
+    /// its answer, so that the server can store one file while the next is
+    /// on its way.
+    ///
+    /// Read the answers with [`Session::eager_answer`], in the order the
+    /// uploads were sent, before any other request. Keep what is unanswered
+    /// bounded (PROTOCOL.md suggests 64 uploads and 1 MiB): the server does
+    /// not read on while an answer waits for a client that is only writing.
+    pub fn send_eager(
+        &mut self,
+        name: &str,
+        body: &[u8],
+        overwrite: bool,
+    ) -> Result<EagerSent, ClientError> {
+        check_name(name)?;
+        let size = len64(body);
+        if size > MAX_EAGER_BODY {
+            return Err(ClientError::Misuse(
+                "an eager upload carries at most MAX_EAGER_BODY bytes",
+            ));
+        }
+        let unanswered = match self.state {
+            State::Ready => 0,
+            State::Eager(n) => n,
+            State::Busy => return Err(ClientError::Unusable),
+        };
+        let request = Request::PutEager(PutEager {
+            name: name.to_owned(),
+            size,
+            overwrite,
+        });
+        let hash: Hash = blake3::hash(body).into();
+        let head = proto::message::to_frame(&self.config, &request).map_err(ClientError::write)?;
+        let tail = proto::message::to_frame(&self.config, &Trailer { hash })
+            .map_err(ClientError::write)?;
+        self.state = State::Busy;
+        let written = write_all_vectored(
+            self.stream.get_mut(),
+            &mut [
+                io::IoSlice::new(&head),
+                io::IoSlice::new(body),
+                io::IoSlice::new(&tail),
+            ],
+        );
+        if let Err(e) = written {
+            let error = ClientError::io(e);
+            // With answers still due, the next frame is one of them, not
+            // an explanation of this failure.
+            return Err(match unanswered {
+                0 => salvage(&mut self.stream, &self.config, Operation::Put, error),
+                _ => error,
+            });
+        }
+        self.state = State::Eager(unanswered + 1);
+        Ok(EagerSent { size, hash })
+    }
+
+    /// Reads the answer to the oldest eager upload not answered yet, which
+    /// must be `sent`, and checks that the server stored what was sent.
+    ///
+    /// A refusal ([`ClientError::Refused`]) is this upload's failure alone,
+    /// unless its code closes the connection; any other error leaves the
+    /// session unusable, and the uploads still unanswered were not carried
+    /// out, or not known to be.
+    pub fn eager_answer(&mut self, sent: EagerSent) -> Result<PutDone, ClientError> {
+        let State::Eager(unanswered) = self.state else {
+            return Err(match self.state {
+                State::Busy => ClientError::Unusable,
+                _ => ClientError::Misuse("no eager upload is waiting for its answer"),
+            });
+        };
+        self.state = State::Busy;
+        let response = self.receive()?;
+        let answered = match unanswered - 1 {
+            0 => State::Ready,
+            n => State::Eager(n),
+        };
+        match response {
+            Response::PutDone { size, hash } => {
+                self.state = answered;
+                if size != sent.size {
+                    return Err(ProtocolError::StoredSize {
+                        stored: size,
+                        sent: sent.size,
+                    }
+                    .into());
+                }
+                if hash != sent.hash {
+                    return Err(ClientError::Integrity {
+                        expected: hash,
+                        actual: sent.hash,
+                    });
+                }
+                Ok(PutDone { size, hash })
+            }
+            Response::Error(reply) => {
+                if !closes(reply.code) {
+                    self.state = answered;
+                }
+                Err(ClientError::Refused {
+                    op: Operation::Put,
+                    reply,
+                })
+            }
+            other => Err(unexpected("PutDone", &other).into()),
         }
     }
 
@@ -457,6 +608,9 @@ impl<S: Read + Write> Session<S> {
                 Ok(())
             }
             State::Busy => Err(ClientError::Unusable),
+            State::Eager(_) => Err(ClientError::Misuse(
+                "eager uploads must be answered before the next request",
+            )),
         }
     }
 
@@ -555,18 +709,7 @@ impl<S: Read + Write> Session<S> {
     ) -> ClientError {
         match response {
             Response::Error(reply) => {
-                // After these the server closes the connection.
-                let closes = matches!(
-                    reply.code,
-                    ErrorCode::BadRequest
-                        | ErrorCode::BadMagic
-                        | ErrorCode::UnsupportedVersion
-                        | ErrorCode::Unauthorized
-                        | ErrorCode::Busy
-                        | ErrorCode::ShuttingDown
-                        | ErrorCode::Timeout
-                );
-                if !closes {
+                if !closes(reply.code) {
                     self.state = State::Ready;
                 }
                 ClientError::Refused { op, reply }
@@ -603,6 +746,20 @@ fn salvage<S: Read>(
         Ok(Some(Response::Error(reply))) => ClientError::Refused { op, reply },
         _ => error,
     }
+}
+
+/// Whether the server closes the connection after an error of this code.
+fn closes(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadRequest
+            | ErrorCode::BadMagic
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::Unauthorized
+            | ErrorCode::Busy
+            | ErrorCode::ShuttingDown
+            | ErrorCode::Timeout
+    )
 }
 
 fn check_name(name: &str) -> Result<(), ClientError> {
@@ -752,6 +909,36 @@ fn hash_range(hasher: &mut blake3::Hasher, file: &File, len: u64) -> io::Result<
     Ok(())
 }
 
+/// Reads the whole of a small `file` (at `path`), which must be exactly
+/// `len` bytes long, else [`ClientError::FileChanged`].
+pub(crate) fn read_whole(file: &File, path: &Path, len: usize) -> Result<Vec<u8>, ClientError> {
+    let mut buf = vec![0u8; len + 1];
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read_at(&mut buf[read..], read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(ClientError::Local {
+                    action: "cannot read",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    if read != len {
+        return Err(ClientError::FileChanged {
+            path: path.to_owned(),
+            announced: len as u64,
+            read: (read < len).then_some(read as u64),
+        });
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
 fn len64(buf: &[u8]) -> u64 {
     // usize is at most 64 bits on every supported target.
     buf.len() as u64
@@ -850,24 +1037,9 @@ impl<S: Read + Write> Upload<'_, S> {
             && len <= SMALL_FILE
             && start == 0
         {
-            let mut buf = vec![0u8; len + 1];
-            let mut read = 0;
-            while read < buf.len() {
-                match file.read_at(&mut buf[read..], read as u64) {
-                    Ok(0) => break,
-                    Ok(n) => read += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(local(e)),
-                }
-            }
-            if read > len {
-                return Err(changed(None));
-            }
-            if read < len {
-                return Err(changed(Some(read as u64)));
-            }
+            let body = read_whole(file, path, len)?;
             // The whole body is here: the trailer goes out with it.
-            let body = &buf[..len];
+            let body = body.as_slice();
             self.hasher.update(body);
             let hash: Hash = self.hasher.finalize().into();
             self.session

@@ -14,8 +14,8 @@ use crate::session::{PutDone, Session, TreeEntry};
 use proto::blocking::read_message;
 use proto::message::to_frame;
 use proto::transfer::{
-    Entry, ErrorCode, ErrorReply, FileVersion, Get, Hash, Hello, List, MakeDir, Put, Request,
-    Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
+    Entry, ErrorCode, ErrorReply, FileVersion, Get, Hash, Hello, List, MakeDir, Put, PutEager,
+    Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -359,29 +359,67 @@ fn put_sends_the_request_exactly_size_bytes_then_the_trailer() {
 }
 
 #[test]
-fn put_of_an_empty_file_sends_the_trailer_only() {
+fn small_put_sends_request_body_and_trailer_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let source = source_file(dir.path(), "empty", b"");
+    for content in [
+        Vec::new(),
+        data(5000),
+        data(usize::try_from(files::SMALL_FILE).unwrap()),
+    ] {
+        let source = source_file(dir.path(), "small", &content);
+        // No go-ahead: the answer to the whole upload is all there is.
+        let mut session = Script::welcome().msg(&put_done(&content)).session();
+        let done = put(&mut session, source, "small", true).unwrap();
+        assert_eq!(done.hash, hash(&content));
+        assert!(session.is_usable());
+        let mut sent = Sent::of(session);
+        sent.hello();
+        assert_eq!(
+            sent.request(),
+            Request::PutEager(PutEager {
+                name: "small".into(),
+                size: content.len() as u64,
+                overwrite: true,
+            })
+        );
+        assert!(sent.raw(content.len()) == content, "body differs");
+        assert_eq!(sent.msg::<Trailer>().hash, hash(&content));
+        assert!(sent.rest().is_empty());
+    }
+}
+
+#[test]
+fn refused_small_put_keeps_the_session_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source_file(dir.path(), "f", b"content");
     let mut session = Script::welcome()
-        .msg(&Response::PutReady { offset: 0 })
-        .msg(&put_done(b""))
+        .error(ErrorCode::AlreadyExists, "f exists")
+        .msg(&put_done(b"content"))
         .session();
-    put(&mut session, source, "empty", true).unwrap();
-    let mut sent = Sent::of(session);
-    sent.hello();
-    let Request::Put(put) = sent.request() else {
-        panic!("not a put")
-    };
-    assert!(put.overwrite);
-    assert_eq!(put.size, 0);
-    assert_eq!(sent.msg::<Trailer>().hash, hash(b""));
-    assert!(sent.rest().is_empty());
+    let err = put(&mut session, source, "f", false).unwrap_err();
+    assert_eq!(refused_code(&err), ErrorCode::AlreadyExists);
+    assert!(session.is_usable());
+    let source = source_file(dir.path(), "f", b"content");
+    put(&mut session, source, "f", true).unwrap();
+}
+
+#[test]
+fn a_small_put_refused_with_a_closing_code_breaks_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source_file(dir.path(), "f", b"content");
+    let mut session = Script::welcome()
+        .error(ErrorCode::BadRequest, "unknown request")
+        .session();
+    let err = put(&mut session, source, "f", false).unwrap_err();
+    assert_eq!(refused_code(&err), ErrorCode::BadRequest);
+    assert!(session.is_broken());
+    assert!(matches!(session.stat("f"), Err(ClientError::Unusable)));
 }
 
 #[test]
 fn refused_put_sends_no_body_and_the_session_stays_usable() {
     let dir = tempfile::tempdir().unwrap();
-    let source = source_file(dir.path(), "f", b"content");
+    let source = source_file(dir.path(), "f", &data(CHUNK));
     let entry = Entry {
         name: "f".into(),
         size: 3,
@@ -404,53 +442,72 @@ fn refused_put_sends_no_body_and_the_session_stays_usable() {
     assert!(sent.rest().is_empty());
 }
 
+/// A small file (an eager upload) and a large one (a put with a go-ahead).
+fn small_and_large() -> [Vec<u8>; 2] {
+    [b"content".to_vec(), data(CHUNK)]
+}
+
+/// The script of a server that accepts an upload of `content`, up to the
+/// point where the body has been sent.
+fn accepting(content: &[u8]) -> Script {
+    match content.len() as u64 <= files::SMALL_FILE {
+        true => Script::welcome(),
+        false => Script::welcome().msg(&Response::PutReady { offset: 0 }),
+    }
+}
+
 #[test]
 fn put_confirmed_with_another_hash_is_an_integrity_error() {
     let dir = tempfile::tempdir().unwrap();
-    let source = source_file(dir.path(), "f", b"content");
-    let mut session = Script::welcome()
-        .msg(&Response::PutReady { offset: 0 })
-        .msg(&Response::PutDone {
-            size: 7,
-            hash: hash(b"contenT"),
-        })
-        .session();
-    let err = put(&mut session, source, "f", false).unwrap_err();
-    assert!(matches!(err, ClientError::Integrity { .. }), "{err:?}");
-    assert_eq!(err.exit(), Exit::Integrity);
+    for content in small_and_large() {
+        let source = source_file(dir.path(), "f", &content);
+        let mut altered = content.clone();
+        altered[0] ^= 1;
+        let mut session = accepting(&content)
+            .msg(&Response::PutDone {
+                size: content.len() as u64,
+                hash: hash(&altered),
+            })
+            .session();
+        let err = put(&mut session, source, "f", false).unwrap_err();
+        assert!(matches!(err, ClientError::Integrity { .. }), "{err:?}");
+        assert_eq!(err.exit(), Exit::Integrity);
+    }
 }
 
 #[test]
 fn put_confirmed_with_another_size_is_a_protocol_error() {
     let dir = tempfile::tempdir().unwrap();
-    let source = source_file(dir.path(), "f", b"content");
-    let mut session = Script::welcome()
-        .msg(&Response::PutReady { offset: 0 })
-        .msg(&Response::PutDone {
-            size: 6,
-            hash: hash(b"content"),
-        })
-        .session();
-    let err = put(&mut session, source, "f", false).unwrap_err();
-    assert!(
-        matches!(err, ClientError::Protocol(ProtocolError::StoredSize { .. })),
-        "{err:?}"
-    );
-    assert_eq!(err.exit(), Exit::Refused);
+    for content in small_and_large() {
+        let source = source_file(dir.path(), "f", &content);
+        let mut session = accepting(&content)
+            .msg(&Response::PutDone {
+                size: content.len() as u64 - 1,
+                hash: hash(&content),
+            })
+            .session();
+        let err = put(&mut session, source, "f", false).unwrap_err();
+        assert!(
+            matches!(err, ClientError::Protocol(ProtocolError::StoredSize { .. })),
+            "{err:?}"
+        );
+        assert_eq!(err.exit(), Exit::Refused);
+    }
 }
 
 #[test]
 fn put_rejected_by_the_servers_check_keeps_its_code() {
     let dir = tempfile::tempdir().unwrap();
-    let source = source_file(dir.path(), "f", b"content");
-    let mut session = Script::welcome()
-        .msg(&Response::PutReady { offset: 0 })
-        .error(ErrorCode::IntegrityMismatch, "hash differs")
-        .session();
-    let err = put(&mut session, source, "f", false).unwrap_err();
-    assert_eq!(refused_code(&err), ErrorCode::IntegrityMismatch);
-    assert_eq!(err.exit(), Exit::Integrity);
-    assert!(session.is_usable());
+    for content in small_and_large() {
+        let source = source_file(dir.path(), "f", &content);
+        let mut session = accepting(&content)
+            .error(ErrorCode::IntegrityMismatch, "hash differs")
+            .session();
+        let err = put(&mut session, source, "f", false).unwrap_err();
+        assert_eq!(refused_code(&err), ErrorCode::IntegrityMismatch);
+        assert_eq!(err.exit(), Exit::Integrity);
+        assert!(session.is_usable());
+    }
 }
 
 #[test]
@@ -474,14 +531,15 @@ fn put_changed_file(announced: usize, now: usize) -> (ClientError, Vec<u8>) {
     fs::write(&path, data(announced)).unwrap();
     let source = Source::open(&path).unwrap();
     fs::write(&path, data(now)).unwrap();
-    let mut session = Script::welcome()
-        .msg(&Response::PutReady { offset: 0 })
-        .session();
+    let mut session = accepting(&data(announced)).session();
     let err = put(&mut session, source, "f", false).unwrap_err();
     assert_eq!(err.exit(), Exit::LocalFile);
-    assert!(!session.is_usable());
     let mut sent = Sent::of(session);
     sent.hello();
+    if announced as u64 <= files::SMALL_FILE {
+        // Read whole before anything is sent: nothing went out.
+        return (err, sent.rest());
+    }
     sent.request();
     // Never a trailer: the server publishes nothing.
     (err, sent.rest())
@@ -1442,7 +1500,6 @@ fn small_files_and_no_resume_send_no_key() {
     let small = source_file(dir.path(), "s", &data(1000));
     let large = source_file(dir.path(), "l", &data(100_000));
     let mut session = Script::welcome()
-        .msg(&Response::PutReady { offset: 0 })
         .msg(&put_done(&data(1000)))
         .msg(&Response::PutReady { offset: 0 })
         .msg(&put_done(&data(100_000)))
@@ -1460,7 +1517,7 @@ fn small_files_and_no_resume_send_no_key() {
     put(&mut session, large, "l", false).unwrap();
     let mut sent = Sent::of(session);
     sent.hello();
-    assert!(matches!(sent.request(), Request::Put(p) if p.resume_key.is_none()));
+    assert!(matches!(sent.request(), Request::PutEager(_)));
     sent.raw(1000);
     sent.msg::<Trailer>();
     assert!(matches!(sent.request(), Request::Put(p) if p.resume_key.is_none()));
@@ -1517,4 +1574,139 @@ fn tree_lists_directories_and_files_and_checks_the_count() {
             name: "d/new".into()
         })
     );
+}
+
+// Small files, pipelined.
+
+/// What [`files::put_small_files`] reported for one file: its index and
+/// the outcome.
+type SmallReport = (usize, Result<PutDone, ClientError>);
+
+/// Runs [`files::put_small_files`] over `session` for files named `f0`,
+/// `f1`... in `dir`; returns how many it reported and what, in order.
+fn put_small(
+    session: &mut Session<FakePeer>,
+    dir: &Path,
+    count: usize,
+) -> (usize, Vec<SmallReport>) {
+    let paths: Vec<PathBuf> = (0..count).map(|i| dir.join(format!("f{i}"))).collect();
+    let names: Vec<String> = (0..count).map(|i| format!("r/f{i}")).collect();
+    let small: Vec<files::SmallFile<'_>> = paths
+        .iter()
+        .zip(&names)
+        .map(|(path, remote)| files::SmallFile { path, remote })
+        .collect();
+    let mut reports = Vec::new();
+    let reported = files::put_small_files(
+        session,
+        &small,
+        options(false),
+        &Meter::hidden(),
+        &mut |i, result| reports.push((i, result.map(|uploaded| uploaded.done))),
+    );
+    (reported, reports)
+}
+
+#[test]
+fn small_files_are_sent_ahead_of_their_answers_and_reported_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let contents: Vec<Vec<u8>> = (0..5).map(|i| data(100 * i)).collect();
+    for (i, content) in contents.iter().enumerate() {
+        fs::write(dir.path().join(format!("f{i}")), content).unwrap();
+    }
+    let mut session = Script::welcome()
+        .msg(&put_done(&contents[0]))
+        .error(ErrorCode::AlreadyExists, "taken")
+        .msg(&put_done(&contents[2]))
+        .msg(&put_done(&contents[3]))
+        .msg(&put_done(&contents[4]))
+        .session();
+    let (reported, reports) = put_small(&mut session, dir.path(), 5);
+    assert_eq!(reported, 5);
+    let order: Vec<usize> = reports.iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, [0, 1, 2, 3, 4]);
+    assert_eq!(
+        refused_code(reports[1].1.as_ref().unwrap_err()),
+        ErrorCode::AlreadyExists
+    );
+    for i in [0, 2, 3, 4] {
+        assert_eq!(reports[i].1.as_ref().unwrap().hash, hash(&contents[i]));
+    }
+    assert!(session.is_usable());
+
+    let mut sent = Sent::of(session);
+    sent.hello();
+    for (i, content) in contents.iter().enumerate() {
+        assert_eq!(
+            sent.request(),
+            Request::PutEager(PutEager {
+                name: format!("r/f{i}"),
+                size: content.len() as u64,
+                overwrite: false,
+            })
+        );
+        assert!(sent.raw(content.len()) == *content);
+        assert_eq!(sent.msg::<Trailer>().hash, hash(content));
+    }
+    assert!(sent.rest().is_empty());
+}
+
+#[test]
+fn small_files_stop_at_a_broken_connection_and_leave_the_rest_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        fs::write(dir.path().join(format!("f{i}")), data(10 + i)).unwrap();
+    }
+    // One answer, then the server is gone.
+    let mut session = Script::welcome().msg(&put_done(&data(10))).session();
+    let (reported, reports) = put_small(&mut session, dir.path(), 5);
+    assert_eq!(reported, 2);
+    assert_eq!(reports.len(), 2);
+    assert!(reports[0].1.is_ok());
+    assert!(
+        matches!(reports[1], (1, Err(ClientError::Closed))),
+        "{:?}",
+        reports[1]
+    );
+    assert!(session.is_broken());
+}
+
+#[test]
+fn small_files_report_a_local_failure_in_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("f0"), data(10)).unwrap();
+    // f1 is missing.
+    fs::write(dir.path().join("f2"), data(30)).unwrap();
+    let mut session = Script::welcome()
+        .msg(&put_done(&data(10)))
+        .msg(&put_done(&data(30)))
+        .session();
+    let (reported, reports) = put_small(&mut session, dir.path(), 3);
+    assert_eq!(reported, 3);
+    let order: Vec<usize> = reports.iter().map(|(i, _)| *i).collect();
+    assert_eq!(order, [0, 1, 2]);
+    assert!(matches!(reports[1].1, Err(ClientError::Local { .. })));
+    assert!(reports[0].1.is_ok() && reports[2].1.is_ok());
+}
+
+#[test]
+fn a_small_file_grown_large_goes_as_an_ordinary_put_after_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let large = data(CHUNK);
+    fs::write(dir.path().join("f0"), data(10)).unwrap();
+    fs::write(dir.path().join("f1"), &large).unwrap();
+    let mut session = Script::welcome()
+        .msg(&put_done(&data(10)))
+        .msg(&Response::PutReady { offset: 0 })
+        .msg(&put_done(&large))
+        .session();
+    let (reported, reports) = put_small(&mut session, dir.path(), 2);
+    assert_eq!(reported, 2);
+    assert!(reports.iter().all(|(_, result)| result.is_ok()));
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert!(matches!(sent.request(), Request::PutEager(_)));
+    sent.raw(10);
+    sent.msg::<Trailer>();
+    assert!(matches!(sent.request(), Request::Put(p) if p.size == CHUNK as u64));
 }
