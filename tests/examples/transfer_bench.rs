@@ -8,7 +8,8 @@
 //!   (sendfile on the sending side, 1 MiB reads on the receiving side),
 //!   then `client put` and `client get` of the same file against a running
 //!   `server`, alternating, with the median of several runs each.
-//! - small: 4 KiB files put over one connection, and by 16 clients at once.
+//! - small: 4 KiB files put over one connection (`client put DIR`, and a
+//!   library loop of `put_file`), and by 16 clients at once.
 //! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
 //!   once, and with 1,000 idle connections.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -257,6 +258,8 @@ fn small(settings: &Settings) {
     );
     let addr = server.addr.to_string();
 
+    // One file after the other on one connection, each waiting for its
+    // answer: what a program calling put_file in a loop gets.
     let put_range = |range: std::ops::Range<usize>, prefix: &str| {
         let mut session = connect(&addr, &ConnectOptions::default()).unwrap();
         for i in range {
@@ -277,28 +280,52 @@ fn small(settings: &Settings) {
             .unwrap();
         }
     };
-
-    let start = Instant::now();
-    put_range(0..n, "one");
-    let one = n as f64 / start.elapsed().as_secs_f64();
+    let rate = |start: Instant| n as f64 / start.elapsed().as_secs_f64();
 
     let clients = 16;
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        for c in 0..clients {
-            let range = (c * n / clients)..((c + 1) * n / clients);
-            let put_range = &put_range;
-            scope.spawn(move || put_range(range, "many"));
-        }
-    });
-    let many = n as f64 / start.elapsed().as_secs_f64();
-    println!("| 4 KiB puts | files/s |");
+    let (mut cli, mut looped, mut many) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..settings.runs {
+        // The directory with the client binary: one connection, the files
+        // pipelined.
+        let start = Instant::now();
+        let name = format!("cli-{run}");
+        run_client(
+            &server,
+            dir.path(),
+            &["put", files.to_str().unwrap(), "--name", &name],
+        );
+        cli.push(rate(start));
+
+        let start = Instant::now();
+        put_range(0..n, &format!("loop-{run}"));
+        looped.push(rate(start));
+
+        let start = Instant::now();
+        let prefix = format!("many-{run}");
+        std::thread::scope(|scope| {
+            for c in 0..clients {
+                let range = (c * n / clients)..((c + 1) * n / clients);
+                let (put_range, prefix) = (&put_range, &prefix);
+                scope.spawn(move || put_range(range, prefix));
+            }
+        });
+        many.push(rate(start));
+        println!(
+            "run {}: client put DIR {:.0} files/s, put_file loop {:.0} files/s, {clients} clients {:.0} files/s",
+            run + 1,
+            cli[run],
+            looped[run],
+            many[run]
+        );
+    }
+    let (cli, looped, many) = (median(&mut cli), median(&mut looped), median(&mut many));
+    println!("| 4 KiB puts | median files/s |");
     println!("|---|---:|");
-    println!("| one connection | {one:.0} |");
-    println!("| {clients} clients at once | {many:.0} |");
+    println!("| one connection: `client put DIR` (pipelined) | {cli:.0} |");
+    println!("| one connection: `put_file` loop, one at a time | {looped:.0} |");
+    println!("| {clients} clients at once, one at a time each | {many:.0} |");
 }
 
-/// The server's resident set, current and peak, in KiB.
 fn rss(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {

@@ -8,8 +8,8 @@ use bytes::BytesMut;
 use proto::frame::{Builder, LengthPrefix, Oversize};
 use proto::message::{self, encode_frame};
 use proto::transfer::{
-    Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MAGIC, Put, Request,
-    Response, Stat, Trailer, Welcome, frame_config,
+    Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MAGIC, MakeDir, Put,
+    PutEager, Request, Response, Stat, Trailer, Tree, Welcome, frame_config,
 };
 use serde::Serialize;
 
@@ -129,6 +129,21 @@ fn requests() -> Vec<(&'static str, Request)> {
                 name: "file".into(),
             }),
         ),
+        (
+            "make-dir",
+            Request::MakeDir(MakeDir {
+                name: "dir/sub".into(),
+            }),
+        ),
+        ("tree", Request::Tree(Tree { dir: "dir".into() })),
+        (
+            "put-eager",
+            Request::PutEager(PutEager {
+                name: "dir/small.txt".into(),
+                size: 5,
+                overwrite: false,
+            }),
+        ),
     ]
 }
 
@@ -215,6 +230,18 @@ impl Script {
         })
     }
 
+    fn put_eager(&mut self, name: &str, body: &[u8], hash: &[u8]) -> &mut Self {
+        self.msg(&Request::PutEager(PutEager {
+            name: name.into(),
+            size: body.len() as u64,
+            overwrite: false,
+        }));
+        self.0.extend_from_slice(body);
+        self.msg(&Trailer {
+            hash: *blake3::hash(hash).as_bytes(),
+        })
+    }
+
     fn request(&mut self, request: Request) -> &mut Self {
         self.msg(&request)
     }
@@ -293,6 +320,16 @@ pub fn server_session() -> Vec<Seed> {
                 .done(),
         ),
         ("wrong-trailer".into(), wrong_trailer.done()),
+        (
+            "eager-pipelined".into(),
+            Script::new()
+                .put_eager("e/one", b"first", b"first")
+                .put_eager("e/one", b"again", b"again")
+                .put_eager("e/two", b"second", b"altered")
+                .put_eager("../e", b"x", b"x")
+                .request(get("e/one"))
+                .done(),
+        ),
         (
             "invalid-names".into(),
             Script::new()
