@@ -55,6 +55,9 @@ pub struct Conn<S> {
     read_buf: BytesMut,
     write_buf: BytesMut,
     idle: Duration,
+    /// What [`Conn::buffered_frame`] decoded and its caller gave back (or
+    /// the error it met): [`Conn::read_frame`] returns it first.
+    pending: Option<Result<Bytes, proto::Error>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -67,6 +70,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
             idle,
+            pending: None,
         }
     }
 
@@ -75,6 +79,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// within the idle timeout, so a peer that trickles bytes cannot hold a
     /// connection forever with one message.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ConnError> {
+        if let Some(pending) = self.pending.take() {
+            return Ok(Some(pending?));
+        }
         let deadline = Instant::now() + self.idle;
         loop {
             if let Some(frame) = self.codec.decode_frame(&mut self.read_buf)? {
@@ -107,6 +114,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Bytes received and not consumed yet.
     pub fn buffered(&self) -> &[u8] {
         &self.read_buf
+    }
+
+    /// The next frame if it has already arrived whole, without reading
+    /// from the stream. Give it back with [`Conn::unread`] if it is not
+    /// for the caller. A broken frame is kept for [`Conn::read_frame`] to
+    /// report, and this returns `None`.
+    pub fn buffered_frame(&mut self) -> Option<Bytes> {
+        match self.pending.take() {
+            Some(Ok(frame)) => return Some(frame),
+            Some(Err(e)) => {
+                self.pending = Some(Err(e));
+                return None;
+            }
+            None => {}
+        }
+        match self.codec.decode_frame(&mut self.read_buf) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.pending = Some(Err(e));
+                None
+            }
+        }
+    }
+
+    /// Gives back a frame from [`Conn::buffered_frame`]: the next
+    /// [`Conn::read_frame`] returns it.
+    pub fn unread(&mut self, frame: Bytes) {
+        self.pending = Some(Ok(frame));
+    }
+
+    /// Takes the first `len` buffered bytes, without copying them.
+    pub fn take_buffered_bytes(&mut self, len: usize) -> Bytes {
+        let len = len.min(self.read_buf.len());
+        self.read_buf.split_to(len).freeze()
+    }
+
+    /// Reads until at least `len` bytes are buffered, then takes them, as
+    /// [`Conn::take_buffered_bytes`] does. Each read has room for `room`
+    /// bytes or more, so that what follows (the next requests of a
+    /// pipelining client) arrives in the same read. The whole of it must
+    /// arrive within the idle timeout. On a failure, says how many bytes
+    /// had arrived.
+    pub async fn read_body_bytes(
+        &mut self,
+        len: usize,
+        room: usize,
+    ) -> Result<Bytes, (usize, ConnError)> {
+        let deadline = Instant::now() + self.idle;
+        while self.read_buf.len() < len {
+            self.read_buf.reserve(room.max(len - self.read_buf.len()));
+            let have = self.read_buf.len();
+            match timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
+                Ok(Ok(0)) => return Err((have, ConnError::Closed)),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err((have, ConnError::Closed));
+                }
+                Ok(Err(e)) => return Err((have, e.into())),
+                Err(_) => return Err((have, ConnError::Timeout)),
+            }
+        }
+        Ok(self.take_buffered_bytes(len))
     }
 
     /// Moves received bytes not consumed yet to the start of `buf`, as many
@@ -219,5 +289,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[tokio::test]
+    async fn buffered_frames_never_read_and_unread_frames_come_back_first() {
+        let (mut peer, stream) = tokio::io::duplex(1 << 16);
+        let mut conn = Conn::new(stream, Duration::from_secs(5));
+        // Nothing has arrived yet: nothing is decoded, nothing waits.
+        assert_eq!(conn.buffered_frame(), None);
+
+        let mut sent = frame(b"one");
+        sent.extend(frame(b"two"));
+        sent.extend(&frame(b"three")[..5]);
+        peer.write_all(&sent).await.unwrap();
+        assert_eq!(conn.read_frame().await.unwrap().unwrap(), &b"one"[..]);
+        let two = conn.buffered_frame().unwrap();
+        assert_eq!(two, &b"two"[..]);
+        // "three" is not whole: left where it is.
+        assert_eq!(conn.buffered_frame(), None);
+        conn.unread(two);
+        assert_eq!(conn.buffered_frame().unwrap(), &b"two"[..]);
+        conn.unread(Bytes::from_static(b"two"));
+        assert_eq!(conn.read_frame().await.unwrap().unwrap(), &b"two"[..]);
+        peer.write_all(&frame(b"three")[5..]).await.unwrap();
+        assert_eq!(conn.read_frame().await.unwrap().unwrap(), &b"three"[..]);
+    }
+
+    #[tokio::test]
+    async fn a_broken_frame_met_in_the_buffer_is_reported_by_the_next_read() {
+        let (mut peer, stream) = tokio::io::duplex(1 << 16);
+        let mut conn = Conn::new(stream, Duration::from_secs(5));
+        let mut sent = frame(b"ok");
+        // Over the protocol's 64 KiB maximum.
+        sent.extend(0x0100_0000u32.to_be_bytes());
+        peer.write_all(&sent).await.unwrap();
+        assert_eq!(conn.read_frame().await.unwrap().unwrap(), &b"ok"[..]);
+        assert_eq!(conn.buffered_frame(), None);
+        assert_eq!(conn.buffered_frame(), None);
+        let err = conn.read_frame().await.unwrap_err();
+        assert!(
+            matches!(err, ConnError::Protocol(proto::Error::FrameTooLarge { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn body_bytes_arrive_with_what_follows_them() {
+        let (mut peer, stream) = tokio::io::duplex(1 << 16);
+        let mut conn = Conn::new(stream, Duration::from_secs(5));
+        let mut sent = vec![7u8; 1000];
+        sent.extend(frame(b"next"));
+        peer.write_all(&sent).await.unwrap();
+        let body = conn.read_body_bytes(1000, 64 * 1024).await.unwrap();
+        assert_eq!(body, vec![7u8; 1000]);
+        // Read in the same go as the body.
+        assert_eq!(conn.buffered_frame().unwrap(), &b"next"[..]);
+
+        peer.write_all(&[1, 2, 3]).await.unwrap();
+        drop(peer);
+        let (arrived, err) = conn.read_body_bytes(10, 1024).await.unwrap_err();
+        assert_eq!(arrived, 3);
+        assert!(matches!(err, ConnError::Closed), "{err:?}");
     }
 }

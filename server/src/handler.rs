@@ -120,6 +120,123 @@ where
     }
 }
 
+/// Logs one request: what it was, what it moved, how long it took, how
+/// it ended.
+fn log_request(
+    op: &str,
+    name: &str,
+    offset: u64,
+    bytes: u64,
+    ms: u128,
+    result: &Result<Summary, ConnError>,
+) {
+    let name = name.escape_debug();
+    match result {
+        Ok(Summary {
+            outcome: Outcome::Done,
+            ..
+        }) => info!(op, name = %name, offset, bytes, ms, outcome = "ok"),
+        Ok(Summary {
+            outcome: Outcome::Refused(code),
+            ..
+        }) => info!(op, name = %name, offset, bytes, ms, outcome = %code),
+        Err(e) => warn!(op, name = %name, offset, bytes, ms, outcome = "failed", error = %e),
+    }
+}
+
+/// Room for the reads of an eager upload's body: enough for the next
+/// few small uploads of a pipelining client to arrive with it.
+const EAGER_READ: usize = 64 * 1024;
+
+/// At most this many eager uploads are stored in one trip.
+const EAGER_BATCH: usize = 32;
+
+/// At most this many body bytes of eager uploads are stored in one trip
+/// (the first one may go over it alone).
+const EAGER_BATCH_BYTES: usize = 256 * 1024;
+
+/// The length of a trailer's frame: the prefix and the 32-byte hash.
+const TRAILER_FRAME_LEN: usize = 4 + 32;
+
+/// An eager upload read whole, waiting to be stored.
+struct Eager {
+    put: PutEager,
+    body: bytes::Bytes,
+    trailer: Trailer,
+    /// When its request was taken up, for the log.
+    started: Instant,
+}
+
+/// Why an eager upload was not stored.
+enum Refusal {
+    /// Refused with this code and message.
+    Reply(ErrorCode, String),
+    /// The store refused it.
+    Store(StoreError),
+    /// The body does not hash to the trailer's hash.
+    Mismatch,
+}
+
+impl Refusal {
+    fn reply(self) -> ErrorReply {
+        match self {
+            Refusal::Reply(code, message) => ErrorReply::new(code, message),
+            Refusal::Store(error) => {
+                if let StoreError::Io(e) = &error {
+                    warn!(error = %e, "storage failure");
+                }
+                ErrorReply::new(error.code(), error.client_message())
+            }
+            Refusal::Mismatch => ErrorReply::new(
+                ErrorCode::IntegrityMismatch,
+                "the received content does not match the trailer's BLAKE3 hash",
+            ),
+        }
+    }
+}
+
+/// A trailer frame at the start of `bytes`, if it is whole and well-formed
+/// there.
+fn whole_trailer(bytes: &[u8]) -> Option<Trailer> {
+    let frame = bytes.get(..TRAILER_FRAME_LEN)?;
+    let mut codec = proto::frame::FrameCodec::with_config(proto::transfer::frame_config());
+    let payload = codec
+        .decode_frame(&mut bytes::BytesMut::from(frame))
+        .ok()??;
+    message::decode(&payload).ok()
+}
+
+/// Checks, writes, syncs and publishes one eager upload (blocking).
+fn store_eager(store: &Store, eager: Eager) -> Result<blake3::Hash, Refusal> {
+    let Eager {
+        put, body, trailer, ..
+    } = eager;
+    store
+        .check_put(&put.name, put.overwrite)
+        .map_err(Refusal::Store)?;
+    let hash = blake3::hash(&body);
+    if trailer.hash != *hash.as_bytes() {
+        return Err(Refusal::Mismatch);
+    }
+    let mut upload = store.begin_upload().map_err(Refusal::Store)?;
+    let fits = store
+        .available_space()
+        .map_err(|e| Refusal::Store(e.into()))?
+        >= put.size;
+    if !fits {
+        upload.discard();
+        return Err(Refusal::Store(StoreError::NoSpace));
+    }
+    if let Err(e) = body::write_unwritten(&mut upload, &body) {
+        upload.discard();
+        return Err(Refusal::Store(e.into()));
+    }
+    store
+        .publish(upload, &put.name, put.overwrite)
+        .map_err(Refusal::Store)?;
+    Ok(hash)
+}
+
 struct Session<S> {
     conn: Conn<S>,
     shared: Arc<Shared>,
@@ -265,35 +382,15 @@ impl<S: Transport> Session<S> {
             Request::Tree(r) => self.tree(r).await,
         };
         let ms = started.elapsed().as_millis();
-        match &result {
+        let bytes = match &result {
             Ok(Summary {
                 bytes,
                 outcome: Outcome::Done,
-            }) => {
-                info!(op, name = %name.escape_debug(), offset = self.offset, bytes, ms, outcome = "ok")
-            }
+            }) => *bytes,
             // A refusal may come after a body (a hash mismatch).
-            Ok(Summary {
-                outcome: Outcome::Refused(code),
-                ..
-            }) => info!(
-                op,
-                name = %name.escape_debug(),
-                offset = self.offset,
-                bytes = self.transferred,
-                ms,
-                outcome = %code
-            ),
-            Err(e) => warn!(
-                op,
-                name = %name.escape_debug(),
-                offset = self.offset,
-                bytes = self.transferred,
-                ms,
-                outcome = "failed",
-                error = %e
-            ),
-        }
+            _ => self.transferred,
+        };
+        log_request(op, &name, self.offset, bytes, ms, &result);
         result.map(|_| ())
     }
 
@@ -445,8 +542,13 @@ impl<S: Transport> Session<S> {
     /// An upload whose body and trailer follow the request at once: they
     /// are read whole before anything is decided, so that the connection
     /// stays in step whatever the answer; then the checks of a put, the
-    /// hash, and the writing and publishing in one trip to a blocking
-    /// thread.
+    /// hash, and the writing and publishing on a blocking thread.
+    ///
+    /// Eager uploads that a pipelining client sent behind this one, and
+    /// that have already arrived whole, are taken along: one trip to the
+    /// blocking thread stores them all, and their answers leave in one
+    /// write. Each is still checked, answered and logged on its own, in
+    /// order.
     async fn put_eager(&mut self, put: PutEager) -> Result<Summary, ConnError> {
         let Some(len) = usize::try_from(put.size)
             .ok()
@@ -460,10 +562,14 @@ impl<S: Transport> Session<S> {
             self.conn.shutdown().await;
             return Err(ConnError::Violation(message));
         };
-        let mut body = vec![0u8; len];
-        let (filled, read) = self.conn.read_body_fill(&mut body).await;
-        self.transferred = filled as u64;
-        read?;
+        let body = match self.conn.read_body_bytes(len, EAGER_READ).await {
+            Ok(body) => body,
+            Err((arrived, e)) => {
+                self.transferred = arrived as u64;
+                return Err(e);
+            }
+        };
+        self.transferred = put.size;
         let trailer: Trailer = match self.conn.read_message().await {
             Ok(trailer) => trailer,
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
@@ -474,76 +580,143 @@ impl<S: Transport> Session<S> {
             }
             Err(e) => return Err(e),
         };
-        if self.access == Access::ReadOnly {
-            return self
-                .refuse(
-                    ErrorCode::Forbidden,
-                    "this token only allows get, list and stat",
-                )
-                .await;
-        }
-        if let Err(e) = validate_name(&put.name) {
-            return self.refuse_store(e.into()).await;
-        }
-        let max = self.shared.config.max_file_size;
-        if put.size > max {
-            let message = format!(
-                "{} bytes is over the server's limit of {max} bytes",
-                put.size
-            );
-            return self.refuse(ErrorCode::TooLarge, message).await;
+
+        let mut batch = vec![Eager {
+            put,
+            body,
+            trailer,
+            started: Instant::now(),
+        }];
+        let mut bytes = len;
+        while batch.len() < EAGER_BATCH && bytes < EAGER_BATCH_BYTES {
+            let Some(next) = self.buffered_eager() else {
+                break;
+            };
+            bytes += next.body.len();
+            batch.push(next);
         }
 
-        /// Why an eager upload was not stored.
-        enum Refusal {
-            Store(StoreError),
-            Mismatch,
-        }
-        let (name, overwrite) = (put.name, put.overwrite);
-        let stored = self
-            .blocking(move |store| -> Result<blake3::Hash, Refusal> {
-                store.check_put(&name, overwrite).map_err(Refusal::Store)?;
-                let hash = blake3::hash(&body);
-                if trailer.hash != *hash.as_bytes() {
-                    return Err(Refusal::Mismatch);
-                }
-                let mut upload = store.begin_upload().map_err(Refusal::Store)?;
-                let fits = store
-                    .available_space()
-                    .map_err(|e| Refusal::Store(e.into()))?
-                    >= body.len() as u64;
-                if !fits {
-                    upload.discard();
-                    return Err(Refusal::Store(StoreError::NoSpace));
-                }
-                if let Err(e) = body::write_unwritten(&mut upload, &body) {
-                    upload.discard();
-                    return Err(Refusal::Store(e.into()));
-                }
-                store
-                    .publish(upload, &name, overwrite)
-                    .map_err(Refusal::Store)?;
-                Ok(hash)
+        // The checks that need no file system, then the rest, for all of
+        // them in one trip.
+        let checked: Vec<(Eager, Option<Refusal>)> = batch
+            .into_iter()
+            .map(|eager| {
+                let refusal = self.eager_refusal(&eager.put);
+                (eager, refusal)
             })
-            .await?;
-        match stored {
-            Ok(hash) => {
-                let done = Response::PutDone {
-                    size: put.size,
-                    hash: *hash.as_bytes(),
-                };
-                self.conn.send(&done).await?;
-                Ok(Summary::done(put.size))
-            }
-            Err(Refusal::Store(e)) => self.refuse_store(e).await,
-            Err(Refusal::Mismatch) => {
-                self.refuse(
-                    ErrorCode::IntegrityMismatch,
-                    "the received content does not match the trailer's BLAKE3 hash",
-                )
-                .await
-            }
+            .collect();
+        let logged: Vec<(String, u64, Instant)> = checked
+            .iter()
+            .map(|(eager, _)| (eager.put.name.clone(), eager.put.size, eager.started))
+            .collect();
+        let results: Vec<Result<blake3::Hash, Refusal>> =
+            if checked.iter().all(|(_, refusal)| refusal.is_some()) {
+                checked
+                    .into_iter()
+                    .filter_map(|(_, refusal)| refusal)
+                    .map(Err)
+                    .collect()
+            } else {
+                self.blocking(move |store| {
+                    checked
+                        .into_iter()
+                        .map(|(eager, refusal)| match refusal {
+                            Some(refusal) => Err(refusal),
+                            None => store_eager(store, eager),
+                        })
+                        .collect()
+                })
+                .await?
+            };
+
+        let mut summaries = Vec::with_capacity(results.len());
+        for (result, (_, size, _)) in results.into_iter().zip(&logged) {
+            let (response, summary) = match result {
+                Ok(hash) => (
+                    Response::PutDone {
+                        size: *size,
+                        hash: *hash.as_bytes(),
+                    },
+                    Summary::done(*size),
+                ),
+                Err(refusal) => {
+                    let reply = refusal.reply();
+                    let summary = Summary::refused(reply.code);
+                    (Response::Error(reply), summary)
+                }
+            };
+            self.conn.queue(&response)?;
+            summaries.push(summary);
         }
+        self.conn.flush().await?;
+
+        // The first is logged by `request`, the others here.
+        let mut summaries = summaries.into_iter();
+        let first = summaries.next().unwrap_or(Summary::done(0));
+        for (summary, (name, size, started)) in summaries.zip(logged.iter().skip(1)) {
+            log_request(
+                "put",
+                name,
+                0,
+                *size,
+                started.elapsed().as_millis(),
+                &Ok(summary),
+            );
+        }
+        Ok(first)
+    }
+
+    /// The next eager upload, if its request, body and trailer have all
+    /// arrived already; otherwise nothing is taken.
+    fn buffered_eager(&mut self) -> Option<Eager> {
+        let frame = self.conn.buffered_frame()?;
+        let put = match message::decode::<Request>(&frame) {
+            Ok(Request::PutEager(put)) if put.size <= MAX_EAGER_BODY => put,
+            _ => {
+                self.conn.unread(frame);
+                return None;
+            }
+        };
+        let len = usize::try_from(put.size).unwrap_or(usize::MAX);
+        // The trailer must be whole and well-formed too: a malformed one is
+        // answered by the ordinary path, after the uploads before it.
+        let trailer = self.conn.buffered().get(len..).and_then(whole_trailer);
+        let Some(trailer) = trailer else {
+            self.conn.unread(frame);
+            return None;
+        };
+        let body = self.conn.take_buffered_bytes(len);
+        let _ = self.conn.take_buffered_bytes(TRAILER_FRAME_LEN);
+        Some(Eager {
+            put,
+            body,
+            trailer,
+            started: Instant::now(),
+        })
+    }
+
+    /// Why an eager upload is refused before the file system is asked, if
+    /// it is.
+    fn eager_refusal(&self, put: &PutEager) -> Option<Refusal> {
+        if self.access == Access::ReadOnly {
+            return Some(Refusal::Reply(
+                ErrorCode::Forbidden,
+                "this token only allows get, list and stat".into(),
+            ));
+        }
+        if let Err(e) = validate_name(&put.name) {
+            return Some(Refusal::Store(e.into()));
+        }
+        let max = self.shared.config.max_file_size;
+        (put.size > max).then(|| {
+            Refusal::Reply(
+                ErrorCode::TooLarge,
+                format!(
+                    "{} bytes is over the server's limit of {max} bytes",
+                    put.size
+                ),
+            )
+        })
     }
 
     async fn get(&mut self, get: Get) -> Result<Summary, ConnError> {
