@@ -648,9 +648,10 @@ impl<S: Transport> Session<S> {
             self.conn.queue(&response)?;
             summaries.push(summary);
         }
-        self.conn.flush().await?;
+        let flushed = self.conn.flush().await;
 
-        // The first is logged by `request`, the others here.
+        // The first is logged by `request`, the others here (stored even if
+        // their answers could not be sent).
         let mut summaries = summaries.into_iter();
         let first = summaries.next().unwrap_or(Summary::done(0));
         for (summary, (name, size, started)) in summaries.zip(logged.iter().skip(1)) {
@@ -663,6 +664,7 @@ impl<S: Transport> Session<S> {
                 &Ok(summary),
             );
         }
+        flushed?;
         Ok(first)
     }
 
