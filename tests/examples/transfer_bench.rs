@@ -5,9 +5,11 @@
 //! for a smoke run with small sizes. See docs/BENCHMARKS.md.
 //!
 //! - big: a random file copied file -> TCP -> file by a minimal program
-//!   (sendfile on the sending side, 1 MiB reads on the receiving side),
-//!   then `client put` and `client get` of the same file against a running
-//!   `server`, alternating, with the median of several runs each.
+//!   (sendfile on the sending side, 1 MiB reads on the receiving side);
+//!   by a minimal verified copy in two processes (the hashing, reading and
+//!   writing of a put, nothing else); then `client put` and `client get` of
+//!   the same file against a running `server`; alternating, with the median
+//!   of several runs each.
 //! - small: 4 KiB files put over one connection (`client put DIR`, and a
 //!   library loop of `put_file`), and by 16 clients at once.
 //! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
@@ -160,6 +162,87 @@ fn raw_copy(src: &Path, dst: &Path) -> Duration {
     start.elapsed()
 }
 
+/// The piece size of the verified floor: the client's and server's body
+/// buffer size.
+const FLOOR_PIECE: usize = 256 * 1024;
+
+/// The least a verified copy costs here: the work of a put and nothing
+/// else, its two ends in two processes as a client and a server are. This
+/// process reads the file in 256 KiB pieces, hashes each and sends it,
+/// then the 32-byte hash; the receiver (this program again, run with
+/// `--floor-receive`) reads the socket on one thread while another hashes
+/// and writes, then checks the hash and syncs the file.
+fn verified_floor(src: &Path, dst: &Path, size: u64) -> Duration {
+    let mut receiver = Command::new(std::env::current_exe().unwrap())
+        .args(["--floor-receive", dst.to_str().unwrap(), &size.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(receiver.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let start = Instant::now();
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let file = std::fs::File::open(src).unwrap();
+    let mut buf = vec![0u8; FLOOR_PIECE];
+    let mut hasher = blake3::Hasher::new();
+    let mut offset = 0;
+    while offset < size {
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut buf, offset).unwrap();
+        assert!(n > 0, "the source file ended early");
+        hasher.update(&buf[..n]);
+        sock.write_all(&buf[..n]).unwrap();
+        offset += n as u64;
+    }
+    sock.write_all(hasher.finalize().as_bytes()).unwrap();
+    assert!(
+        receiver.wait().unwrap().success(),
+        "the floor's receiver failed"
+    );
+    start.elapsed()
+}
+
+/// The receiving end of [`verified_floor`], in its own process.
+fn floor_receive(dst: &Path, size: u64) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    let (mut sock, _) = listener.accept().unwrap();
+    let mut out = std::fs::File::create(dst).unwrap();
+    let (to_worker, full) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(4);
+    let (to_reader, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    for _ in 0..4 {
+        to_reader.send(vec![0u8; FLOOR_PIECE]).unwrap();
+    }
+    let worker = std::thread::spawn(move || {
+        let mut hasher = blake3::Hasher::new();
+        for (buf, n) in full {
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).unwrap();
+            let _ = to_reader.send(buf);
+        }
+        out.sync_all().unwrap();
+        hasher.finalize()
+    });
+    let mut left = size;
+    while left > 0 {
+        let mut buf = empty.recv().unwrap();
+        let want = (left as usize).min(buf.len());
+        sock.read_exact(&mut buf[..want]).unwrap();
+        to_worker.send((buf, want)).unwrap();
+        left -= want as u64;
+    }
+    drop(to_worker);
+    let mut sent = [0u8; 32];
+    sock.read_exact(&mut sent).unwrap();
+    let hash = worker.join().unwrap();
+    assert_eq!(hash.as_bytes(), &sent, "the floor's copy does not verify");
+}
+
 fn run_client(server: &ServerProcess, cwd: &Path, args: &[&str]) -> Duration {
     let start = Instant::now();
     let out = server.client(cwd).args(args).output().unwrap();
@@ -195,12 +278,17 @@ fn big(settings: &Settings) {
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
 
-    let (mut raw, mut put, mut get) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut floor, mut put, mut get) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..settings.runs {
         warm(dir.path(), size);
         let t = raw_copy(&src, &work.join("raw.bin"));
         std::fs::remove_file(work.join("raw.bin")).unwrap();
         raw.push(mib_per_s(size, t));
+
+        warm(dir.path(), size);
+        let t = verified_floor(&src, &work.join("floor.bin"), size);
+        std::fs::remove_file(work.join("floor.bin")).unwrap();
+        floor.push(mib_per_s(size, t));
 
         warm(dir.path(), size);
         let t = run_client(
@@ -221,24 +309,32 @@ fn big(settings: &Settings) {
         std::fs::remove_file(work.join("got.bin")).unwrap();
         std::fs::remove_file(server.root.join("big.bin")).unwrap();
         println!(
-            "run {}: raw {:.0} MiB/s, put {:.0} MiB/s, get {:.0} MiB/s",
+            "run {}: raw {:.0} MiB/s, verified floor {:.0} MiB/s, put {:.0} MiB/s, get {:.0} MiB/s",
             run + 1,
             raw[run],
+            floor[run],
             put[run],
             get[run]
         );
     }
-    let (raw, put, get) = (median(&mut raw), median(&mut put), median(&mut get));
-    println!("| transfer | median MiB/s | ratio to raw |");
-    println!("|---|---:|---:|");
-    println!("| raw TCP copy | {raw:.0} | 1.00 |");
+    let (raw, floor) = (median(&mut raw), median(&mut floor));
+    let (put, get) = (median(&mut put), median(&mut get));
+    println!("| transfer | median MiB/s | ratio to raw | ratio to the verified floor |");
+    println!("|---|---:|---:|---:|");
+    println!("| raw TCP copy | {raw:.0} | 1.00 | |");
     println!(
-        "| client put (BLAKE3 verified) | {put:.0} | {:.2} |",
-        put / raw
+        "| verified floor (two processes, nothing but the work) | {floor:.0} | {:.2} | 1.00 |",
+        floor / raw
     );
     println!(
-        "| client get (BLAKE3 verified) | {get:.0} | {:.2} |",
-        get / raw
+        "| client put (BLAKE3 verified) | {put:.0} | {:.2} | {:.2} |",
+        put / raw,
+        put / floor
+    );
+    println!(
+        "| client get (BLAKE3 verified) | {get:.0} | {:.2} | {:.2} |",
+        get / raw,
+        get / floor
     );
 }
 
@@ -410,6 +506,13 @@ fn memory(settings: &Settings) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, dst, size] = args.as_slice()
+        && flag == "--floor-receive"
+    {
+        floor_receive(Path::new(dst), size.parse().unwrap());
+        return;
+    }
     let settings = settings();
     let wants = |part: &str| settings.only.as_deref().is_none_or(|only| only == part);
     if wants("big") {
