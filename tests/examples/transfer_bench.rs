@@ -13,7 +13,8 @@
 //! - small: 4 KiB files put over one connection (`client put DIR`, and a
 //!   library loop of `put_file`), and by 16 clients at once.
 //! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
-//!   once, and with 1,000 idle connections.
+//!   once, while 100 clients each put 100 files of 64 KiB at once, and with
+//!   1,000 idle connections.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 // Sizes here are small constants and measured figures, printed as floats.
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
@@ -478,6 +479,48 @@ fn memory(settings: &Settings) {
         println!(
             "| {uploads} clients uploading {} MiB each at once | peak RSS {:.1} MiB (at start {:.1} MiB) |",
             size / MIB,
+            peak as f64 / 1024.0,
+            before as f64 / 1024.0
+        );
+    }
+    {
+        // Small files pipelined as eager uploads by as many clients at
+        // once: what the server holds for batches is bounded too.
+        let files = dir.path().join("small");
+        std::fs::create_dir(&files).unwrap();
+        for i in 0..100 {
+            std::fs::write(files.join(format!("f{i:03}")), random_bytes(i, 64 * 1024)).unwrap();
+        }
+        let server = ServerProcess::start_logging_to(
+            &dir.path().join("root3"),
+            &[
+                "--max-connections",
+                "2000",
+                "--max-connections-per-ip",
+                "2000",
+            ],
+            &dir.path().join("server3.log"),
+        );
+        let (_, before) = rss(server.pid());
+        let clients: Vec<_> = (0..uploads)
+            .map(|c| {
+                server
+                    .client(dir.path())
+                    .args(["put", files.to_str().unwrap(), "--name", &format!("c{c}")])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut client in clients {
+            assert!(
+                client.wait().unwrap().success(),
+                "a small-file client failed"
+            );
+        }
+        let (_, peak) = rss(server.pid());
+        println!(
+            "| {uploads} clients each putting 100 files of 64 KiB at once (eager, pipelined) | peak RSS {:.1} MiB (at start {:.1} MiB) |",
             peak as f64 / 1024.0,
             before as f64 / 1024.0
         );
