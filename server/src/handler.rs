@@ -167,7 +167,7 @@ struct Eager {
     started: Instant,
 }
 
-/// Why an eager upload was not stored.
+/// Why an upload (or another request) is refused.
 enum Refusal {
     /// Refused with this code and message.
     Reply(ErrorCode, String),
@@ -178,6 +178,15 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// A write on a read-only connection.
+    fn read_only() -> Self {
+        Refusal::Reply(
+            ErrorCode::Forbidden,
+            "this token only allows get, list and stat".into(),
+        )
+    }
+
+    /// The answer to send; a storage failure is logged here.
     fn reply(self) -> ErrorReply {
         match self {
             Refusal::Reply(code, message) => ErrorReply::new(code, message),
@@ -367,11 +376,7 @@ impl<S: Transport> Session<S> {
             // itself, once it has read the body.
             Request::PutEager(r) => self.put_eager(r).await,
             _ if writes && self.access == Access::ReadOnly => {
-                self.refuse(
-                    ErrorCode::Forbidden,
-                    "this token only allows get, list and stat",
-                )
-                .await
+                self.refuse_with(Refusal::read_only()).await
             }
             Request::Put(r) => self.put(r).await,
             Request::Get(r) => self.get(r).await,
@@ -406,10 +411,29 @@ impl<S: Transport> Session<S> {
     }
 
     async fn refuse_store(&mut self, error: StoreError) -> Result<Summary, ConnError> {
-        if let StoreError::Io(e) = &error {
-            warn!(error = %e, "storage failure");
+        self.refuse_with(Refusal::Store(error)).await
+    }
+
+    async fn refuse_with(&mut self, refusal: Refusal) -> Result<Summary, ConnError> {
+        let reply = refusal.reply();
+        let code = reply.code;
+        self.conn.send(&Response::Error(reply)).await?;
+        Ok(Summary::refused(code))
+    }
+
+    /// Why an upload of `size` bytes as `name` is refused before the file
+    /// system is asked, if it is.
+    fn upload_refusal(&self, name: &str, size: u64) -> Option<Refusal> {
+        if let Err(e) = validate_name(name) {
+            return Some(Refusal::Store(e.into()));
         }
-        self.refuse(error.code(), error.client_message()).await
+        let max = self.shared.config.max_file_size;
+        (size > max).then(|| {
+            Refusal::Reply(
+                ErrorCode::TooLarge,
+                format!("{size} bytes is over the server's limit of {max} bytes"),
+            )
+        })
     }
 
     /// Runs blocking file-system work off the async threads.
@@ -425,16 +449,8 @@ impl<S: Transport> Session<S> {
     }
 
     async fn put(&mut self, put: Put) -> Result<Summary, ConnError> {
-        if let Err(e) = validate_name(&put.name) {
-            return self.refuse_store(e.into()).await;
-        }
-        let max = self.shared.config.max_file_size;
-        if put.size > max {
-            let message = format!(
-                "{} bytes is over the server's limit of {max} bytes",
-                put.size
-            );
-            return self.refuse(ErrorCode::TooLarge, message).await;
+        if let Some(refusal) = self.upload_refusal(&put.name, put.size) {
+            return self.refuse_with(refusal).await;
         }
         // A small body arrives in one piece: there is nothing to resume.
         let key = put
@@ -509,12 +525,7 @@ impl<S: Transport> Session<S> {
         }
         if trailer.hash != *hash.as_bytes() {
             upload.discard();
-            return self
-                .refuse(
-                    ErrorCode::IntegrityMismatch,
-                    "the received content does not match the trailer's BLAKE3 hash",
-                )
-                .await;
+            return self.refuse_with(Refusal::Mismatch).await;
         }
         let name = put.name.clone();
         match self
@@ -701,24 +712,9 @@ impl<S: Transport> Session<S> {
     /// it is.
     fn eager_refusal(&self, put: &PutEager) -> Option<Refusal> {
         if self.access == Access::ReadOnly {
-            return Some(Refusal::Reply(
-                ErrorCode::Forbidden,
-                "this token only allows get, list and stat".into(),
-            ));
+            return Some(Refusal::read_only());
         }
-        if let Err(e) = validate_name(&put.name) {
-            return Some(Refusal::Store(e.into()));
-        }
-        let max = self.shared.config.max_file_size;
-        (put.size > max).then(|| {
-            Refusal::Reply(
-                ErrorCode::TooLarge,
-                format!(
-                    "{} bytes is over the server's limit of {max} bytes",
-                    put.size
-                ),
-            )
-        })
+        self.upload_refusal(&put.name, put.size)
     }
 
     async fn get(&mut self, get: Get) -> Result<Summary, ConnError> {
