@@ -165,16 +165,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         while self.read_buf.len() < len {
             self.read_buf.reserve(room.max(len - self.read_buf.len()));
             let have = self.read_buf.len();
-            match timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await {
-                Ok(Ok(0)) => return Err((have, ConnError::Closed)),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err((have, ConnError::Closed));
-                }
-                Ok(Err(e)) => return Err((have, e.into())),
-                Err(_) => return Err((have, ConnError::Timeout)),
-            }
+            let read = timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await;
+            body_read(read).map_err(|e| (have, e))?;
         }
         Ok(self.take_buffered_bytes(len))
     }
@@ -242,15 +234,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut filled = self.take_buffered(buf);
         let deadline = Instant::now() + self.idle;
         while filled < buf.len() {
-            match timeout_at(deadline, self.stream.read(&mut buf[filled..])).await {
-                Ok(Ok(0)) => return (filled, Err(ConnError::Closed)),
-                Ok(Ok(n)) => filled += n,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return (filled, Err(ConnError::Closed));
-                }
-                Ok(Err(e)) => return (filled, Err(e.into())),
-                Err(_) => return (filled, Err(ConnError::Timeout)),
+            let read = timeout_at(deadline, self.stream.read(&mut buf[filled..])).await;
+            match body_read(read) {
+                Ok(n) => filled += n,
+                Err(e) => return (filled, Err(e)),
             }
         }
         (filled, Ok(()))
@@ -289,6 +276,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         })
         .await;
+    }
+}
+
+/// What one read of body bytes (within the body's deadline) means: how
+/// many bytes arrived (0 if the read was interrupted and is to be tried
+/// again), or why the body cannot be completed.
+fn body_read(
+    read: Result<io::Result<usize>, tokio::time::error::Elapsed>,
+) -> Result<usize, ConnError> {
+    match read {
+        Ok(Ok(0)) => Err(ConnError::Closed),
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ConnError::Timeout),
     }
 }
 

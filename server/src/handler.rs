@@ -155,9 +155,6 @@ const EAGER_BATCH: usize = 32;
 /// (the first one may go over it alone).
 const EAGER_BATCH_BYTES: usize = 256 * 1024;
 
-/// The length of a trailer's frame: the prefix and the 32-byte hash.
-const TRAILER_FRAME_LEN: usize = 4 + 32;
-
 /// An eager upload read whole, waiting to be stored.
 struct Eager {
     put: PutEager,
@@ -205,14 +202,18 @@ impl Refusal {
 }
 
 /// A trailer frame at the start of `bytes`, if it is whole and well-formed
-/// there.
-fn whole_trailer(bytes: &[u8]) -> Option<Trailer> {
-    let frame = bytes.get(..TRAILER_FRAME_LEN)?;
-    let mut codec = proto::frame::FrameCodec::with_config(proto::transfer::frame_config());
-    let payload = codec
-        .decode_frame(&mut bytes::BytesMut::from(frame))
-        .ok()??;
-    message::decode(&payload).ok()
+/// there, and the length of that frame.
+fn whole_trailer(bytes: &[u8]) -> Option<(Trailer, usize)> {
+    // A trailer's payload is the 32-byte hash alone: its frame starts with
+    // the prefix of that length.
+    let head = proto::transfer::frame_config()
+        .encode_head(blake3::OUT_LEN)
+        .ok()?;
+    let payload = bytes
+        .strip_prefix(head.as_slice())?
+        .get(..blake3::OUT_LEN)?;
+    let trailer = message::decode(payload).ok()?;
+    Some((trailer, head.as_slice().len() + blake3::OUT_LEN))
 }
 
 /// Checks, writes, syncs and publishes one eager upload (blocking).
@@ -694,12 +695,12 @@ impl<S: Transport> Session<S> {
         // The trailer must be whole and well-formed too: a malformed one is
         // answered by the ordinary path, after the uploads before it.
         let trailer = self.conn.buffered().get(len..).and_then(whole_trailer);
-        let Some(trailer) = trailer else {
+        let Some((trailer, trailer_len)) = trailer else {
             self.conn.unread(frame);
             return None;
         };
         let body = self.conn.take_buffered_bytes(len);
-        let _ = self.conn.take_buffered_bytes(TRAILER_FRAME_LEN);
+        let _ = self.conn.take_buffered_bytes(trailer_len);
         Some(Eager {
             put,
             body,
@@ -856,6 +857,23 @@ mod tests {
     use crate::{Config, Server};
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
+
+    #[test]
+    fn a_trailer_is_taken_from_the_buffer_only_when_whole_and_well_formed() {
+        let hash = *blake3::hash(b"body").as_bytes();
+        let frame = message::to_frame(&proto::transfer::frame_config(), &Trailer { hash }).unwrap();
+        let mut buffered = frame.to_vec();
+        buffered.extend_from_slice(b"next request");
+        let (trailer, len) = whole_trailer(&buffered).unwrap();
+        assert_eq!((trailer.hash, len), (hash, frame.len()));
+        // Not all there yet.
+        assert!(whole_trailer(&frame[..frame.len() - 1]).is_none());
+        // A frame of another length is not a trailer.
+        let mut longer = frame.to_vec();
+        longer[3] += 1;
+        longer.push(0);
+        assert!(whole_trailer(&longer).is_none());
+    }
 
     /// A disk that fills up mid-upload (`/dev/full` fails every write with
     /// ENOSPC): the body is still drained so the connection stays in step,
