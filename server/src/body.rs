@@ -6,7 +6,9 @@
 //! cache. The two work on different buffers at the same time, so a
 //! transfer goes at the pace of the slower one. (`sendfile` does not pay
 //! here: the bytes must be read into memory for the hash anyway, and
-//! reading them twice costs more than the copy it saves.)
+//! reading them twice costs more than the copy it saves.) A download whose
+//! hash was recorded when the file was published skips the hashing (see
+//! [`crate::digest`]).
 //!
 //! Memory is bounded: large buffers come from a shared budget, and
 //! transfers beyond it get small ones.
@@ -14,7 +16,7 @@
 use crate::conn::{Conn, ConnError};
 use crate::store::Upload;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -390,6 +392,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
 /// Sends bytes `offset..size` of `file` and returns the hash of the whole
 /// file (the part before `offset` counts in the hash but is not sent).
 ///
+/// With the hash `known` already (see [`crate::digest`]), the file is sent
+/// without being hashed, from `offset` on, and `known` is returned.
+///
 /// `sent` counts the body bytes handed to the connection as they go, for
 /// the log of a download that fails midway.
 pub async fn send<S: Transport>(
@@ -398,6 +403,7 @@ pub async fn send<S: Transport>(
     file: File,
     size: u64,
     offset: u64,
+    known: Option<blake3::Hash>,
     sent: &mut u64,
 ) -> Result<blake3::Hash, ConnError> {
     if let Ok(len) = usize::try_from(size)
@@ -406,7 +412,7 @@ pub async fn send<S: Transport>(
         let (buf, hash) = tokio::task::spawn_blocking(move || -> io::Result<_> {
             let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, 0)?;
-            let hash = blake3::hash(&buf);
+            let hash = known.unwrap_or_else(|| blake3::hash(&buf));
             Ok((buf, hash))
         })
         .await
@@ -429,7 +435,11 @@ pub async fn send<S: Transport>(
     let reader = tokio::task::spawn_blocking(move || -> io::Result<blake3::Hash> {
         let mut file = file;
         let mut hasher = blake3::Hasher::new();
-        let mut position = 0u64;
+        // With the hash known, nothing before `offset` needs reading.
+        let mut position = match known {
+            Some(_) => file.seek(SeekFrom::Start(offset))?,
+            None => 0,
+        };
         let mut spare = None;
         while position < size {
             let mut buf = match spare.take() {
@@ -442,7 +452,9 @@ pub async fn send<S: Transport>(
             let want = usize::try_from(size - position).map_or(buf.len(), |n| n.min(buf.len()));
             // A file that shrinks while it is read ends in UnexpectedEof.
             file.read_exact(&mut buf[..want])?;
-            hasher.update(&buf[..want]);
+            if known.is_none() {
+                hasher.update(&buf[..want]);
+            }
             // The part the client already has is hashed, not sent.
             let skip =
                 usize::try_from(offset.saturating_sub(position)).map_or(want, |n| n.min(want));
@@ -461,7 +473,7 @@ pub async fn send<S: Transport>(
                 break;
             }
         }
-        Ok(hasher.finalize())
+        Ok(known.unwrap_or_else(|| hasher.finalize()))
     });
     let mut position = offset;
     while position < size {

@@ -242,7 +242,7 @@ fn store_eager(store: &Store, eager: Eager) -> Result<blake3::Hash, Refusal> {
         return Err(Refusal::Store(e.into()));
     }
     store
-        .publish(upload, &put.name, put.overwrite)
+        .publish(upload, &put.name, put.overwrite, &hash)
         .map_err(Refusal::Store)?;
     Ok(hash)
 }
@@ -535,7 +535,7 @@ impl<S: Transport> Session<S> {
                     upload.discard();
                     return Err(StoreError::from(e));
                 }
-                store.publish(upload, &name, overwrite)
+                store.publish(upload, &name, overwrite, &hash)
             })
             .await?
         {
@@ -720,7 +720,14 @@ impl<S: Transport> Session<S> {
 
     async fn get(&mut self, get: Get) -> Result<Summary, ConnError> {
         let name = get.name.clone();
-        let (file, entry) = match self.blocking(move |store| store.open_read(&name)).await? {
+        let opened = self
+            .blocking(move |store| {
+                let (file, entry) = store.open_read(&name)?;
+                let known = store.known_hash(&name, &file);
+                Ok::<_, StoreError>((file, entry, known))
+            })
+            .await?;
+        let (file, entry, known) = match opened {
             Ok(opened) => opened,
             Err(e) => return self.refuse_store(e).await,
         };
@@ -741,6 +748,7 @@ impl<S: Transport> Session<S> {
             file,
             entry.size,
             offset,
+            known,
             &mut self.transferred,
         )
         .await?;

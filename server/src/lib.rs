@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod digest;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod handler;

@@ -13,8 +13,10 @@
 //! `.framekit/partial/` instead (see [`crate::partial`]). Publishing is a
 //! single `rename` (replace) or `link` (create only if absent), so readers
 //! see the old file or the new one, never a partial one, and two uploads of
-//! the same new name cannot both succeed.
+//! the same new name cannot both succeed. The hash of a big published
+//! file is recorded under `.framekit/digests/` (see [`crate::digest`]).
 
+use crate::digest::Digests;
 use crate::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
@@ -103,6 +105,7 @@ pub struct Store {
     root: Dir,
     staging: Dir,
     partials: Arc<Partials>,
+    digests: Digests,
     next_upload: AtomicU64,
 }
 
@@ -132,10 +135,12 @@ impl Store {
             }
         }
         let partials = Arc::new(Partials::open(&root, retention)?);
+        let digests = Digests::open(&root)?;
         Ok(Store {
             root,
             staging,
             partials,
+            digests,
             next_upload: AtomicU64::new(0),
         })
     }
@@ -233,17 +238,20 @@ impl Store {
     /// atomically replacing an existing file if `overwrite`, otherwise
     /// failing with [`StoreError::AlreadyExists`] if the name was taken in
     /// the meantime. Creates missing parent directories and syncs the
-    /// directory that received the file.
+    /// directory that received the file. `hash` is the file's verified
+    /// BLAKE3 hash, recorded for downloads.
     pub fn publish(
         &self,
         mut upload: Upload,
         name: &str,
         overwrite: bool,
+        hash: &blake3::Hash,
     ) -> Result<(), StoreError> {
         validate_name(name)?;
-        // The file's content is synced by the caller; close it before it
-        // becomes visible.
-        drop(upload.file.take());
+        // The file's content is synced by the caller and nothing more is
+        // written through this handle; it is kept to describe the
+        // published file in its hash's record.
+        let file = upload.file.take();
         let parent = parent_of(name);
         self.outside_reserved(parent)?;
         let place = || -> io::Result<()> {
@@ -272,6 +280,14 @@ impl Store {
         // Interrupted uploads of this name were for an older content.
         self.partials.forget_name(name);
         self.sync_dir(parent)?;
+        // Last: linking, moving and unlinking the file change the time
+        // the record holds. The file is published whatever happens here;
+        // without a record, downloads hash it as they send it.
+        if let Some(file) = &file
+            && let Err(e) = self.digests.record(name, file, hash)
+        {
+            tracing::warn!(name, error = %e, "could not record the hash of a published file");
+        }
         Ok(())
     }
 
@@ -301,6 +317,14 @@ impl Store {
         Ok((file, entry))
     }
 
+    /// The BLAKE3 hash of the file `name`, opened as `file` by
+    /// [`Store::open_read`], if it was recorded when the file was
+    /// published and the file has not changed since.
+    pub fn known_hash(&self, name: &str, file: &File) -> Option<blake3::Hash> {
+        let meta = file.metadata().ok()?;
+        self.digests.lookup(name, &meta)
+    }
+
     /// Describes one regular file.
     pub fn stat(&self, name: &str) -> Result<Entry, StoreError> {
         validate_name(name)?;
@@ -325,6 +349,9 @@ impl Store {
             return Err(StoreError::NotAFile);
         }
         self.root.remove_file(name)?;
+        // A record left behind would not match a later file of this name
+        // anyway (another inode): failing to remove it loses nothing.
+        let _ = self.digests.forget(name);
         // Directories exist only to hold files: remove the ones this left
         // empty, so the name can become a file again.
         let mut parent = parent_of(name);
@@ -659,7 +686,7 @@ mod tests {
         store.check_put(name, overwrite)?;
         let mut upload = store.begin_upload()?;
         upload.write(body).unwrap();
-        store.publish(upload, name, overwrite)
+        store.publish(upload, name, overwrite, &blake3::hash(body))
     }
 
     fn staging_is_empty(store: &Store) -> bool {
@@ -675,6 +702,36 @@ mod tests {
         assert!(staging_is_empty(&store));
     }
 
+    fn known_hash(store: &Store, name: &str) -> Option<blake3::Hash> {
+        let (file, _) = store.open_read(name).unwrap();
+        store.known_hash(name, &file)
+    }
+
+    #[test]
+    fn the_hash_of_a_big_published_file_is_known_until_it_changes() {
+        let (dir, store) = store();
+        let big = vec![3u8; usize::try_from(crate::digest::MIN_SIZE).unwrap()];
+        put(&store, "d/big", &big, false).unwrap();
+        assert_eq!(known_hash(&store, "d/big"), Some(blake3::hash(&big)));
+        put(&store, "small", b"small", false).unwrap();
+        assert_eq!(known_hash(&store, "small"), None);
+
+        // Replaced through the server: the new content's hash.
+        let other = vec![4u8; big.len() + 1];
+        put(&store, "d/big", &other, true).unwrap();
+        assert_eq!(known_hash(&store, "d/big"), Some(blake3::hash(&other)));
+
+        // Written behind the server's back: no longer known.
+        std::fs::write(dir.path().join("root/d/big"), &big).unwrap();
+        assert_eq!(known_hash(&store, "d/big"), None);
+
+        // Deleted and uploaded again: the new upload's record only.
+        put(&store, "d/big", &other, true).unwrap();
+        store.delete("d/big").unwrap();
+        put(&store, "d/big", &big, false).unwrap();
+        assert_eq!(known_hash(&store, "d/big"), Some(blake3::hash(&big)));
+    }
+
     #[test]
     fn publish_without_overwrite_refuses_a_name_taken_meanwhile() {
         let (dir, store) = store();
@@ -683,9 +740,11 @@ mod tests {
         first.write(b"first").unwrap();
         let mut second = store.begin_upload().unwrap();
         second.write(b"second").unwrap();
-        store.publish(first, "x", false).unwrap();
+        store
+            .publish(first, "x", false, &blake3::hash(b"first"))
+            .unwrap();
         assert!(matches!(
-            store.publish(second, "x", false),
+            store.publish(second, "x", false, &blake3::hash(b"second")),
             Err(StoreError::AlreadyExists)
         ));
         assert_eq!(std::fs::read(dir.path().join("root/x")).unwrap(), b"first");
@@ -944,7 +1003,9 @@ mod tests {
         let mut upload = store.begin_resumable(key, "a/b", 10).unwrap();
         assert_eq!(upload.offset(), 6);
         upload.write(b"6789").unwrap();
-        store.publish(upload, "a/b", false).unwrap();
+        store
+            .publish(upload, "a/b", false, &blake3::hash(b"0123456789"))
+            .unwrap();
         assert_eq!(
             std::fs::read(dir.path().join("root/a/b")).unwrap(),
             b"0123456789"

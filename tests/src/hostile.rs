@@ -323,7 +323,8 @@ impl Intact {
     /// - the staging area is (eventually) empty;
     /// - the disk around the root differs from the recorded state only at
     ///   `changed` (paths relative to the root's parent, e.g. `root/a`) and
-    ///   the files of [`Intact::round_trip`];
+    ///   the files of [`Intact::round_trip`], and the records of their
+    ///   hashes;
     /// - with `declared`, the server's peak memory grew by less than
     ///   [`growth_bound`] of it, and its virtual peak by less than half of
     ///   it;
@@ -341,10 +342,19 @@ impl Intact {
         }
 
         let round_trips = self.round_trips.lock().unwrap().clone();
+        // A file the server published may come with the record of its hash.
+        let records: Vec<String> = changed
+            .iter()
+            .copied()
+            .chain(round_trips.iter().map(String::as_str))
+            .filter_map(|path| path.split_once('/'))
+            .map(|(root, name)| format!("{root}/{}", crate::digest_record(name)))
+            .collect();
         let allowed: BTreeSet<&str> = changed
             .iter()
             .copied()
             .chain(round_trips.iter().map(String::as_str))
+            .chain(records.iter().map(String::as_str))
             .collect();
         loop {
             let now = disk(&self.parent);

@@ -484,7 +484,23 @@ pub fn tree(dir: &Path) -> Vec<String> {
 
 /// What the server's reserved area holds when no upload is in progress or
 /// kept, as [`tree`] lists it.
-pub const RESERVED_TREE: [&str; 3] = [".framekit", ".framekit/partial", ".framekit/staging"];
+pub const RESERVED_TREE: [&str; 4] = [
+    ".framekit",
+    ".framekit/digests",
+    ".framekit/partial",
+    ".framekit/staging",
+];
+
+/// Where the server records the verified hash of the published file
+/// `name` (files of 1 MiB or more), relative to its root: named after the
+/// BLAKE3 hash of the name, it holds 8 bytes of magic, then the file's
+/// hash, then the file's inode, size and times.
+pub fn digest_record(name: &str) -> String {
+    format!(
+        ".framekit/digests/{}",
+        blake3::hash(name.as_bytes()).to_hex()
+    )
+}
 
 /// The files in the server's staging area (uploads in progress that cannot
 /// be resumed).

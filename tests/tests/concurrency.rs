@@ -142,6 +142,8 @@ fn eight_forced_puts_of_one_name_at_once_leave_one_whole_content() {
         tree(&server.root),
         [
             ".framekit",
+            ".framekit/digests",
+            &framekit_tests::digest_record("same.bin"),
             ".framekit/partial",
             ".framekit/staging",
             "same.bin"

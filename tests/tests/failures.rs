@@ -435,10 +435,13 @@ fn disk_filling_up_during_a_put_exits_7_publishes_nothing_and_the_next_put_succe
     assert_success(&out);
     assert_eq!(stderr(&out), "");
     assert_eq!(hash_file(&root.join("big.bin")), small);
+    // 1 MiB: the hash is recorded.
     assert_eq!(
         tree(&root),
         [
             ".framekit",
+            ".framekit/digests",
+            &framekit_tests::digest_record("big.bin"),
             ".framekit/partial",
             ".framekit/staging",
             "big.bin"

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use framekit_tests::{
-    ServerProcess, assert_error, assert_success, hash_file, staging, stderr, tree,
+    ServerProcess, assert_error, assert_success, digest_record, hash_file, staging, stderr, tree,
     write_random_file,
 };
 use std::path::{Path, PathBuf};
@@ -153,6 +153,7 @@ fn names_with_spaces_unicode_and_subdirectories_round_trip() {
         tree(s.root()),
         [
             ".framekit",
+            ".framekit/digests",
             ".framekit/partial",
             ".framekit/staging",
             "dir",
@@ -355,6 +356,7 @@ fn refused_names_are_errors_and_nothing_is_created_anywhere() {
         [
             "root",
             "root/.framekit",
+            "root/.framekit/digests",
             "root/.framekit/partial",
             "root/.framekit/staging",
             "work",
@@ -465,4 +467,51 @@ fn get_over_an_existing_local_file_needs_force() {
     assert_eq!(assert_success(&out), "");
     assert_eq!(hash_file(&s.work.join("data.bin")), remote);
     assert_eq!(tree(&s.work), ["data.bin"]);
+}
+
+#[test]
+fn a_file_changed_behind_the_servers_back_downloads_with_its_new_content() {
+    let s = Setup::new();
+    let uploaded = s.upload("big.bin", 100, 3 << 20);
+    let record = s.root().join(digest_record("big.bin"));
+    assert_eq!(std::fs::read(&record).unwrap()[8..40], *uploaded.as_bytes());
+
+    // Rewritten in place, same size, modification time put back: only its
+    // change time tells, and the server must not send the old hash.
+    let stored = s.root().join("big.bin");
+    let modified = std::fs::metadata(&stored).unwrap().modified().unwrap();
+    let changed = write_random_file(&stored, 101, 3 << 20);
+    std::fs::File::options()
+        .write(true)
+        .open(&stored)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    assert_ne!(changed, uploaded);
+
+    let out = s.run(&["get", "big.bin", "--output", "got.bin"]);
+    assert_eq!(assert_success(&out), "");
+    assert_eq!(hash_file(&s.work.join("got.bin")), changed);
+}
+
+#[test]
+fn a_recorded_hash_that_does_not_match_the_file_fails_the_download() {
+    let s = Setup::new();
+    let uploaded = s.upload("big.bin", 102, 3 << 20);
+    // The record's hash damaged, its stamp intact: as if the file had
+    // changed on disk with its times untouched. The client checks what it
+    // receives and keeps nothing.
+    let record = s.root().join(digest_record("big.bin"));
+    let mut bytes = std::fs::read(&record).unwrap();
+    bytes[8] ^= 1;
+    std::fs::write(&record, &bytes).unwrap();
+
+    let out = s.run(&["get", "big.bin", "--output", "got.bin"]);
+    assert_error(&out, 6, "integrity mismatch");
+    assert!(tree(&s.work).is_empty(), "{:?}", tree(&s.work));
+    // The file itself is intact, and once its record is gone it downloads.
+    std::fs::remove_file(&record).unwrap();
+    let out = s.run(&["get", "big.bin", "--output", "got.bin"]);
+    assert_eq!(assert_success(&out), "");
+    assert_eq!(hash_file(&s.work.join("got.bin")), uploaded);
 }
