@@ -283,7 +283,8 @@ impl Store {
         // Last: linking, moving and unlinking the file change the time
         // the record holds. The file is published whatever happens here;
         // without a record, downloads hash it as they send it.
-        if let Some(file) = &file
+        let size = upload.offset + upload.written;
+        if let Some(file) = file.as_ref().filter(|_| size >= crate::digest::MIN_SIZE)
             && let Err(e) = self.digests.record(name, file, hash)
         {
             tracing::warn!(name, error = %e, "could not record the hash of a published file");
