@@ -318,8 +318,22 @@ fn big(settings: &Settings) {
             get[run]
         );
     }
+    // Each transfer against the raw copy of its own round: the machine's
+    // mood changes from minute to minute, and a round takes a few seconds.
+    let per_run = |of: &[f64]| -> String {
+        let mut ratios: Vec<f64> = of.iter().zip(&raw).map(|(x, r)| x / r).collect();
+        let m = median(&mut ratios);
+        format!("{m:.2} [{:.2}-{:.2}]", ratios[0], ratios[ratios.len() - 1])
+    };
+    let per_run_line = format!(
+        "ratios to the raw copy of the same run, median [min-max]: verified floor {}, put {}, get {}",
+        per_run(&floor),
+        per_run(&put),
+        per_run(&get)
+    );
     let (raw, floor) = (median(&mut raw), median(&mut floor));
     let (put, get) = (median(&mut put), median(&mut get));
+    println!("{per_run_line}");
     println!("| transfer | median MiB/s | ratio to raw | ratio to the verified floor |");
     println!("|---|---:|---:|---:|");
     println!("| raw TCP copy | {raw:.0} | 1.00 | |");
