@@ -8,8 +8,10 @@
 //!   (sendfile on the sending side, 1 MiB reads on the receiving side);
 //!   by a minimal verified copy in two processes (the hashing, reading and
 //!   writing of a put, nothing else); then `client put` and `client get` of
-//!   the same file against a running `server`; alternating, with the median
-//!   of several runs each.
+//!   the same file against a running `server`, and `client get` again
+//!   after the file was touched, so that the server cannot send the hash it
+//!   recorded at the put and hashes the file as it sends it; alternating,
+//!   with the median of several runs each.
 //! - small: 4 KiB files put over one connection (`client put DIR`, and a
 //!   library loop of `put_file`), and by 16 clients at once.
 //! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
@@ -280,6 +282,7 @@ fn big(settings: &Settings) {
     std::fs::create_dir(&work).unwrap();
 
     let (mut raw, mut floor, mut put, mut get) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut get_hashed = Vec::new();
     for run in 0..settings.runs {
         warm(dir.path(), size);
         let t = raw_copy(&src, &work.join("raw.bin"));
@@ -308,14 +311,34 @@ fn big(settings: &Settings) {
         get.push(mib_per_s(size, t));
         assert_eq!(framekit_tests::hash_file(&work.join("got.bin")), hash);
         std::fs::remove_file(work.join("got.bin")).unwrap();
+
+        // The same file touched behind the server's back: the hash it
+        // recorded at the put no longer applies, and it hashes the file
+        // as it sends it, as for any file it did not receive itself.
+        std::fs::File::options()
+            .write(true)
+            .open(server.root.join("big.bin"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        warm(dir.path(), size);
+        let t = run_client(
+            &server,
+            &work,
+            &["get", "big.bin", "--output", "got.bin", "--force"],
+        );
+        get_hashed.push(mib_per_s(size, t));
+        assert_eq!(framekit_tests::hash_file(&work.join("got.bin")), hash);
+        std::fs::remove_file(work.join("got.bin")).unwrap();
         std::fs::remove_file(server.root.join("big.bin")).unwrap();
         println!(
-            "run {}: raw {:.0} MiB/s, verified floor {:.0} MiB/s, put {:.0} MiB/s, get {:.0} MiB/s",
+            "run {}: raw {:.0} MiB/s, verified floor {:.0} MiB/s, put {:.0} MiB/s, get {:.0} MiB/s, get hashed {:.0} MiB/s",
             run + 1,
             raw[run],
             floor[run],
             put[run],
-            get[run]
+            get[run],
+            get_hashed[run]
         );
     }
     // Each transfer against the raw copy of its own round: the machine's
@@ -326,13 +349,15 @@ fn big(settings: &Settings) {
         format!("{m:.2} [{:.2}-{:.2}]", ratios[0], ratios[ratios.len() - 1])
     };
     let per_run_line = format!(
-        "ratios to the raw copy of the same run, median [min-max]: verified floor {}, put {}, get {}",
+        "ratios to the raw copy of the same run, median [min-max]: verified floor {}, put {}, get {}, get hashed {}",
         per_run(&floor),
         per_run(&put),
-        per_run(&get)
+        per_run(&get),
+        per_run(&get_hashed)
     );
     let (raw, floor) = (median(&mut raw), median(&mut floor));
     let (put, get) = (median(&mut put), median(&mut get));
+    let get_hashed = median(&mut get_hashed);
     println!("{per_run_line}");
     println!("| transfer | median MiB/s | ratio to raw | ratio to the verified floor |");
     println!("|---|---:|---:|---:|");
@@ -347,9 +372,14 @@ fn big(settings: &Settings) {
         put / floor
     );
     println!(
-        "| client get (BLAKE3 verified) | {get:.0} | {:.2} | {:.2} |",
+        "| client get (BLAKE3 verified; the server sends the hash it recorded at the put) | {get:.0} | {:.2} | {:.2} |",
         get / raw,
         get / floor
+    );
+    println!(
+        "| client get of a file changed since its put (the server hashes it as it sends it) | {get_hashed:.0} | {:.2} | {:.2} |",
+        get_hashed / raw,
+        get_hashed / floor
     );
 }
 
