@@ -2,9 +2,9 @@
 //! have to hash the file again.
 //!
 //! A download ends with the hash of the whole file, which the client checks
-//! against what it received. Computing it means reading and hashing every
-//! byte on the server, about a third of the CPU time a download costs here.
-//! But the server already knows the hash of every file it published: it
+//! against what it received. Computing it means hashing every byte on the
+//! server, about half of the server's CPU time for a download (see
+//! docs/BENCHMARKS.md). But the server already knows the hash of every file it published: it
 //! verified it on upload. So when a verified upload of [`MIN_SIZE`] bytes or
 //! more is published, its hash is recorded in `.framekit/digests/`, with
 //! what identifies the content it belongs to: device, inode, size, and
