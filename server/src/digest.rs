@@ -4,9 +4,9 @@
 //! A download ends with the hash of the whole file, which the client checks
 //! against what it received. Computing it means hashing every byte on the
 //! server, about half of the server's CPU time for a download (see
-//! docs/BENCHMARKS.md). But the server already knows the hash of every file it published: it
-//! verified it on upload. So when a verified upload of [`MIN_SIZE`] bytes or
-//! more is published, its hash is recorded in `.framekit/digests/`, with
+//! docs/BENCHMARKS.md). But the server already knows the hash of every
+//! file it published: it verified it on upload. So when a verified upload
+//! of [`MIN_SIZE`] bytes or more is published, its hash is recorded in `.framekit/digests/`, with
 //! what identifies the content it belongs to: device, inode, size, and
 //! modification and change times, as `fstat` reports them once the file is
 //! in place.
@@ -51,7 +51,6 @@ const RECORD_LEN: usize = MAGIC.len() + blake3::OUT_LEN + 7 * 8;
 const TEMP_SUFFIX: &str = ".tmp";
 
 /// What identifies a file's content without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     dev: u64,
     ino: u64,
@@ -102,19 +101,15 @@ fn encode(hash: &blake3::Hash, stamp: &Stamp) -> [u8; RECORD_LEN] {
 }
 
 /// The hash a record holds, if it is a whole record of this format and
-/// its stamp is `stamp`.
+/// its stamp is `stamp`: exactly what [`encode`] makes of that hash and
+/// that stamp.
 fn decode(record: &[u8], stamp: &Stamp) -> Option<blake3::Hash> {
-    let rest = record.strip_prefix(MAGIC.as_slice())?;
-    if rest.len() != blake3::OUT_LEN + 7 * 8 {
-        return None;
-    }
-    let (hash, numbers) = rest.split_at(blake3::OUT_LEN);
-    let matches = numbers
-        .chunks_exact(8)
-        .zip(stamp.bytes())
-        .all(|(chunk, n)| chunk == n);
-    let hash: [u8; blake3::OUT_LEN] = hash.try_into().ok()?;
-    matches.then(|| blake3::Hash::from_bytes(hash))
+    let hash: [u8; blake3::OUT_LEN] = record
+        .get(MAGIC.len()..MAGIC.len() + blake3::OUT_LEN)?
+        .try_into()
+        .ok()?;
+    let hash = blake3::Hash::from_bytes(hash);
+    (record == encode(&hash, stamp).as_slice()).then_some(hash)
 }
 
 /// The name of the record of the file called `name`.
@@ -214,6 +209,14 @@ mod tests {
         (tmp, root, digests)
     }
 
+    /// A root with a big file "big" whose hash is recorded.
+    fn recorded() -> (tempfile::TempDir, Dir, Digests, File, blake3::Hash) {
+        let (tmp, root, digests) = setup();
+        let (file, hash) = big_file(&root, "big", 1);
+        digests.record("big", &file, &hash).unwrap();
+        (tmp, root, digests, file, hash)
+    }
+
     fn big_file(root: &Dir, name: &str, byte: u8) -> (File, blake3::Hash) {
         let content = vec![byte; usize::try_from(MIN_SIZE).unwrap() + 5];
         root.write(name, &content).unwrap();
@@ -223,9 +226,7 @@ mod tests {
 
     #[test]
     fn a_record_is_found_while_the_file_is_unchanged() {
-        let (_tmp, root, digests) = setup();
-        let (file, hash) = big_file(&root, "big", 1);
-        digests.record("big", &file, &hash).unwrap();
+        let (_tmp, root, digests, _, hash) = recorded();
         let meta = root.open("big").unwrap().into_std().metadata().unwrap();
         assert_eq!(digests.lookup("big", &meta), Some(hash));
         // Another name, even of the same file, has no record.
@@ -234,9 +235,7 @@ mod tests {
 
     #[test]
     fn a_write_to_the_file_invalidates_its_record() {
-        let (_tmp, root, digests) = setup();
-        let (file, hash) = big_file(&root, "big", 1);
-        digests.record("big", &file, &hash).unwrap();
+        let (_tmp, root, digests, file, _) = recorded();
         // Same size, and the modification time put back as it was: the
         // change time still moves.
         let before = file.metadata().unwrap();
@@ -255,9 +254,7 @@ mod tests {
 
     #[test]
     fn a_replaced_file_does_not_match_the_record_of_its_name() {
-        let (_tmp, root, digests) = setup();
-        let (file, hash) = big_file(&root, "big", 1);
-        digests.record("big", &file, &hash).unwrap();
+        let (_tmp, root, digests, _, _) = recorded();
         big_file(&root, "new", 2);
         root.rename("new", &root, "big").unwrap();
         let meta = root.open("big").unwrap().into_std().metadata().unwrap();
@@ -266,9 +263,7 @@ mod tests {
 
     #[test]
     fn small_files_are_not_recorded_and_forget_removes_a_record() {
-        let (_tmp, root, digests) = setup();
-        let (file, hash) = big_file(&root, "big", 1);
-        digests.record("big", &file, &hash).unwrap();
+        let (_tmp, root, digests, file, _) = recorded();
         let meta = file.metadata().unwrap();
         digests.forget("big").unwrap();
         assert_eq!(digests.lookup("big", &meta), None);
@@ -289,9 +284,7 @@ mod tests {
 
     #[test]
     fn damaged_records_are_ignored() {
-        let (_tmp, root, digests) = setup();
-        let (file, hash) = big_file(&root, "big", 1);
-        digests.record("big", &file, &hash).unwrap();
+        let (_tmp, root, digests, file, _) = recorded();
         let meta = file.metadata().unwrap();
         let dir = root.open_dir(DIGESTS).unwrap();
         let key = record_name("big");
