@@ -8,7 +8,7 @@ use crate::files::{self, Options, Source, Staging};
 use crate::local::{self, Left, PutItem};
 use crate::progress::Meter;
 use crate::session::{Session, TreeEntry};
-use proto::transfer::{Entry, ErrorCode};
+use framekit_transfer::{Entry, ErrorCode};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -525,7 +525,7 @@ fn refused_as_not_a_file(error: &ClientError) -> bool {
 /// slashes, which must be a valid name.
 fn directory_name(dir: &str) -> Result<String, ClientError> {
     let dir = dir.trim_end_matches('/');
-    proto::transfer::validate_name(dir).map_err(|source| ClientError::InvalidName {
+    framekit_transfer::validate_name(dir).map_err(|source| ClientError::InvalidName {
         name: format!("{dir}/"),
         source,
     })?;

@@ -3,7 +3,7 @@
 use crate::error::ClientError;
 use crate::session::Session;
 use crate::tls::{self, TlsStream};
-use proto::transfer::DEFAULT_PORT;
+use framekit_transfer::DEFAULT_PORT;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
@@ -209,15 +209,15 @@ fn set_timeouts(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::error::Exit;
-    use proto::blocking::{read_message, write_message};
-    use proto::transfer::{Entry, Hello, Request, Response, Welcome, frame_config};
+    use framekit_codec::blocking::{read_message, write_message};
+    use framekit_transfer::{Entry, Hello, Request, Response, Welcome, frame_config};
     use std::io::{BufReader, Read};
     use std::net::TcpListener;
     use std::thread;
 
     fn welcome(idle_timeout_ms: u64) -> Response {
         Response::Welcome(Welcome {
-            version: proto::transfer::VERSION,
+            version: framekit_transfer::VERSION,
             max_file_size: 1 << 30,
             max_message_len: 65536,
             idle_timeout_ms,
@@ -317,8 +317,8 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            let reply = proto::transfer::ErrorReply::new(
-                proto::transfer::ErrorCode::Busy,
+            let reply = framekit_transfer::ErrorReply::new(
+                framekit_transfer::ErrorCode::Busy,
                 "too many connections",
             );
             write_message(&mut &stream, &frame_config(), &Response::Error(reply)).unwrap();
@@ -330,7 +330,7 @@ mod tests {
         server.join().unwrap();
         match &err {
             ClientError::Refused { reply, .. } => {
-                assert_eq!(reply.code, proto::transfer::ErrorCode::Busy)
+                assert_eq!(reply.code, framekit_transfer::ErrorCode::Busy)
             }
             other => panic!("{other:?}"),
         }

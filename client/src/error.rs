@@ -1,7 +1,7 @@
 //! The client's errors and the exit codes they map to.
 
 use crate::escape::Escaped;
-use proto::transfer::{ErrorCode, ErrorReply, Hash, NameError};
+use framekit_transfer::{ErrorCode, ErrorReply, Hash, NameError};
 use std::error::Error as _;
 use std::fmt;
 use std::io;
@@ -151,7 +151,7 @@ pub enum ProtocolError {
     /// A frame could not be read as the expected message (bad length,
     /// undecodable content).
     #[error("malformed message from the server")]
-    Malformed(#[source] proto::Error),
+    Malformed(#[source] framekit_codec::Error),
     /// A valid message arrived where another was expected.
     #[error("the server sent {got} while {expected} was expected")]
     Unexpected {
@@ -356,7 +356,7 @@ pub enum ClientError {
     },
     /// A request could not be encoded (too large for a frame).
     #[error("cannot encode the request")]
-    Encode(#[source] proto::Error),
+    Encode(#[source] framekit_codec::Error),
     /// `$FRAMEKIT_TOKEN` is not valid UTF-8.
     #[error("$FRAMEKIT_TOKEN is not valid UTF-8")]
     TokenNotUtf8,
@@ -451,19 +451,21 @@ impl ClientError {
     }
 
     /// An error reading a message from the server.
-    pub(crate) fn read(error: proto::Error) -> Self {
+    pub(crate) fn read(error: framekit_codec::Error) -> Self {
         match error {
-            proto::Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => ClientError::Closed,
-            proto::Error::Io(e) => ClientError::io(e),
-            proto::Error::Truncated { .. } => ClientError::Closed,
+            framekit_codec::Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                ClientError::Closed
+            }
+            framekit_codec::Error::Io(e) => ClientError::io(e),
+            framekit_codec::Error::Truncated { .. } => ClientError::Closed,
             other => ClientError::Protocol(ProtocolError::Malformed(other)),
         }
     }
 
     /// An error writing a message to the server.
-    pub(crate) fn write(error: proto::Error) -> Self {
+    pub(crate) fn write(error: framekit_codec::Error) -> Self {
         match error {
-            proto::Error::Io(e) => ClientError::io(e),
+            framekit_codec::Error::Io(e) => ClientError::io(e),
             other => ClientError::Encode(other),
         }
     }
@@ -559,7 +561,7 @@ mod tests {
     fn timeouts_are_reported_as_such() {
         let timeout = ClientError::io(io::Error::from(io::ErrorKind::WouldBlock));
         assert!(matches!(timeout, ClientError::TimedOut));
-        let eof = ClientError::read(proto::Error::Truncated {
+        let eof = ClientError::read(framekit_codec::Error::Truncated {
             received: 1,
             expected: None,
         });

@@ -17,7 +17,7 @@ use std::fmt::{self, Write as _};
 /// letters, is printed as is.
 ///
 /// ```
-/// use client::escape::Escaped;
+/// use framekit_client::escape::Escaped;
 ///
 /// assert_eq!(Escaped("日本/ファイル.txt").to_string(), "日本/ファイル.txt");
 /// assert_eq!(Escaped("a\u{1b}[2J\tb").to_string(), "a\\u{1b}[2J\\tb");

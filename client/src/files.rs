@@ -21,7 +21,7 @@ use crate::error::ClientError;
 use crate::escape::Escaped;
 use crate::progress::Meter;
 use crate::session::{EagerSent, PutDone, Session, read_whole};
-use proto::transfer::{ErrorCode, FileVersion, Hash, MAX_EAGER_BODY, validate_name};
+use framekit_transfer::{ErrorCode, FileVersion, Hash, MAX_EAGER_BODY, validate_name};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};

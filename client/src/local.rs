@@ -17,7 +17,7 @@
 
 use crate::error::ClientError;
 use crate::files::base_name;
-use proto::transfer::validate_name;
+use framekit_transfer::validate_name;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;

@@ -1,16 +1,16 @@
 //! `client`: put, get, list, stat and delete files on a framekit server.
 //!
 //! Exit codes are listed in `client --help` and documented on
-//! [`client::Exit`].
+//! [`framekit_client::Exit`].
 
 use clap::Parser;
-use client::cli::Cli;
+use framekit_client::cli::Cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
-    match client::run(&cli, &mut stdout) {
+    match framekit_client::run(&cli, &mut stdout) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`client list | head`): not
         // an error worth a message.

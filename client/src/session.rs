@@ -2,7 +2,7 @@
 //!
 //! A [`Session`] owns a stream (`TcpStream`, a TLS stream, or an in-memory
 //! peer in tests) on which the handshake has succeeded, and runs requests on
-//! it one after the other, as the protocol in [`proto::transfer`] describes.
+//! it one after the other, as the protocol in [`framekit_transfer`] describes.
 //! Messages are read through a [`BufReader`] so that small frames cost no
 //! system call each; file bodies are read through the same buffer (bytes
 //! that arrived together with a header are body bytes) and written with
@@ -23,9 +23,9 @@
 //! [`ClientError::Unusable`], and should be dropped.
 
 use crate::error::{ClientError, Operation, ProtocolError};
-use proto::blocking::{read_message, write_all_vectored, write_message};
-use proto::frame::FrameConfig;
-use proto::transfer::{
+use framekit_codec::blocking::{read_message, write_all_vectored, write_message};
+use framekit_codec::frame::FrameConfig;
+use framekit_transfer::{
     Delete, Entry, ErrorCode, FileVersion, Get, Hash, Hello, List, MAX_EAGER_BODY, MakeDir, Put,
     PutEager, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
     validate_name,
@@ -40,13 +40,13 @@ use std::sync::mpsc;
 /// A connection to a server, after a successful handshake.
 ///
 /// ```no_run
-/// use client::session::Session;
+/// use framekit_client::session::Session;
 /// use std::net::TcpStream;
 ///
 /// let stream = TcpStream::connect("127.0.0.1:7878")?;
 /// let mut session = Session::handshake(stream, None)?;
 /// session.list("", |entry| {
-///     eprintln!("{} {}", entry.size, client::escape::Escaped(&entry.name));
+///     eprintln!("{} {}", entry.size, framekit_client::escape::Escaped(&entry.name));
 ///     Ok(())
 /// })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -286,8 +286,9 @@ impl<S: Read + Write> Session<S> {
             overwrite,
         });
         let hash: Hash = blake3::hash(body).into();
-        let head = proto::message::to_frame(&self.config, &request).map_err(ClientError::write)?;
-        let tail = proto::message::to_frame(&self.config, &Trailer { hash })
+        let head = framekit_codec::message::to_frame(&self.config, &request)
+            .map_err(ClientError::write)?;
+        let tail = framekit_codec::message::to_frame(&self.config, &Trailer { hash })
             .map_err(ClientError::write)?;
         self.state = State::Busy;
         let written = write_all_vectored(
@@ -631,7 +632,8 @@ impl<S: Read + Write> Session<S> {
         msg: &impl serde::Serialize,
         op: Operation,
     ) -> Result<(), ClientError> {
-        let frame = proto::message::to_frame(&self.config, msg).map_err(ClientError::write)?;
+        let frame =
+            framekit_codec::message::to_frame(&self.config, msg).map_err(ClientError::write)?;
         write_all_vectored(
             self.stream.get_mut(),
             &mut [io::IoSlice::new(chunk), io::IoSlice::new(&frame)],

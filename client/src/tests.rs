@@ -11,9 +11,9 @@ use crate::progress::Meter;
 /// A size larger than one body buffer, so bodies span several.
 const CHUNK: usize = 1 << 20;
 use crate::session::{PutDone, Session, TreeEntry};
-use proto::blocking::read_message;
-use proto::message::to_frame;
-use proto::transfer::{
+use framekit_codec::blocking::read_message;
+use framekit_codec::message::to_frame;
+use framekit_transfer::{
     Entry, ErrorCode, ErrorReply, FileVersion, Get, Hash, Hello, List, MakeDir, Put, PutEager,
     Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
 };
@@ -1173,7 +1173,9 @@ fn an_oversized_frame_is_refused_without_reading_it() {
     assert!(
         matches!(
             err,
-            ClientError::Protocol(ProtocolError::Malformed(proto::Error::FrameTooLarge { .. }))
+            ClientError::Protocol(ProtocolError::Malformed(
+                framekit_codec::Error::FrameTooLarge { .. }
+            ))
         ),
         "{err:?}"
     );

@@ -4,11 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use assert_cmd::Command;
-use predicates::prelude::*;
-use proto::blocking::{read_message, write_message};
-use proto::transfer::{
+use framekit_codec::blocking::{read_message, write_message};
+use framekit_transfer::{
     Entry, ErrorCode, ErrorReply, Hello, Request, Response, Trailer, VERSION, Welcome, frame_config,
 };
+use predicates::prelude::*;
 use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;

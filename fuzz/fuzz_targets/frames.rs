@@ -5,8 +5,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use proto::Error;
-use proto::frame::{Builder, Decoded, FrameConfig, LengthPrefix, Oversize};
+use framekit_codec::Error;
+use framekit_codec::frame::{Builder, Decoded, FrameConfig, LengthPrefix, Oversize};
 use std::io::Read;
 
 /// The fuzz input: `[config, max_hi, max_lo, n, cut_1 .. cut_n, data..]`.
@@ -58,7 +58,7 @@ fn config(selector: u8, max: u16) -> FrameConfig {
         Oversize::Error
     };
     let max = if selector & 0x40 != 0 {
-        proto::frame::DEFAULT_MAX_FRAME_LENGTH
+        framekit_codec::frame::DEFAULT_MAX_FRAME_LENGTH
     } else {
         usize::from(max % 2048)
     };
@@ -207,7 +207,7 @@ fn chunks<'a>(data: &'a [u8], cuts: &[u8]) -> Vec<&'a [u8]> {
 }
 
 fn sans_io(config: &FrameConfig, pieces: &[&[u8]]) -> (Vec<Event>, End) {
-    let mut codec = proto::frame::FrameCodec::with_config(*config);
+    let mut codec = framekit_codec::frame::FrameCodec::with_config(*config);
     let mut buf = BytesMut::new();
     let mut events = Vec::new();
     let bound = config.max_frame_length() + config.prefix().max_len();
@@ -265,7 +265,7 @@ fn blocking(config: &FrameConfig, pieces: Vec<&[u8]>) -> (Vec<Event>, End) {
     };
     let mut events = Vec::new();
     loop {
-        match proto::blocking::read_next(&mut reader, config) {
+        match framekit_codec::blocking::read_next(&mut reader, config) {
             Ok(Some(Decoded::Frame(frame))) => events.push(Event::Frame(frame.to_vec())),
             Ok(Some(Decoded::Discarded { length })) => events.push(Event::Discarded(length)),
             Ok(None) => return (events, End::Clean),

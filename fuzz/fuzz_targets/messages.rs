@@ -6,8 +6,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use proto::message;
-use proto::transfer::{
+use framekit_codec::message;
+use framekit_transfer::{
     Entry, ErrorCode, ErrorReply, FileVersion, Hello, Request, Response, Trailer, Welcome,
 };
 use serde::{Serialize, de::DeserializeOwned};

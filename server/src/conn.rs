@@ -2,9 +2,9 @@
 //! timeouts on every wait.
 
 use bytes::{Buf, Bytes, BytesMut};
-use proto::frame::FrameCodec;
-use proto::message;
-use proto::transfer::frame_config;
+use framekit_codec::frame::FrameCodec;
+use framekit_codec::message;
+use framekit_transfer::frame_config;
 use serde::{Serialize, de::DeserializeOwned};
 use std::io;
 use std::time::Duration;
@@ -19,7 +19,7 @@ const READ_RESERVE: usize = 8 * 1024;
 pub enum ConnError {
     /// The peer sent bytes that are not a valid frame or message.
     #[error("{0}")]
-    Protocol(#[from] proto::Error),
+    Protocol(#[from] framekit_codec::Error),
     /// The peer was silent for longer than the idle timeout.
     #[error("idle timeout")]
     Timeout,
@@ -57,7 +57,7 @@ pub struct Conn<S> {
     idle: Duration,
     /// What [`Conn::buffered_frame`] decoded and its caller gave back (or
     /// the error it met): [`Conn::read_frame`] returns it first.
-    pending: Option<Result<Bytes, proto::Error>>,
+    pending: Option<Result<Bytes, framekit_codec::Error>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -345,7 +345,10 @@ mod tests {
         assert_eq!(conn.buffered_frame(), None);
         let err = conn.read_frame().await.unwrap_err();
         assert!(
-            matches!(err, ConnError::Protocol(proto::Error::FrameTooLarge { .. })),
+            matches!(
+                err,
+                ConnError::Protocol(framekit_codec::Error::FrameTooLarge { .. })
+            ),
             "{err:?}"
         );
     }

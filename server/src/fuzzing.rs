@@ -91,7 +91,7 @@ fn files(root: &Path) -> Vec<PathBuf> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("read a directory") {
             let entry = entry.expect("an entry");
-            if dir == root && entry.file_name() == proto::transfer::RESERVED_NAME {
+            if dir == root && entry.file_name() == framekit_transfer::RESERVED_NAME {
                 continue;
             }
             if entry.file_type().expect("a file type").is_dir() {

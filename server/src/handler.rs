@@ -6,8 +6,8 @@ use crate::body::{self, Transport};
 use crate::conn::{Conn, ConnError};
 use crate::security::{Access, FailureLimiter};
 use crate::store::{Found, Store, StoreError, Upload};
-use proto::message;
-use proto::transfer::{
+use framekit_codec::message;
+use framekit_transfer::{
     Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_EAGER_BODY, MAX_NAME_LEN, MakeDir,
     Put, PutEager, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, validate_name,
 };
@@ -206,7 +206,7 @@ impl Refusal {
 fn whole_trailer(bytes: &[u8]) -> Option<(Trailer, usize)> {
     // A trailer's payload is the 32-byte hash alone: its frame starts with
     // the prefix of that length.
-    let head = proto::transfer::frame_config()
+    let head = framekit_transfer::frame_config()
         .encode_head(blake3::OUT_LEN)
         .ok()?;
     let payload = bytes
@@ -345,7 +345,7 @@ impl<S: Transport> Session<S> {
         let welcome = Welcome {
             version: VERSION,
             max_file_size: config.max_file_size,
-            max_message_len: u32::try_from(proto::transfer::MAX_MESSAGE_LEN).unwrap_or(u32::MAX),
+            max_message_len: u32::try_from(framekit_transfer::MAX_MESSAGE_LEN).unwrap_or(u32::MAX),
             idle_timeout_ms: u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX),
             read_only: self.access == Access::ReadOnly,
         };
@@ -869,7 +869,8 @@ mod tests {
     #[test]
     fn a_trailer_is_taken_from_the_buffer_only_when_whole_and_well_formed() {
         let hash = *blake3::hash(b"body").as_bytes();
-        let frame = message::to_frame(&proto::transfer::frame_config(), &Trailer { hash }).unwrap();
+        let frame =
+            message::to_frame(&framekit_transfer::frame_config(), &Trailer { hash }).unwrap();
         let mut buffered = frame.to_vec();
         buffered.extend_from_slice(b"next request");
         let (trailer, len) = whole_trailer(&buffered).unwrap();

@@ -15,8 +15,8 @@ pub mod partial;
 pub mod security;
 pub mod store;
 
+use framekit_transfer::{ErrorCode, ErrorReply, Response};
 use partial::Retention;
-use proto::transfer::{ErrorCode, ErrorReply, Response};
 use security::{FailureLimiter, Tokens};
 use std::collections::HashMap;
 use std::future::Future;

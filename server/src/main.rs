@@ -6,9 +6,9 @@
 //! the TLS or token files cannot be used.
 
 use clap::Parser;
-use server::partial::Retention;
-use server::security::{Tokens, generate_self_signed, load_tls};
-use server::{Config, Server};
+use framekit_server::partial::Retention;
+use framekit_server::security::{Tokens, generate_self_signed, load_tls};
+use framekit_server::{Config, Server};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -17,7 +17,7 @@
 //! mirrors the directory, so that looking a key up costs no disk access.
 
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions};
-use proto::transfer::{Hash, validate_name};
+use framekit_transfer::{Hash, validate_name};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};

@@ -20,7 +20,7 @@ use crate::digest::Digests;
 use crate::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
-use proto::transfer::{
+use framekit_transfer::{
     Entry, ErrorCode, Hash, MAX_NAME_LEN, NameError, RESERVED_NAME, validate_name,
 };
 use std::fs::File;

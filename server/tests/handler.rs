@@ -2,13 +2,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
-use proto::message::MessageCodec;
-use proto::transfer::{
+use framekit_codec::message::MessageCodec;
+use framekit_server::{Config, Server, handler};
+use framekit_transfer::{
     Delete, ErrorCode, FileVersion, Get, Hello, List, MakeDir, Put, Request, Response, Stat,
     Trailer, Tree, frame_config,
 };
-use server::{Config, Server, handler};
+use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::codec::Framed;
@@ -43,10 +43,10 @@ impl Peer {
     }
 
     async fn trailer(&mut self) -> Trailer {
-        let mut codec = proto::frame::FrameCodec::with_config(frame_config());
+        let mut codec = framekit_codec::frame::FrameCodec::with_config(frame_config());
         loop {
             if let Some(frame) = codec.decode_frame(self.framed.read_buffer_mut()).unwrap() {
-                return proto::message::decode(&frame).unwrap();
+                return framekit_codec::message::decode(&frame).unwrap();
             }
             let mut more = [0u8; 1024];
             let n = self.framed.get_mut().read(&mut more).await.unwrap();
@@ -76,7 +76,9 @@ async fn connect(server: &Server) -> (Peer, tokio::task::JoinHandle<()>) {
     let mut peer = Peer {
         framed: Framed::new(
             client,
-            MessageCodec::with_frames(proto::frame::FrameCodec::with_config(frame_config())),
+            MessageCodec::with_frames(framekit_codec::frame::FrameCodec::with_config(
+                frame_config(),
+            )),
         ),
     };
     peer.send(Hello::new(None)).await;
@@ -460,7 +462,7 @@ async fn wrong_magic_and_version_are_refused() {
         ),
         (
             Hello {
-                magic: proto::transfer::MAGIC,
+                magic: framekit_transfer::MAGIC,
                 version: 99,
                 token: None,
             },

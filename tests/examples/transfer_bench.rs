@@ -21,9 +21,9 @@
 // Sizes here are small constants and measured figures, printed as floats.
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
-use client::connect::{ConnectOptions, connect};
-use client::files::{Options, Source, put_file};
-use client::progress::Meter;
+use framekit_client::connect::{ConnectOptions, connect};
+use framekit_client::files::{Options, Source, put_file};
+use framekit_client::progress::Meter;
 use framekit_tests::{ServerProcess, random_bytes, write_random_file};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

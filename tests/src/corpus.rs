@@ -5,9 +5,9 @@
 //! what this module produces, so the seeds follow the protocol.
 
 use bytes::BytesMut;
-use proto::frame::{Builder, LengthPrefix, Oversize};
-use proto::message::{self, encode_frame};
-use proto::transfer::{
+use framekit_codec::frame::{Builder, LengthPrefix, Oversize};
+use framekit_codec::message::{self, encode_frame};
+use framekit_transfer::{
     Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MAGIC, MakeDir, Put,
     PutEager, Request, Response, Stat, Trailer, Tree, Welcome, frame_config,
 };

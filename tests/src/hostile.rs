@@ -2,8 +2,8 @@
 //! token, and [`Intact`], the checks every such test ends with.
 
 use crate::{Memory, ServerProcess, random_bytes, staging, stderr};
-use proto::blocking::{read_message, write_message};
-use proto::transfer::{ErrorCode, Hello, Put, Request, Response, frame_config};
+use framekit_codec::blocking::{read_message, write_message};
+use framekit_transfer::{ErrorCode, Hello, Put, Request, Response, frame_config};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};

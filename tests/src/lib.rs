@@ -10,8 +10,8 @@
 pub mod corpus;
 pub mod hostile;
 
-use proto::blocking::{read_message, write_message};
-use proto::transfer::{Hello, Response, Welcome, frame_config};
+use framekit_codec::blocking::{read_message, write_message};
+use framekit_transfer::{Hello, Response, Welcome, frame_config};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -360,7 +360,7 @@ impl std::fmt::Display for Memory {
     }
 }
 
-/// A protocol peer that speaks through `proto::blocking` and can misbehave.
+/// A protocol peer that speaks through `framekit_codec::blocking` and can misbehave.
 #[derive(Debug)]
 pub struct RawPeer {
     /// The connection.

@@ -10,7 +10,7 @@ use framekit_tests::hostile::{
     Intact, error_code, hello, log_peer, put_request, read_to_close, server_exit, wait_for_line,
 };
 use framekit_tests::{RawPeer, ServerProcess, stderr, stdout};
-use proto::transfer::{
+use framekit_transfer::{
     Delete, ErrorCode, Get, MakeDir, Request, Response, Stat, Trailer, Tree, frame_config,
 };
 use std::io::Write;
@@ -142,26 +142,27 @@ fn refused_hello_serves_nothing(token: Option<&str>) {
     let (server, intact) = start(dir.path());
     let config = frame_config();
     let mut wire = Vec::new();
-    proto::blocking::write_message(
+    framekit_codec::blocking::write_message(
         &mut wire,
         &config,
-        &proto::transfer::Hello::new(token.map(str::to_owned)),
+        &framekit_transfer::Hello::new(token.map(str::to_owned)),
     )
     .unwrap();
     let delete = Request::Delete(Delete {
         name: "keep".into(),
     });
-    proto::blocking::write_message(&mut wire, &config, &delete).unwrap();
-    proto::blocking::write_message(&mut wire, &config, &put_request("new", 3, false)).unwrap();
+    framekit_codec::blocking::write_message(&mut wire, &config, &delete).unwrap();
+    framekit_codec::blocking::write_message(&mut wire, &config, &put_request("new", 3, false))
+        .unwrap();
     wire.extend(b"new");
     let trailer = Trailer {
         hash: *blake3::hash(b"new").as_bytes(),
     };
-    proto::blocking::write_message(&mut wire, &config, &trailer).unwrap();
+    framekit_codec::blocking::write_message(&mut wire, &config, &trailer).unwrap();
 
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream.write_all(&wire).unwrap();
-    let reply: Response = proto::blocking::read_message(&mut stream, &config)
+    let reply: Response = framekit_codec::blocking::read_message(&mut stream, &config)
         .unwrap()
         .unwrap();
     assert_eq!(error_code(reply), ErrorCode::Unauthorized);

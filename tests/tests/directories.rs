@@ -3,12 +3,12 @@
 //! a hostile server cannot make the client write outside its destination.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use framekit_codec::blocking::{read_message, write_message};
 use framekit_tests::{
     Running, ServerProcess, assert_success, bin, client_at, eventually, hash_file, is_root,
     random_bytes, signal, staged_bytes, stderr, stdout, tree, write_random_file,
 };
-use proto::blocking::{read_message, write_message};
-use proto::transfer::{
+use framekit_transfer::{
     Entry, ErrorCode, ErrorReply, Hello, Request, Response, Trailer, VERSION, Welcome, frame_config,
 };
 use std::collections::BTreeSet;

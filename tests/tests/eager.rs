@@ -3,11 +3,11 @@
 //! many such requests pipelined on one connection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use framekit_codec::blocking::read_message;
+use framekit_codec::message::to_frame;
 use framekit_tests::hostile::{Intact, error_code, read_to_close};
 use framekit_tests::{RawPeer, ServerProcess, eventually, random_bytes, staging};
-use proto::blocking::read_message;
-use proto::message::to_frame;
-use proto::transfer::{
+use framekit_transfer::{
     ErrorCode, Get, MAX_EAGER_BODY, PutEager, Request, Response, Stat, Trailer, frame_config,
 };
 use std::io::Read;

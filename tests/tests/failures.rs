@@ -4,12 +4,12 @@
 //! code, and nothing partial is left under a real name.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use framekit_codec::blocking::{read_message, write_message};
 use framekit_tests::{
     Running, ServerProcess, Tmpfs, assert_error, assert_success, client_at, eventually, hash_file,
     is_root, random_bytes, signal, staged_bytes, staging, stderr, tree, write_random_file,
 };
-use proto::blocking::{read_message, write_message};
-use proto::transfer::{Hello, Request, Response, Trailer, VERSION, Welcome, frame_config};
+use framekit_transfer::{Hello, Request, Response, Trailer, VERSION, Welcome, frame_config};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;

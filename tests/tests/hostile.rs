@@ -12,7 +12,7 @@ use framekit_tests::hostile::{
     GIB, Intact, MIB, error_code, log_peer, put_request, read_to_close, wait_for_line,
 };
 use framekit_tests::{RawPeer, ServerProcess, random_bytes, staging};
-use proto::transfer::{
+use framekit_transfer::{
     Delete, ErrorCode, Get, List, Request, Response, Stat, Trailer, frame_config,
 };
 use std::io::{Read, Write};
@@ -69,7 +69,7 @@ fn send_in_background(stream: &TcpStream, bytes: Vec<u8>) -> std::thread::JoinHa
 /// The message frame of `msg`, as sent on the wire.
 fn frame_of<T: serde::Serialize>(msg: &T) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
-    proto::message::encode_frame(&frame_config(), msg, &mut buf).unwrap();
+    framekit_codec::message::encode_frame(&frame_config(), msg, &mut buf).unwrap();
     buf.to_vec()
 }
 
@@ -114,7 +114,7 @@ fn first_frame_declaring_four_gib_is_refused_as_not_a_client() {
     let mut wire = u32::MAX.to_be_bytes().to_vec();
     wire.extend(random_bytes(2, 1 << 20));
     let writer = send_in_background(&stream, wire);
-    let reply: Response = proto::blocking::read_message(&mut stream, &frame_config())
+    let reply: Response = framekit_codec::blocking::read_message(&mut stream, &frame_config())
         .unwrap()
         .unwrap();
     assert_eq!(error_code(reply), ErrorCode::BadMagic);
@@ -265,9 +265,10 @@ fn body_longer_than_declared_does_not_destroy_the_answers_queued_before_it() {
     let mut body = vec![0u8; file.len()];
     std::io::Read::read_exact(&mut peer.stream, &mut body).unwrap();
     assert!(body == file, "the get body arrived altered");
-    let trailer: Trailer = proto::blocking::read_message(&mut peer.stream, &frame_config())
-        .unwrap()
-        .unwrap();
+    let trailer: Trailer =
+        framekit_codec::blocking::read_message(&mut peer.stream, &frame_config())
+            .unwrap()
+            .unwrap();
     assert_eq!(trailer.hash, *blake3::hash(&file).as_bytes());
     assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
     match peer.recv() {
@@ -402,7 +403,7 @@ fn trickle(handshake: bool, frame: Vec<u8>) {
         .unwrap();
     let _ = stream.read_to_end(&mut said);
     if handshake {
-        let reply: Response = proto::message::decode(said.get(4..).unwrap_or_default())
+        let reply: Response = framekit_codec::message::decode(said.get(4..).unwrap_or_default())
             .unwrap_or_else(|e| panic!("expected a timeout error, got {said:?}: {e}"));
         assert!(
             matches!(&reply, Response::Error(e) if e.code == ErrorCode::Timeout),
@@ -436,7 +437,7 @@ fn slowloris_request_is_dropped_at_the_whole_message_deadline() {
 
 #[test]
 fn slowloris_hello_is_dropped_at_the_whole_message_deadline() {
-    let frame = frame_of(&proto::transfer::Hello::new(Some("t".repeat(200))));
+    let frame = frame_of(&framekit_transfer::Hello::new(Some("t".repeat(200))));
     assert!(frame.len() >= MIN_TRICKLED);
     trickle(false, frame);
 }
@@ -546,7 +547,7 @@ fn invalid_names_are_refused_by_stat_delete_and_list() {
         }
         // As a prefix, a name that no file can have lists nothing, and one
         // longer than any name is refused.
-        let expected = if name.len() > proto::transfer::MAX_NAME_LEN {
+        let expected = if name.len() > framekit_transfer::MAX_NAME_LEN {
             Err(ErrorCode::InvalidName)
         } else {
             Ok(vec![])

@@ -8,12 +8,12 @@
 //! Python or without blake3 these tests fail, saying how to fix it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use framekit_codec::blocking::{read_message, write_message};
 use framekit_tests::{
     ServerProcess, bin, client_at, hash_file, random_bytes, staging, stderr, stdout, tree,
     write_random_file,
 };
-use proto::blocking::{read_message, write_message};
-use proto::transfer::{
+use framekit_transfer::{
     ErrorCode, ErrorReply, Hello, Request, Response, Trailer, VERSION, Welcome, frame_config,
 };
 use std::ffi::{OsStr, OsString};

@@ -5,7 +5,7 @@
 use framekit_tests::{
     RawPeer, ServerProcess, Tmpfs, eventually, is_root, random_bytes, staging, tree,
 };
-use proto::transfer::{ErrorCode, Get, Hello, Put, Request, Response, Trailer, frame_config};
+use framekit_transfer::{ErrorCode, Get, Hello, Put, Request, Response, Trailer, frame_config};
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -119,8 +119,9 @@ fn connection_over_the_limit_gets_busy_and_a_freed_slot_is_reused() {
     third
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    proto::blocking::write_message(&mut third, &frame_config(), &Hello::new(None)).unwrap();
-    let reply: Response = proto::blocking::read_message(&mut third, &frame_config())
+    framekit_codec::blocking::write_message(&mut third, &frame_config(), &Hello::new(None))
+        .unwrap();
+    let reply: Response = framekit_codec::blocking::read_message(&mut third, &frame_config())
         .unwrap()
         .unwrap();
     assert_eq!(error_code(reply), ErrorCode::Busy);
@@ -131,9 +132,10 @@ fn connection_over_the_limit_gets_busy_and_a_freed_slot_is_reused() {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        proto::blocking::write_message(&mut stream, &frame_config(), &Hello::new(None)).unwrap();
+        framekit_codec::blocking::write_message(&mut stream, &frame_config(), &Hello::new(None))
+            .unwrap();
         matches!(
-            proto::blocking::read_message(&mut stream, &frame_config()),
+            framekit_codec::blocking::read_message(&mut stream, &frame_config()),
             Ok(Some(Response::Welcome(_)))
         )
     });
@@ -419,8 +421,9 @@ fn connections_over_the_per_address_limit_get_busy() {
     third
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    proto::blocking::write_message(&mut third, &frame_config(), &Hello::new(None)).unwrap();
-    match proto::blocking::read_message(&mut third, &frame_config()).unwrap() {
+    framekit_codec::blocking::write_message(&mut third, &frame_config(), &Hello::new(None))
+        .unwrap();
+    match framekit_codec::blocking::read_message(&mut third, &frame_config()).unwrap() {
         Some(Response::Error(e)) => {
             assert_eq!(e.code, ErrorCode::Busy);
             assert!(e.message.contains("for your address"), "{}", e.message);
@@ -433,9 +436,10 @@ fn connections_over_the_per_address_limit_get_busy() {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        proto::blocking::write_message(&mut stream, &frame_config(), &Hello::new(None)).unwrap();
+        framekit_codec::blocking::write_message(&mut stream, &frame_config(), &Hello::new(None))
+            .unwrap();
         matches!(
-            proto::blocking::read_message(&mut stream, &frame_config()),
+            framekit_codec::blocking::read_message(&mut stream, &frame_config()),
             Ok(Some(Response::Welcome(_)))
         )
     });

@@ -287,10 +287,10 @@ fn garbage_instead_of_a_tls_handshake_is_dropped() {
     let mut peer = std::net::TcpStream::connect(server.addr).unwrap();
     // A framekit hello in clear text, then a frame prefix of 4 GiB.
     let mut wire = Vec::new();
-    proto::blocking::write_message(
+    framekit_codec::blocking::write_message(
         &mut wire,
-        &proto::transfer::frame_config(),
-        &proto::transfer::Hello::new(None),
+        &framekit_transfer::frame_config(),
+        &framekit_transfer::Hello::new(None),
     )
     .unwrap();
     wire.extend(u32::MAX.to_be_bytes());

@@ -5,16 +5,16 @@
 //! Run the server, then the client in another terminal:
 //!
 //! ```text
-//! cargo run -p framekit-proto --example echo_tokio -- server 127.0.0.1:7001
-//! cargo run -p framekit-proto --example echo_tokio -- client 127.0.0.1:7001 hello world
+//! cargo run -p framekit-codec --example echo_tokio -- server 127.0.0.1:7001
+//! cargo run -p framekit-codec --example echo_tokio -- client 127.0.0.1:7001 hello world
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // The client prints the replies it gets: that is its output.
 #![allow(clippy::print_stdout)]
 
 use bytes::Bytes;
+use framekit_codec::frame::FrameCodec;
 use futures_util::{SinkExt, StreamExt};
-use proto::frame::FrameCodec;
 use std::io;
 use std::time::Duration;
 use std::{env, process};
@@ -26,7 +26,7 @@ async fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.as_slice() {
         [mode, addr] if mode == "server" => match TcpListener::bind(addr).await {
-            Ok(listener) => serve(listener).await.map_err(proto::Error::from),
+            Ok(listener) => serve(listener).await.map_err(framekit_codec::Error::from),
             Err(e) => Err(e.into()),
         },
         [mode, addr, messages @ ..] if mode == "client" => {
@@ -70,7 +70,7 @@ pub async fn serve(listener: TcpListener) -> io::Result<()> {
 }
 
 /// Sends every frame back until the client closes the connection.
-async fn echo(stream: TcpStream) -> Result<(), proto::Error> {
+async fn echo(stream: TcpStream) -> Result<(), framekit_codec::Error> {
     let mut frames = Framed::new(stream, FrameCodec::new());
     // The stream ends cleanly when the client closes between frames; a close
     // in the middle of a frame comes out as an error, never a short frame.
@@ -86,7 +86,7 @@ async fn echo(stream: TcpStream) -> Result<(), proto::Error> {
 pub async fn client(
     addr: impl ToSocketAddrs,
     messages: &[String],
-) -> Result<Vec<Bytes>, proto::Error> {
+) -> Result<Vec<Bytes>, framekit_codec::Error> {
     let mut frames = Framed::new(TcpStream::connect(addr).await?, FrameCodec::new());
     let mut replies = Vec::new();
     for message in messages {

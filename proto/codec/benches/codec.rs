@@ -1,12 +1,12 @@
-//! Framing throughput: `proto::frame::FrameCodec` against tokio-util's
+//! Framing throughput: `framekit_codec::frame::FrameCodec` against tokio-util's
 //! `LengthDelimitedCodec` and wire-codec's `FrameCodec<LengthPrefixed>`,
 //! on identical byte streams (4-byte big-endian length counting the payload
 //! only, 16 MiB maximum for every codec).
 //!
 //! ```text
-//! cargo bench -p framekit-proto --bench codec             # full run, about 2 minutes
-//! cargo bench -p framekit-proto --bench codec -- --quick  # quick run, about 11 s
-//! cargo bench -p framekit-proto --bench codec -- decode_16b  # one group
+//! cargo bench -p framekit-codec --bench codec             # full run, about 2 minutes
+//! cargo bench -p framekit-codec --bench codec -- --quick  # quick run, about 11 s
+//! cargo bench -p framekit-codec --bench codec -- decode_16b  # one group
 //! ```
 //!
 //! Results, the machine and the method are in `docs/BENCHMARKS.md`;
@@ -57,8 +57,8 @@ const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// `Framed`'s initial read buffer capacity.
 const READ_BUFFER: usize = 8 * 1024;
 
-fn new_framekit() -> proto::frame::FrameCodec {
-    proto::frame::FrameCodec::builder()
+fn new_framekit() -> framekit_codec::frame::FrameCodec {
+    framekit_codec::frame::FrameCodec::builder()
         .max_frame_length(MAX_FRAME)
         .new_codec()
 }
@@ -396,7 +396,7 @@ fn check_vectored_copies_nothing(payload: &Bytes) {
         record: true,
         ..NullSink::default()
     };
-    proto::blocking::write_frame(&mut sink, codec.config(), payload).unwrap();
+    framekit_codec::blocking::write_frame(&mut sink, codec.config(), payload).unwrap();
     assert_eq!(
         sink.last.len(),
         2,
@@ -469,7 +469,8 @@ fn encode_1m(c: &mut Criterion) {
     group.bench_function("vectored/framekit_blocking_write_frame", |b| {
         let config = *new_framekit().config();
         b.iter(|| {
-            proto::blocking::write_frame(&mut sink, &config, black_box(&payload[..])).unwrap();
+            framekit_codec::blocking::write_frame(&mut sink, &config, black_box(&payload[..]))
+                .unwrap();
         });
     });
     group.bench_function("vectored/framekit_head_chain", |b| {

@@ -8,16 +8,16 @@
 //! terminal:
 //!
 //! ```text
-//! cargo run -p framekit-proto --example echo_blocking -- server 127.0.0.1:7001
-//! cargo run -p framekit-proto --example echo_blocking -- client 127.0.0.1:7001 hello world
+//! cargo run -p framekit-codec --example echo_blocking -- server 127.0.0.1:7001
+//! cargo run -p framekit-codec --example echo_blocking -- client 127.0.0.1:7001 hello world
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // The client prints the replies it gets: that is its output.
 #![allow(clippy::print_stdout)]
 
 use bytes::Bytes;
-use proto::blocking::{read_frame, write_frame};
-use proto::frame::FrameConfig;
+use framekit_codec::blocking::{read_frame, write_frame};
+use framekit_codec::frame::FrameConfig;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -28,7 +28,7 @@ fn main() {
     let result = match args.as_slice() {
         [mode, addr] if mode == "server" => TcpListener::bind(addr)
             .and_then(serve)
-            .map_err(proto::Error::from),
+            .map_err(framekit_codec::Error::from),
         [mode, addr, messages @ ..] if mode == "client" => client(addr, messages).map(|replies| {
             for reply in replies {
                 println!("{}", String::from_utf8_lossy(&reply));
@@ -69,7 +69,7 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
 }
 
 /// Sends every frame back until the client closes the connection.
-fn echo(stream: &TcpStream) -> Result<(), proto::Error> {
+fn echo(stream: &TcpStream) -> Result<(), framekit_codec::Error> {
     let config = FrameConfig::default();
     // Buffered reads, so that small frames do not cost a system call each.
     let mut reader = BufReader::new(stream);
@@ -86,7 +86,10 @@ fn echo(stream: &TcpStream) -> Result<(), proto::Error> {
 
 /// Sends each message as a frame, waits for its echo, and returns the
 /// echoes.
-pub fn client(addr: impl ToSocketAddrs, messages: &[String]) -> Result<Vec<Bytes>, proto::Error> {
+pub fn client(
+    addr: impl ToSocketAddrs,
+    messages: &[String],
+) -> Result<Vec<Bytes>, framekit_codec::Error> {
     let config = FrameConfig::default();
     let stream = TcpStream::connect(addr)?;
     let mut reader = BufReader::new(&stream);

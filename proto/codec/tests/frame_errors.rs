@@ -6,10 +6,10 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
+use framekit_codec::Error;
+use framekit_codec::frame::{FrameCodec, FrameConfig, LengthPrefix, Oversize};
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
-use proto::Error;
-use proto::frame::{FrameCodec, FrameConfig, LengthPrefix, Oversize};
 use std::io::{self, IoSlice, Write};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
@@ -346,13 +346,15 @@ fn assert_refused_everywhere(config: &FrameConfig, payload: &[u8], check: fn(&Er
     assert_eq!(&buf[..], b"kept");
 
     let mut writer = Recorder::default();
-    let err = proto::blocking::write_frame(&mut writer, config, payload).unwrap_err();
+    let err = framekit_codec::blocking::write_frame(&mut writer, config, payload).unwrap_err();
     assert!(check(&err), "blocking::write_frame: {err}");
     assert_eq!((writer.calls, writer.bytes.len()), (0, 0));
 
     let mut out = Vec::new();
-    let err =
-        tokio_test::block_on(proto::frame::write_frame(&mut out, config, payload)).unwrap_err();
+    let err = tokio_test::block_on(framekit_codec::frame::write_frame(
+        &mut out, config, payload,
+    ))
+    .unwrap_err();
     assert!(check(&err), "frame::write_frame: {err}");
     assert!(out.is_empty());
 
@@ -379,8 +381,9 @@ impl Write for TakesNothing {
 #[test]
 fn blocking_write_frame_to_a_writer_that_takes_nothing_fails() {
     // Retrying a write that makes no progress would loop forever.
-    let err = proto::blocking::write_frame(&mut TakesNothing, &FrameConfig::default(), b"data")
-        .unwrap_err();
+    let err =
+        framekit_codec::blocking::write_frame(&mut TakesNothing, &FrameConfig::default(), b"data")
+            .unwrap_err();
     assert!(
         matches!(&err, Error::Io(e) if e.kind() == io::ErrorKind::WriteZero),
         "{err}"
@@ -417,7 +420,7 @@ fn length_counting_the_prefix_leaves_less_room_for_the_payload() {
         matches!(e, Error::PayloadTooLarge { len: 255, max: 254 })
     });
     let mut out = Vec::new();
-    proto::blocking::write_frame(&mut out, &config, &[0; 254]).unwrap();
+    framekit_codec::blocking::write_frame(&mut out, &config, &[0; 254]).unwrap();
     assert_eq!(out[0], 255);
 }
 
@@ -449,7 +452,7 @@ fn largest_payload_each_prefix_can_express_is_accepted() {
         let config = config(prefix, 0, 1 << 20, Oversize::Error);
         let payload = vec![0x5A; len];
         let mut out = Vec::new();
-        proto::blocking::write_frame(&mut out, &config, &payload).unwrap();
+        framekit_codec::blocking::write_frame(&mut out, &config, &payload).unwrap();
         assert_eq!(out, reference_frame(&config, &payload));
     }
 }

@@ -6,10 +6,10 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
+use framekit_codec::Error;
+use framekit_codec::frame::{Decoded, FrameCodec, FrameConfig, LengthPrefix, Oversize, READ_AHEAD};
 use futures_util::StreamExt;
 use proptest::prelude::*;
-use proto::Error;
-use proto::frame::{Decoded, FrameCodec, FrameConfig, LengthPrefix, Oversize, READ_AHEAD};
 use tokio_util::codec::FramedRead;
 
 /// The maximum frame length of these tests: small, so that even a one-byte
@@ -167,7 +167,7 @@ proptest! {
     ) {
         let mut reader = ChunkedRead::new(&chunk(&stream(&config, &items), &sizes));
         let mut got = Vec::new();
-        while let Some(event) = proto::blocking::read_next(&mut reader, &config).unwrap() {
+        while let Some(event) = framekit_codec::blocking::read_next(&mut reader, &config).unwrap() {
             got.push(event);
         }
         prop_assert_eq!(got, events(&items));

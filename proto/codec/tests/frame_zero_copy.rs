@@ -6,8 +6,8 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
+use framekit_codec::frame::{FrameCodec, FrameConfig};
 use proptest::prelude::*;
-use proto::frame::{FrameCodec, FrameConfig};
 use std::io::{self, IoSlice, Write};
 use std::ops::Range;
 use std::pin::Pin;
@@ -140,7 +140,7 @@ proptest! {
         sizes in chunk_sizes(),
     ) {
         let mut writer = SpanRecorder::new(&sizes, true);
-        proto::blocking::write_frame(&mut writer, &config, &payload).unwrap();
+        framekit_codec::blocking::write_frame(&mut writer, &config, &payload).unwrap();
         prop_assert_eq!(&writer.written, &reference_frame(&config, &payload));
         let head_len = reference_head(&config, payload.len()).len();
         prop_assert_eq!(writer.check_no_copy(&payload, head_len), Ok(()));
@@ -154,7 +154,7 @@ proptest! {
     ) {
         let payload = Bytes::from(payload);
         let mut writer = SpanRecorder::new(&sizes, vectored);
-        tokio_test::block_on(proto::frame::write_frame(&mut writer, &config, payload.clone()))
+        tokio_test::block_on(framekit_codec::frame::write_frame(&mut writer, &config, payload.clone()))
             .unwrap();
         prop_assert_eq!(&writer.written, &reference_frame(&config, &payload));
         let head_len = reference_head(&config, payload.len()).len();

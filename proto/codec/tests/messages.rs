@@ -1,25 +1,66 @@
-//! Typed messages: every protocol message survives every API, whatever the
-//! chunking; arbitrary bytes never panic the decoder, and whatever decodes
-//! re-encodes to the same bytes.
+//! Typed messages: any serde value survives every API, whatever the
+//! chunking; arbitrary bytes never panic the decoder, whatever decodes
+//! re-encodes to the same bytes, and claimed lengths are never allocated.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use bytes::BytesMut;
 use common::*;
+use framekit_codec::Error;
+use framekit_codec::frame::{FrameCodec, FrameConfig};
+use framekit_codec::message::{self, MessageCodec};
 use futures_util::StreamExt;
 use proptest::prelude::*;
-use proto::Error;
-use proto::frame::FrameCodec;
-use proto::message::{self, MessageCodec};
-use proto::transfer::{
-    self, Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MakeDir, Put,
-    PutEager, Request, Response, Stat, Trailer, Tree, Welcome,
-};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 use tokio_util::codec::{Encoder, FramedRead};
+
+// ---- Sample messages ----------------------------------------------------------
+
+/// A first message as protocols have them: fixed bytes, a version, an
+/// optional string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Greeting {
+    magic: [u8; 8],
+    version: u16,
+    token: Option<String>,
+}
+
+/// Requests: an enum whose variants hold strings, integers, booleans,
+/// options and arrays, or nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Command {
+    Put {
+        name: String,
+        size: u64,
+        overwrite: bool,
+        key: Option<[u8; 32]>,
+    },
+    Get {
+        name: String,
+        offset: u64,
+    },
+    Note(String),
+    Done,
+    Ack {
+        size: u64,
+        hash: [u8; 32],
+    },
+}
+
+/// A struct of every fixed-width integer and a nested enum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Numbers {
+    a: u8,
+    b: u16,
+    c: u32,
+    d: u64,
+    e: i64,
+    flag: bool,
+    inner: Option<Command>,
+}
 
 // ---- Strategies -------------------------------------------------------------
 
@@ -27,17 +68,9 @@ fn text() -> impl Strategy<Value = String> {
     prop_oneof![Just(String::new()), "[a-z0-9/._-]{1,20}", any::<String>()]
 }
 
-fn error_code() -> impl Strategy<Value = ErrorCode> {
-    // Every code as a peer can send it: known ones and unknown ones.
-    prop_oneof![
-        proptest::sample::select(ErrorCode::ALL.to_vec()),
-        any::<u16>().prop_map(ErrorCode::from),
-    ]
-}
-
-fn hello() -> impl Strategy<Value = Hello> {
+fn greeting() -> impl Strategy<Value = Greeting> {
     (any::<[u8; 8]>(), any::<u16>(), proptest::option::of(text())).prop_map(
-        |(magic, version, token)| Hello {
+        |(magic, version, token)| Greeting {
             magic,
             version,
             token,
@@ -45,30 +78,7 @@ fn hello() -> impl Strategy<Value = Hello> {
     )
 }
 
-fn welcome() -> impl Strategy<Value = Welcome> {
-    (
-        any::<u16>(),
-        any::<u64>(),
-        any::<u32>(),
-        any::<u64>(),
-        any::<bool>(),
-    )
-        .prop_map(
-            |(version, max_file_size, max_message_len, idle_timeout_ms, read_only)| Welcome {
-                version,
-                max_file_size,
-                max_message_len,
-                idle_timeout_ms,
-                read_only,
-            },
-        )
-}
-
-fn file_version() -> impl Strategy<Value = FileVersion> {
-    (any::<u64>(), any::<u64>()).prop_map(|(size, modified_ns)| FileVersion { size, modified_ns })
-}
-
-fn request() -> impl Strategy<Value = Request> {
+fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (
             text(),
@@ -76,66 +86,33 @@ fn request() -> impl Strategy<Value = Request> {
             any::<bool>(),
             proptest::option::of(any::<[u8; 32]>())
         )
-            .prop_map(|(name, size, overwrite, resume_key)| Request::Put(Put {
+            .prop_map(|(name, size, overwrite, key)| Command::Put {
                 name,
                 size,
                 overwrite,
-                resume_key
-            })),
-        (text(), any::<u64>(), proptest::option::of(file_version())).prop_map(
-            |(name, offset, if_version)| Request::Get(Get {
-                name,
-                offset,
-                if_version
-            })
-        ),
-        text().prop_map(|prefix| Request::List(List { prefix })),
-        text().prop_map(|name| Request::Stat(Stat { name })),
-        text().prop_map(|name| Request::Delete(Delete { name })),
-        text().prop_map(|name| Request::MakeDir(MakeDir { name })),
-        text().prop_map(|dir| Request::Tree(Tree { dir })),
-        (text(), any::<u64>(), any::<bool>()).prop_map(|(name, size, overwrite)| {
-            Request::PutEager(PutEager {
-                name,
-                size,
-                overwrite,
-            })
-        }),
+                key
+            }),
+        (text(), any::<u64>()).prop_map(|(name, offset)| Command::Get { name, offset }),
+        text().prop_map(Command::Note),
+        Just(Command::Done),
+        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(size, hash)| Command::Ack { size, hash }),
     ]
 }
 
-fn trailer() -> impl Strategy<Value = Trailer> {
-    any::<[u8; 32]>().prop_map(|hash| Trailer { hash })
-}
-
-fn entry() -> impl Strategy<Value = Entry> {
-    (text(), any::<u64>(), any::<u64>()).prop_map(|(name, size, modified_ns)| Entry {
-        name,
-        size,
-        modified_ns,
-    })
-}
-
-fn response() -> impl Strategy<Value = Response> {
-    prop_oneof![
-        welcome().prop_map(Response::Welcome),
-        (error_code(), text())
-            .prop_map(|(code, message)| Response::Error(ErrorReply::new(code, message))),
-        any::<u64>().prop_map(|offset| Response::PutReady { offset }),
-        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(size, hash)| Response::PutDone { size, hash }),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(size, offset, modified_ns)| {
-            Response::GetReady {
-                size,
-                offset,
-                modified_ns,
-            }
-        }),
-        entry().prop_map(Response::Entry),
-        any::<u64>().prop_map(|count| Response::ListEnd { count }),
-        Just(Response::Deleted),
-        Just(Response::DirMade),
-        text().prop_map(|name| Response::Directory { name }),
-    ]
+fn numbers() -> impl Strategy<Value = Numbers> {
+    (
+        any::<(u8, u16, u32, u64, i64, bool)>(),
+        proptest::option::of(command()),
+    )
+        .prop_map(|((a, b, c, d, e, flag), inner)| Numbers {
+            a,
+            b,
+            c,
+            d,
+            e,
+            flag,
+            inner,
+        })
 }
 
 // ---- Round trips ------------------------------------------------------------
@@ -147,7 +124,7 @@ fn check_round_trip<T>(msgs: &[T], sizes: &[usize]) -> Result<(), TestCaseError>
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug,
 {
-    let config = transfer::frame_config();
+    let config = FrameConfig::default();
 
     // encode_frame: prefix, then exactly `encode`'s bytes; decode reads them.
     let mut stream = BytesMut::new();
@@ -194,12 +171,14 @@ where
     // Blocking: write_message writes the same stream, read_message reads it.
     let mut written = Vec::new();
     for msg in msgs {
-        proto::blocking::write_message(&mut written, &config, msg).unwrap();
+        framekit_codec::blocking::write_message(&mut written, &config, msg).unwrap();
     }
     prop_assert_eq!(&written[..], &stream[..]);
     let mut reader = ChunkedRead::new(&chunks);
     let mut decoded = Vec::new();
-    while let Some(msg) = proto::blocking::read_message::<_, T>(&mut reader, &config).unwrap() {
+    while let Some(msg) =
+        framekit_codec::blocking::read_message::<_, T>(&mut reader, &config).unwrap()
+    {
         decoded.push(msg);
     }
     prop_assert_eq!(&decoded, &msgs);
@@ -265,56 +244,32 @@ fn arbitrary_bytes() -> impl Strategy<Value = Vec<u8>> {
 
 proptest! {
     #[test]
-    fn hello_round_trips_through_every_api(
-        msgs in proptest::collection::vec(hello(), 0..6),
+    fn structs_round_trip_through_every_api(
+        msgs in proptest::collection::vec(greeting(), 0..6),
         sizes in chunk_sizes(),
     ) {
         check_round_trip(&msgs, &sizes)?;
     }
 
     #[test]
-    fn welcome_round_trips_through_every_api(
-        msgs in proptest::collection::vec(welcome(), 0..6),
+    fn enums_round_trip_through_every_api(
+        msgs in proptest::collection::vec(command(), 0..6),
         sizes in chunk_sizes(),
     ) {
         check_round_trip(&msgs, &sizes)?;
     }
 
     #[test]
-    fn requests_round_trip_through_every_api(
-        msgs in proptest::collection::vec(request(), 0..6),
+    fn integers_and_nested_values_round_trip_through_every_api(
+        msgs in proptest::collection::vec(numbers(), 0..6),
         sizes in chunk_sizes(),
     ) {
         check_round_trip(&msgs, &sizes)?;
     }
 
     #[test]
-    fn responses_round_trip_through_every_api(
-        msgs in proptest::collection::vec(response(), 0..6),
-        sizes in chunk_sizes(),
-    ) {
-        check_round_trip(&msgs, &sizes)?;
-    }
-
-    #[test]
-    fn trailer_round_trips_through_every_api(
-        msgs in proptest::collection::vec(trailer(), 0..6),
-        sizes in chunk_sizes(),
-    ) {
-        check_round_trip(&msgs, &sizes)?;
-    }
-
-    #[test]
-    fn entry_round_trips_through_every_api(
-        msgs in proptest::collection::vec(entry(), 0..6),
-        sizes in chunk_sizes(),
-    ) {
-        check_round_trip(&msgs, &sizes)?;
-    }
-
-    #[test]
-    fn error_codes_round_trip_through_every_api_including_unknown_ones(
-        msgs in proptest::collection::vec(error_code(), 0..6),
+    fn strings_round_trip_through_every_api(
+        msgs in proptest::collection::vec(text(), 0..6),
         sizes in chunk_sizes(),
     ) {
         check_round_trip(&msgs, &sizes)?;
@@ -324,67 +279,80 @@ proptest! {
     fn arbitrary_bytes_decode_to_an_error_or_to_their_own_encoding(
         bytes in arbitrary_bytes(),
     ) {
-        check_decode_is_total::<Hello>(&bytes)?;
-        check_decode_is_total::<Welcome>(&bytes)?;
-        check_decode_is_total::<Request>(&bytes)?;
-        check_decode_is_total::<Response>(&bytes)?;
-        check_decode_is_total::<Trailer>(&bytes)?;
-        check_decode_is_total::<Entry>(&bytes)?;
-        check_decode_is_total::<ErrorCode>(&bytes)?;
+        check_decode_is_total::<Greeting>(&bytes)?;
+        check_decode_is_total::<Command>(&bytes)?;
+        check_decode_is_total::<Numbers>(&bytes)?;
+        check_decode_is_total::<String>(&bytes)?;
+        check_decode_is_total::<u64>(&bytes)?;
     }
 
     #[test]
-    fn damaged_requests_decode_to_an_error_or_to_their_own_encoding(
-        bytes in mutated(request()),
+    fn damaged_enums_decode_to_an_error_or_to_their_own_encoding(
+        bytes in mutated(command()),
     ) {
-        check_decode_is_total::<Request>(&bytes)?;
+        check_decode_is_total::<Command>(&bytes)?;
     }
 
     #[test]
-    fn damaged_responses_decode_to_an_error_or_to_their_own_encoding(
-        bytes in mutated(response()),
+    fn damaged_structs_decode_to_an_error_or_to_their_own_encoding(
+        bytes in mutated(numbers()),
     ) {
-        check_decode_is_total::<Response>(&bytes)?;
-    }
-
-    #[test]
-    fn damaged_hellos_decode_to_an_error_or_to_their_own_encoding(
-        bytes in mutated(hello()),
-    ) {
-        check_decode_is_total::<Hello>(&bytes)?;
+        check_decode_is_total::<Numbers>(&bytes)?;
     }
 }
 
 // ---- The wire format --------------------------------------------------------
 
 #[test]
-fn request_encoding_is_variant_index_then_fields_little_endian() {
-    // Stat is variant 3; a string is its u64 length then its bytes.
+fn enum_encoding_is_variant_index_then_fields_little_endian() {
+    // Note is variant 2; a string is its u64 length then its bytes.
     let mut buf = BytesMut::new();
-    message::encode(&Request::Stat(Stat { name: "ab".into() }), &mut buf).unwrap();
-    assert_eq!(&buf[..], &[3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']);
+    message::encode(&Command::Note("ab".into()), &mut buf).unwrap();
+    assert_eq!(&buf[..], &[2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']);
 }
 
 #[test]
-fn response_encoding_is_variant_index_then_fields_little_endian() {
-    // PutReady is variant 2; integers are fixed-width little-endian.
+fn integers_are_fixed_width_little_endian() {
     let mut buf = BytesMut::new();
-    message::encode(&Response::PutReady { offset: 0x0102 }, &mut buf).unwrap();
-    assert_eq!(&buf[..], &[2, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+    let msg = Numbers {
+        a: 1,
+        b: 0x0203,
+        c: 0x0405_0607,
+        d: 0x0809,
+        e: -1,
+        flag: true,
+        inner: None,
+    };
+    message::encode(&msg, &mut buf).unwrap();
+    let expected: Vec<u8> = [
+        &[1u8][..],
+        &[3, 2],
+        &[7, 6, 5, 4],
+        &[9, 8, 0, 0, 0, 0, 0, 0],
+        &[0xFF; 8],
+        &[1],
+        &[0],
+    ]
+    .concat();
+    assert_eq!(&buf[..], &expected[..]);
 }
 
 #[test]
-fn hello_encoding_is_magic_version_then_optional_token() {
+fn struct_encoding_is_fields_in_order_with_an_option_byte() {
     // An Option is a 0/1 byte, then the value if 1.
     let mut buf = BytesMut::new();
-    let hello = Hello::new(None);
+    let hello = Greeting {
+        magic: *b"FRAMEKIT",
+        version: 1,
+        token: None,
+    };
     message::encode(&hello, &mut buf).unwrap();
     assert_eq!(&buf[..], b"FRAMEKIT\x01\x00\x00");
 }
 
 // ---- Hostile messages -------------------------------------------------------
 
-/// A `Request::Put` whose name claims `claimed` bytes, followed by only a
+/// A `Command::Put` whose name claims `claimed` bytes, followed by only a
 /// few.
 fn put_claiming(claimed: u64) -> Vec<u8> {
     let mut bytes = 0u32.to_le_bytes().to_vec();
@@ -393,11 +361,11 @@ fn put_claiming(claimed: u64) -> Vec<u8> {
     bytes
 }
 
-fn is_request_decode_error(err: &Error) -> bool {
+fn is_command_decode_error(err: &Error) -> bool {
     matches!(
         err,
         Error::Decode {
-            message: "Request",
+            message: "Command",
             ..
         }
     )
@@ -405,42 +373,42 @@ fn is_request_decode_error(err: &Error) -> bool {
 
 #[test]
 fn huge_string_claim_is_a_decode_error_in_every_api() {
-    let config = transfer::frame_config();
+    let config = FrameConfig::default();
     for claimed in [6, 1 << 16, 1 << 40, u64::MAX] {
         let body = put_claiming(claimed);
-        let err = message::decode::<Request>(&body).unwrap_err();
-        assert!(is_request_decode_error(&err), "{claimed}: {err}");
+        let err = message::decode::<Command>(&body).unwrap_err();
+        assert!(is_command_decode_error(&err), "{claimed}: {err}");
         assert!(
-            err.to_string().starts_with("malformed Request message"),
+            err.to_string().starts_with("malformed Command message"),
             "{err}"
         );
 
         let frame = reference_frame(&config, &body);
         let mut framed = FramedRead::new(
             ChunkedAsyncRead::new(std::slice::from_ref(&frame)),
-            MessageCodec::<Request>::with_frames(FrameCodec::with_config(config)),
+            MessageCodec::<Command>::with_frames(FrameCodec::with_config(config)),
         );
         let err = tokio_test::block_on(framed.next()).unwrap().unwrap_err();
-        assert!(is_request_decode_error(&err), "{claimed}: {err}");
+        assert!(is_command_decode_error(&err), "{claimed}: {err}");
 
-        let err =
-            proto::blocking::read_message::<_, Request>(&mut &frame[..], &config).unwrap_err();
-        assert!(is_request_decode_error(&err), "{claimed}: {err}");
+        let err = framekit_codec::blocking::read_message::<_, Command>(&mut &frame[..], &config)
+            .unwrap_err();
+        assert!(is_command_decode_error(&err), "{claimed}: {err}");
     }
 }
 
 #[test]
 fn unknown_variant_is_a_decode_error() {
-    let err = message::decode::<Request>(&5u32.to_le_bytes()).unwrap_err();
-    assert!(is_request_decode_error(&err), "{err}");
+    let err = message::decode::<Command>(&5u32.to_le_bytes()).unwrap_err();
+    assert!(is_command_decode_error(&err), "{err}");
 }
 
 #[test]
 fn message_too_large_for_a_frame_is_refused_and_writes_nothing() {
-    let config = transfer::frame_config();
-    let msg = Request::Stat(Stat {
-        name: "x".repeat(transfer::MAX_MESSAGE_LEN),
-    });
+    let config = framekit_codec::Builder::new()
+        .max_frame_length(1024)
+        .config();
+    let msg = Command::Note("x".repeat(1024));
     let is_too_large = |err: &Error| matches!(err, Error::PayloadTooLarge { .. });
 
     let mut buf = BytesMut::from(&b"kept"[..]);
@@ -448,13 +416,13 @@ fn message_too_large_for_a_frame_is_refused_and_writes_nothing() {
     assert!(is_too_large(&err), "{err}");
     assert_eq!(&buf[..], b"kept");
 
-    let mut codec = MessageCodec::<Request>::with_frames(FrameCodec::with_config(config));
+    let mut codec = MessageCodec::<Command>::with_frames(FrameCodec::with_config(config));
     let err = codec.encode(&msg, &mut buf).unwrap_err();
     assert!(is_too_large(&err), "{err}");
     assert_eq!(&buf[..], b"kept");
 
     let mut written = Vec::new();
-    let err = proto::blocking::write_message(&mut written, &config, &msg).unwrap_err();
+    let err = framekit_codec::blocking::write_message(&mut written, &config, &msg).unwrap_err();
     assert!(is_too_large(&err), "{err}");
     assert!(written.is_empty());
 }

@@ -56,9 +56,9 @@ impl Encoder<&[u8]> for FrameCodec {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), proto::Error> {
+/// # async fn main() -> Result<(), framekit_codec::Error> {
 /// use bytes::Bytes;
-/// use proto::frame::{FrameCodec, write_frame};
+/// use framekit_codec::frame::{FrameCodec, write_frame};
 ///
 /// let mut out = Vec::new();
 /// write_frame(&mut out, FrameCodec::new().config(), Bytes::from_static(b"body")).await?;

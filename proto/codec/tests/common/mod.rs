@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
+use framekit_codec::Error;
+use framekit_codec::frame::{Builder, FrameCodec, FrameConfig, LengthPrefix, Oversize};
 use futures_util::StreamExt;
 use proptest::prelude::*;
-use proto::Error;
-use proto::frame::{Builder, FrameCodec, FrameConfig, LengthPrefix, Oversize};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
@@ -83,7 +83,7 @@ pub fn any_config() -> impl Strategy<Value = FrameConfig> {
             config(
                 prefix,
                 adjustment,
-                proto::frame::DEFAULT_MAX_FRAME_LENGTH,
+                framekit_codec::frame::DEFAULT_MAX_FRAME_LENGTH,
                 Oversize::Error,
             )
         })
@@ -272,7 +272,7 @@ pub fn decode_framed(config: &FrameConfig, chunks: &[Vec<u8>]) -> Result<Vec<Byt
 pub fn decode_blocking(config: &FrameConfig, chunks: &[Vec<u8>]) -> Result<Vec<Bytes>, Error> {
     let mut reader = ChunkedRead::new(chunks);
     let mut frames = Vec::new();
-    while let Some(frame) = proto::blocking::read_frame(&mut reader, config)? {
+    while let Some(frame) = framekit_codec::blocking::read_frame(&mut reader, config)? {
         frames.push(frame);
     }
     Ok(frames)

@@ -7,9 +7,9 @@ mod common;
 
 use bytes::BytesMut;
 use common::*;
+use framekit_codec::Error;
+use framekit_codec::frame::{FrameCodec, LengthPrefix, MIN_READ_AHEAD, Oversize, READ_AHEAD};
 use futures_util::StreamExt;
-use proto::Error;
-use proto::frame::{FrameCodec, LengthPrefix, MIN_READ_AHEAD, Oversize, READ_AHEAD};
 use std::io::{self, Read};
 use std::task::Poll;
 use tokio_util::codec::FramedRead;
@@ -18,7 +18,7 @@ const MIB: usize = 1024 * 1024;
 
 /// A prefix declaring `declared` payload bytes, in `config`'s encoding, for
 /// lengths the encoder itself would refuse.
-fn head_declaring(config: &proto::frame::FrameConfig, declared: u64) -> Vec<u8> {
+fn head_declaring(config: &framekit_codec::frame::FrameConfig, declared: u64) -> Vec<u8> {
     let wire = declared
         .checked_add_signed(-config.length_adjustment())
         .unwrap();
@@ -127,7 +127,7 @@ fn length_smaller_than_the_prefix_it_counts_is_invalid() {
         "{err}"
     );
     let mut reader = &[0u8, 0, 0, 3][..];
-    let err = proto::blocking::read_frame(&mut reader, &config).unwrap_err();
+    let err = framekit_codec::blocking::read_frame(&mut reader, &config).unwrap_err();
     assert!(
         matches!(
             err,
@@ -256,7 +256,7 @@ impl Read for PrefixOnly {
 fn blocking_read_frame_rejects_an_oversized_prefix_before_reading_the_payload() {
     for config in all_configs(200, Oversize::Error) {
         let mut reader = PrefixOnly(head_declaring(&config, 201));
-        let err = proto::blocking::read_frame(&mut reader, &config).unwrap_err();
+        let err = framekit_codec::blocking::read_frame(&mut reader, &config).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -277,7 +277,7 @@ fn blocking_read_frame_asks_for_at_most_the_read_ahead_at_a_time() {
     let config = Default::default();
     let head = head_declaring(&config, 16 * MIB as u64);
     let mut reader = ChunkedRead::new(&[head, vec![1]]);
-    let err = proto::blocking::read_frame(&mut reader, &config).unwrap_err();
+    let err = framekit_codec::blocking::read_frame(&mut reader, &config).unwrap_err();
     assert!(
         matches!(
             err,

@@ -17,8 +17,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::BytesMut;
-use proto::message;
-use proto::transfer::{
+use framekit_codec::message;
+use framekit_transfer::{
     DEFAULT_PORT, Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MAGIC,
     MAX_COMPONENT_LEN, MAX_EAGER_BODY, MAX_MESSAGE_LEN, MAX_NAME_LEN, MakeDir, Put, PutEager,
     RESERVED_NAME, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
@@ -187,7 +187,7 @@ impl Message {
     }
 
     /// Decodes `payload` as a message of the same type as `self`.
-    fn decode_like(&self, payload: &[u8]) -> Result<Message, proto::Error> {
+    fn decode_like(&self, payload: &[u8]) -> Result<Message, framekit_codec::Error> {
         Ok(match self {
             Message::Hello(_) => Message::Hello(message::decode(payload)?),
             Message::Request(_) => Message::Request(message::decode(payload)?),
@@ -516,7 +516,7 @@ fn constants_table_matches_the_code() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(documented, actual);
-    assert_eq!(config.prefix(), proto::frame::LengthPrefix::U32Be);
+    assert_eq!(config.prefix(), framekit_codec::frame::LengthPrefix::U32Be);
     assert_eq!(config.length_adjustment(), 0);
 }
 

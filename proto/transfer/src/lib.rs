@@ -2,7 +2,7 @@
 //!
 //! Every message travels as one frame of [`frame_config`] (4-byte
 //! big-endian length, at most [`MAX_MESSAGE_LEN`] bytes), encoded as
-//! described in [`crate::message`]. File bodies are not framed: a header
+//! described in [`framekit_codec::message`]. File bodies are not framed: a header
 //! message announces their exact size, the body follows as raw bytes, and a
 //! [`Trailer`] frame with the BLAKE3 hash of the whole file closes it.
 //!
@@ -33,7 +33,7 @@
 //! variants, and the version in [`Hello`] tells each side what the other
 //! understands. `PROTOCOL.md` at the repository root is the full contract.
 
-use crate::frame::{Builder, FrameConfig, LengthPrefix};
+use framekit_codec::frame::{Builder, FrameConfig, LengthPrefix};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -486,7 +486,7 @@ pub enum NameError {
 /// and not under [`RESERVED_NAME`].
 ///
 /// ```
-/// use proto::transfer::{validate_name, NameError};
+/// use framekit_transfer::{validate_name, NameError};
 ///
 /// assert_eq!(validate_name("photos/2024/cat.jpg"), Ok(()));
 /// assert_eq!(validate_name("../etc/passwd"), Err(NameError::DotComponent));
@@ -527,8 +527,8 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message;
     use bytes::BytesMut;
+    use framekit_codec::message;
 
     #[test]
     fn error_codes_round_trip_including_unknown_ones() {

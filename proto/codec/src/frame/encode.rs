@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, BytesMut};
 ///
 /// ```
 /// use bytes::{Buf, Bytes};
-/// use proto::frame::FrameCodec;
+/// use framekit_codec::frame::FrameCodec;
 ///
 /// let codec = FrameCodec::new();
 /// let payload = Bytes::from_static(b"large body");
@@ -149,8 +149,8 @@ impl FrameCodec {
     /// [`FrameConfig::encode_head`].
     ///
     /// ```
-    /// use proto::Error;
-    /// use proto::frame::{FrameCodec, LengthPrefix};
+    /// use framekit_codec::Error;
+    /// use framekit_codec::frame::{FrameCodec, LengthPrefix};
     ///
     /// // A two-byte prefix cannot describe 70,000 bytes.
     /// let codec = FrameCodec::builder().prefix(LengthPrefix::U16Be).new_codec();

@@ -26,8 +26,8 @@
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use proto::frame::FrameConfig;
-//! use proto::message;
+//! use framekit_codec::frame::FrameConfig;
+//! use framekit_codec::message;
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -43,12 +43,16 @@
 //! ```
 
 use crate::error::{Error, MessageError};
-use crate::frame::{FrameCodec, FrameConfig};
+#[cfg(feature = "tokio")]
+use crate::frame::FrameCodec;
+use crate::frame::FrameConfig;
 use bincode::config::{Configuration, Fixint, LittleEndian, NoLimit};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
 use std::any::type_name;
+#[cfg(feature = "tokio")]
 use std::marker::PhantomData;
+#[cfg(feature = "tokio")]
 use tokio_util::codec::{Decoder, Encoder};
 
 /// The bincode configuration of every message.
@@ -72,7 +76,7 @@ struct TooLarge {
 
 fn short_name<T: ?Sized>() -> &'static str {
     let name = type_name::<T>();
-    // Keep the last path segment of the outer type: `proto::transfer::Request`
+    // Keep the last path segment of the outer type: `framekit_transfer::Request`
     // becomes `Request`.
     let outer = name.split('<').next().unwrap_or(name);
     outer.rsplit("::").next().unwrap_or(outer)
@@ -185,20 +189,22 @@ impl bincode::enc::write::Writer for BytesWriter<'_> {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use proto::message::MessageCodec;
-/// use tokio_util::codec::{Decoder, Encoder};
+/// use framekit_codec::message::MessageCodec;
+/// use framekit_codec::{Decoder, Encoder};
 ///
 /// let mut codec = MessageCodec::<(u32, String)>::new();
 /// let mut wire = BytesMut::new();
 /// codec.encode((7u32, "seven".to_string()), &mut wire).unwrap();
 /// assert_eq!(codec.decode(&mut wire).unwrap(), Some((7, "seven".to_string())));
 /// ```
+#[cfg(feature = "tokio")]
 #[derive(Debug)]
 pub struct MessageCodec<D> {
     frames: FrameCodec,
     _decodes: PhantomData<fn() -> D>,
 }
 
+#[cfg(feature = "tokio")]
 impl<D> Clone for MessageCodec<D> {
     fn clone(&self) -> Self {
         MessageCodec {
@@ -208,12 +214,14 @@ impl<D> Clone for MessageCodec<D> {
     }
 }
 
+#[cfg(feature = "tokio")]
 impl<D> Default for MessageCodec<D> {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(feature = "tokio")]
 impl<D> MessageCodec<D> {
     /// A codec with the default framing.
     pub fn new() -> Self {
@@ -239,6 +247,7 @@ impl<D> MessageCodec<D> {
     }
 }
 
+#[cfg(feature = "tokio")]
 impl<D: DeserializeOwned> Decoder for MessageCodec<D> {
     type Item = D;
     type Error = Error;
@@ -258,6 +267,7 @@ impl<D: DeserializeOwned> Decoder for MessageCodec<D> {
     }
 }
 
+#[cfg(feature = "tokio")]
 impl<D, E: Serialize> Encoder<E> for MessageCodec<D> {
     type Error = Error;
 

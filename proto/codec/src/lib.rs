@@ -32,7 +32,7 @@
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use proto::frame::FrameCodec;
+//! use framekit_codec::frame::FrameCodec;
 //!
 //! let mut codec = FrameCodec::new();
 //! let mut buf = BytesMut::new();
@@ -43,17 +43,17 @@
 //!     }
 //! }
 //! assert_eq!(codec.decode_eof(&mut buf)?, None);
-//! # Ok::<(), proto::Error>(())
+//! # Ok::<(), framekit_codec::Error>(())
 //! ```
 //!
 //! **tokio**, through tokio-util's `Framed`:
 //!
 //! ```no_run
 //! use futures_util::{SinkExt, StreamExt};
-//! use proto::frame::FrameCodec;
+//! use framekit_codec::frame::FrameCodec;
 //! use tokio_util::codec::Framed;
 //!
-//! # async fn run() -> Result<(), proto::Error> {
+//! # async fn run() -> Result<(), framekit_codec::Error> {
 //! let stream = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
 //! let mut framed = Framed::new(stream, FrameCodec::new());
 //! framed.send(bytes::Bytes::from_static(b"ping")).await?;
@@ -68,8 +68,8 @@
 //! **Blocking `std::io`**:
 //!
 //! ```no_run
-//! use proto::blocking::{read_frame, write_frame};
-//! use proto::frame::FrameConfig;
+//! use framekit_codec::blocking::{read_frame, write_frame};
+//! use framekit_codec::frame::FrameConfig;
 //! use std::io::BufReader;
 //! use std::net::TcpStream;
 //!
@@ -80,7 +80,7 @@
 //! while let Some(frame) = read_frame(&mut reader, &config)? {
 //!     println!("{} bytes", frame.len());
 //! }
-//! # Ok::<(), proto::Error>(())
+//! # Ok::<(), framekit_codec::Error>(())
 //! ```
 //!
 //! Typed messages (serde values encoded with bincode, one per frame) are in
@@ -99,6 +99,17 @@ pub mod blocking;
 mod error;
 pub mod frame;
 pub mod message;
-pub mod transfer;
 
+pub use bytes;
 pub use error::{Error, MessageError};
+pub use frame::{
+    Builder, DEFAULT_MAX_FRAME_LENGTH, Decoded, FrameCodec, FrameConfig, Head, LengthPrefix,
+    Oversize,
+};
+
+#[cfg(feature = "tokio")]
+pub use futures_util::{SinkExt, StreamExt};
+#[cfg(feature = "tokio")]
+pub use message::MessageCodec;
+#[cfg(feature = "tokio")]
+pub use tokio_util::codec::{Decoder, Encoder, Framed, FramedRead, FramedWrite};

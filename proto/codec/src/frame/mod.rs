@@ -46,12 +46,14 @@
 
 mod decode;
 mod encode;
+#[cfg(feature = "tokio")]
 mod tokio_codec;
 
 use crate::error::Error;
 
 pub use decode::Decoded;
 pub use encode::Head;
+#[cfg(feature = "tokio")]
 pub use tokio_codec::write_frame;
 
 /// The default maximum frame length: 16 MiB.
@@ -226,7 +228,7 @@ impl FrameConfig {
 /// a 16 MiB maximum, and an error on oversized frames.
 ///
 /// ```
-/// use proto::frame::{FrameCodec, LengthPrefix};
+/// use framekit_codec::frame::{FrameCodec, LengthPrefix};
 ///
 /// let codec = FrameCodec::builder()
 ///     .prefix(LengthPrefix::U16Le)
@@ -263,7 +265,7 @@ impl Builder {
     ///
     /// ```
     /// use bytes::BytesMut;
-    /// use proto::frame::{FrameCodec, LengthPrefix};
+    /// use framekit_codec::frame::{FrameCodec, LengthPrefix};
     ///
     /// let codec = FrameCodec::builder().prefix(LengthPrefix::Varint).new_codec();
     /// let mut out = BytesMut::new();
@@ -287,7 +289,7 @@ impl Builder {
     ///
     /// ```
     /// use bytes::BytesMut;
-    /// use proto::frame::FrameCodec;
+    /// use framekit_codec::frame::FrameCodec;
     ///
     /// // The length 0x0000_0008 counts its own 4 bytes: the payload is 4 bytes.
     /// let mut codec = FrameCodec::builder().length_adjustment(-4).new_codec();
@@ -307,8 +309,8 @@ impl Builder {
     ///
     /// ```
     /// use bytes::BytesMut;
-    /// use proto::Error;
-    /// use proto::frame::FrameCodec;
+    /// use framekit_codec::Error;
+    /// use framekit_codec::frame::FrameCodec;
     ///
     /// let mut codec = FrameCodec::builder().max_frame_length(4).new_codec();
     /// let mut buf = BytesMut::from(&[0, 0, 0, 5][..]);
@@ -325,7 +327,7 @@ impl Builder {
     ///
     /// ```
     /// use bytes::BytesMut;
-    /// use proto::frame::{Decoded, FrameCodec, Oversize};
+    /// use framekit_codec::frame::{Decoded, FrameCodec, Oversize};
     ///
     /// let mut codec = FrameCodec::builder()
     ///     .max_frame_length(2)
@@ -422,7 +424,7 @@ enum DecodeState {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use proto::frame::FrameCodec;
+/// use framekit_codec::frame::FrameCodec;
 ///
 /// let mut codec = FrameCodec::new();
 /// let mut wire = BytesMut::new();

@@ -8,7 +8,7 @@
 //! of the per-round times are compared:
 //!
 //! ```text
-//! cargo bench -p framekit-proto --bench codec_alternating     # about 30 s
+//! cargo bench -p framekit-codec --bench codec_alternating     # about 30 s
 //! ```
 //!
 //! Instruction counts do not depend on the load at all. With a codec
@@ -18,7 +18,7 @@
 //! bytes once, for callgrind:
 //!
 //! ```text
-//! cargo bench -p framekit-proto --bench codec_alternating --no-run
+//! cargo bench -p framekit-codec --bench codec_alternating --no-run
 //! valgrind --tool=callgrind --toggle-collect='codec_alternating::decode_*' \
 //!     target/release/deps/codec_alternating-<hash> framekit one_buffer
 //! callgrind_annotate callgrind.out.<pid> | head   # total / 100,000 = per frame
@@ -147,7 +147,7 @@ fn run_codec(codec: &str, feed: Feed, wire: &[u8], src: &mut BytesMut) -> (usize
             (decode_slice_floor(&buf), start.elapsed())
         }
         "framekit" => run(
-            proto::frame::FrameCodec::builder()
+            framekit_codec::frame::FrameCodec::builder()
                 .max_frame_length(MAX_FRAME)
                 .new_codec(),
             feed,

@@ -20,8 +20,8 @@
 //!
 //! ```
 //! use std::io::Cursor;
-//! use proto::blocking::{read_frame, write_frame};
-//! use proto::frame::FrameConfig;
+//! use framekit_codec::blocking::{read_frame, write_frame};
+//! use framekit_codec::frame::FrameConfig;
 //!
 //! let config = FrameConfig::default();
 //! let mut wire = Vec::new();
@@ -32,7 +32,7 @@
 //! assert_eq!(&read_frame(&mut reader, &config)?.unwrap()[..], b"one");
 //! assert_eq!(&read_frame(&mut reader, &config)?.unwrap()[..], b"");
 //! assert_eq!(read_frame(&mut reader, &config)?, None); // clean end of stream
-//! # Ok::<(), proto::Error>(())
+//! # Ok::<(), framekit_codec::Error>(())
 //! ```
 
 use crate::error::Error;

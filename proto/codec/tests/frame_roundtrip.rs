@@ -8,9 +8,9 @@ mod common;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::*;
+use framekit_codec::frame::{Decoded, FrameCodec, LengthPrefix, Oversize};
 use futures_util::SinkExt;
 use proptest::prelude::*;
-use proto::frame::{Decoded, FrameCodec, LengthPrefix, Oversize};
 use tokio_util::codec::{Encoder, FramedWrite};
 
 proptest! {
@@ -126,7 +126,7 @@ proptest! {
     ) {
         let mut writer = ShortWriter::new(&sizes);
         for payload in &payloads {
-            proto::blocking::write_frame(&mut writer, &config, payload).unwrap();
+            framekit_codec::blocking::write_frame(&mut writer, &config, payload).unwrap();
         }
         prop_assert_eq!(writer.written, reference_stream(&config, &payloads));
     }
@@ -141,7 +141,7 @@ proptest! {
         tokio_test::block_on(async {
             for payload in &payloads {
                 let payload = Bytes::from(payload.clone());
-                proto::frame::write_frame(&mut writer, &config, payload).await.unwrap();
+                framekit_codec::frame::write_frame(&mut writer, &config, payload).await.unwrap();
             }
         });
         prop_assert_eq!(writer.written, reference_stream(&config, &payloads));
@@ -167,7 +167,10 @@ proptest! {
 fn every_two_chunk_split_decodes_in_every_api() {
     // Exhaustive over the cut point, so every byte of every prefix kind is
     // at some point the last byte of a read.
-    for config in all_configs(proto::frame::DEFAULT_MAX_FRAME_LENGTH, Oversize::Error) {
+    for config in all_configs(
+        framekit_codec::frame::DEFAULT_MAX_FRAME_LENGTH,
+        Oversize::Error,
+    ) {
         let min = min_payload_len(&config);
         let payloads = vec![vec![0xA5; min], vec![1; min + 1], vec![0x80; min + 200]];
         let stream = reference_stream(&config, &payloads);
@@ -195,13 +198,16 @@ fn every_two_chunk_split_decodes_in_every_api() {
 
 #[test]
 fn empty_stream_is_a_clean_end_in_every_api() {
-    for config in all_configs(proto::frame::DEFAULT_MAX_FRAME_LENGTH, Oversize::Error) {
+    for config in all_configs(
+        framekit_codec::frame::DEFAULT_MAX_FRAME_LENGTH,
+        Oversize::Error,
+    ) {
         let mut codec = FrameCodec::with_config(config);
         assert_eq!(codec.decode_eof(&mut BytesMut::new()).unwrap(), None);
         assert_eq!(decode_framed(&config, &[]).unwrap(), Vec::<Bytes>::new());
         let mut empty: &[u8] = &[];
         assert_eq!(
-            proto::blocking::read_frame(&mut empty, &config).unwrap(),
+            framekit_codec::blocking::read_frame(&mut empty, &config).unwrap(),
             None
         );
     }

@@ -7,8 +7,8 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::SplitMix;
+use framekit_codec::frame::{FrameCodec, FrameConfig};
 use futures_util::StreamExt;
-use proto::frame::{FrameCodec, FrameConfig};
 use std::io::BufReader;
 use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
@@ -33,14 +33,18 @@ fn random_frames(rng: &mut SplitMix) -> Vec<Bytes> {
 /// Connects to `addr` and sends `frames`: mostly encoded and written in
 /// random pieces of 1 byte to 4 KiB, each flushed, with yields to let the
 /// reader run; sometimes whole with the vectored `write_frame`.
-async fn send(addr: SocketAddr, frames: Vec<Bytes>, seed: u64) -> Result<(), proto::Error> {
+async fn send(
+    addr: SocketAddr,
+    frames: Vec<Bytes>,
+    seed: u64,
+) -> Result<(), framekit_codec::Error> {
     let mut rng = SplitMix::new(seed);
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let config = FrameConfig::default();
     for frame in frames {
         if rng.below(4) == 0 {
-            proto::frame::write_frame(&mut stream, &config, frame).await?;
+            framekit_codec::frame::write_frame(&mut stream, &config, frame).await?;
             continue;
         }
         let mut encoded = BytesMut::new();
@@ -95,7 +99,8 @@ async fn blocking_read_frame_gets_every_frame_over_loopback_tcp() {
         let config = FrameConfig::default();
         let mut reader = BufReader::new(stream);
         let mut received = Vec::new();
-        while let Some(frame) = proto::blocking::read_frame(&mut reader, &config).unwrap() {
+        while let Some(frame) = framekit_codec::blocking::read_frame(&mut reader, &config).unwrap()
+        {
             received.push(frame);
         }
         received
