@@ -358,20 +358,9 @@ impl<S: Transport> Session<S> {
         let started = Instant::now();
         self.transferred = 0;
         self.offset = 0;
-        let (op, name) = match &request {
-            Request::Put(r) => ("put", r.name.clone()),
-            Request::Get(r) => ("get", r.name.clone()),
-            Request::List(r) => ("list", r.prefix.clone()),
-            Request::Stat(r) => ("stat", r.name.clone()),
-            Request::Delete(r) => ("delete", r.name.clone()),
-            Request::MakeDir(r) => ("mkdir", r.name.clone()),
-            Request::Tree(r) => ("tree", r.dir.clone()),
-            Request::PutEager(r) => ("put", r.name.clone()),
-        };
-        let writes = matches!(
-            request,
-            Request::Put(_) | Request::PutEager(_) | Request::Delete(_) | Request::MakeDir(_)
-        );
+        let operation = request.operation();
+        let (op, name) = (operation.name(), request.subject().to_owned());
+        let writes = operation.writes();
         let result = match request {
             // Its body follows whatever the answer: it checks access
             // itself, once it has read the body.

@@ -151,6 +151,106 @@ pub enum Request {
     PutEager(PutEager),
 }
 
+impl Request {
+    /// The operation this request asks for.
+    pub fn operation(&self) -> Operation {
+        match self {
+            Request::Put(_) | Request::PutEager(_) => Operation::Put,
+            Request::Get(_) => Operation::Get,
+            Request::List(_) => Operation::List,
+            Request::Stat(_) => Operation::Stat,
+            Request::Delete(_) => Operation::Delete,
+            Request::MakeDir(_) => Operation::MakeDir,
+            Request::Tree(_) => Operation::Tree,
+        }
+    }
+
+    /// The name the request is about: a file or directory name, or a
+    /// listing's prefix.
+    pub fn subject(&self) -> &str {
+        match self {
+            Request::Put(Put { name, .. })
+            | Request::PutEager(PutEager { name, .. })
+            | Request::Get(Get { name, .. })
+            | Request::Stat(Stat { name })
+            | Request::Delete(Delete { name })
+            | Request::MakeDir(MakeDir { name }) => name,
+            Request::List(List { prefix }) => prefix,
+            Request::Tree(Tree { dir }) => dir,
+        }
+    }
+}
+
+/// What a request does, whatever its arguments: the one place that says
+/// which operations exist, what they are called, and which of them change
+/// what the server stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// An upload ([`Put`] or [`PutEager`]).
+    Put,
+    /// A download ([`Get`]).
+    Get,
+    /// A listing ([`List`]).
+    List,
+    /// A description of one name ([`Stat`]).
+    Stat,
+    /// A deletion ([`Delete`]).
+    Delete,
+    /// A directory creation ([`MakeDir`]).
+    MakeDir,
+    /// A listing of a directory's tree ([`Tree`]).
+    Tree,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 7] = [
+        Operation::Put,
+        Operation::Get,
+        Operation::List,
+        Operation::Stat,
+        Operation::Delete,
+        Operation::MakeDir,
+        Operation::Tree,
+    ];
+
+    /// A short name, as logs show it: `put`, `get`, `list`, `stat`,
+    /// `delete`, `mkdir`, `tree`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Operation::Put => "put",
+            Operation::Get => "get",
+            Operation::List => "list",
+            Operation::Stat => "stat",
+            Operation::Delete => "delete",
+            Operation::MakeDir => "mkdir",
+            Operation::Tree => "tree",
+        }
+    }
+
+    /// Whether the operation changes what the server stores: a read-only
+    /// token may not perform it.
+    pub const fn writes(self) -> bool {
+        matches!(
+            self,
+            Operation::Put | Operation::Delete | Operation::MakeDir
+        )
+    }
+}
+
+/// What the operation is, in words: `put`, `get`, `list`, `stat`,
+/// `delete`, `directory creation`, `directory listing`.
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::MakeDir => "directory creation",
+            Operation::Tree => "directory listing",
+            other => other.name(),
+        })
+    }
+}
+
 /// Upload `size` bytes as `name`.
 ///
 /// The server answers [`Response::PutReady`] or [`Response::Error`]; only
