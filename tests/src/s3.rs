@@ -93,11 +93,13 @@ impl Bucket {
         ]
     }
 
-    /// Gives `cmd` this bucket's [`Bucket::env`], and none of the other
-    /// `AWS_*` variables of this process's environment (a developer's
-    /// session token or profile must not leak into a test).
+    /// Gives `cmd` this bucket's [`Bucket::env`] and no other `AWS_*`
+    /// variable, whether from this process's environment (a developer's
+    /// session token or profile must not leak into a test) or set on `cmd`
+    /// before.
     pub fn configure<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
-        for (key, _) in std::env::vars_os() {
+        let set: Vec<_> = cmd.get_envs().map(|(key, _)| key.to_owned()).collect();
+        for key in std::env::vars_os().map(|(key, _)| key).chain(set) {
             if key.to_string_lossy().starts_with("AWS_") {
                 cmd.env_remove(key);
             }

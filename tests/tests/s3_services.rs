@@ -165,6 +165,33 @@ fn dropping_a_garage_stops_its_node_and_removes_its_directory() {
 }
 
 #[test]
+fn a_command_configured_for_a_bucket_sees_its_aws_variables_and_no_others() {
+    let bucket = Moto::shared().bucket();
+    let mut cmd = std::process::Command::new("env");
+    cmd.env("AWS_SESSION_TOKEN", "stale")
+        .env("AWS_PROFILE", "dev");
+    let output = bucket.configure(&mut cmd).output().unwrap();
+    let mut seen: Vec<String> = assert_success(&output)
+        .lines()
+        .filter(|line| line.starts_with("AWS_"))
+        .map(str::to_owned)
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = bucket
+        .env()
+        .into_iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(expected.contains(&format!("AWS_ENDPOINT={}", Moto::shared().endpoint())));
+    assert_eq!(
+        bucket.url(Some("/team/")),
+        format!("s3://{}/team", bucket.name)
+    );
+}
+
+#[test]
 fn each_test_bucket_starts_empty_and_apart_from_the_others() {
     for bucket in [
         [Garage::shared().bucket(), Garage::shared().bucket()],
