@@ -9,6 +9,7 @@
 
 pub mod corpus;
 pub mod hostile;
+pub mod s3;
 
 use framekit_codec::blocking::{read_message, write_message};
 use framekit_transfer::{Hello, Response, Welcome, frame_config};
