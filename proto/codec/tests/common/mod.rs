@@ -313,7 +313,7 @@ impl Read for ChunkedRead {
         chunk.drain(..n);
         if chunk.is_empty() {
             self.chunks.pop_front();
-            self.interrupt = self.chunks.len() % 2 == 0;
+            self.interrupt = self.chunks.len().is_multiple_of(2);
         }
         Ok(n)
     }
@@ -430,7 +430,7 @@ impl ShortWriter {
 
     fn next_limit(&mut self) -> Option<usize> {
         self.calls += 1;
-        if self.calls % 3 == 0 {
+        if self.calls.is_multiple_of(3) {
             return None;
         }
         Some(self.sizes[self.calls % self.sizes.len()])
