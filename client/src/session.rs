@@ -22,13 +22,13 @@
 //! stream at an unknown position: the session refuses further requests with
 //! [`ClientError::Unusable`], and should be dropped.
 
-use crate::error::{ClientError, Operation, ProtocolError};
+use crate::error::{ClientError, ProtocolError, Step};
 use framekit_codec::blocking::{read_message, write_all_vectored, write_message};
 use framekit_codec::frame::FrameConfig;
 use framekit_transfer::{
-    Delete, Entry, ErrorCode, FileVersion, Get, Hash, Hello, List, MAX_EAGER_BODY, MakeDir, Put,
-    PutEager, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
-    validate_name,
+    Delete, Entry, ErrorCode, FileVersion, Get, Hash, Hello, List, MAX_EAGER_BODY, MakeDir,
+    Operation, Put, PutEager, Request, Response, Stat, Trailer, Tree, VERSION, Welcome,
+    frame_config, validate_name,
 };
 use serde::de::DeserializeOwned;
 use std::fs::File;
@@ -117,7 +117,7 @@ impl<S: Read + Write> Session<S> {
         let mut stream = BufReader::new(stream);
         if let Err(e) = write_message(stream.get_mut(), &config, &Hello::new(token)) {
             let error = ClientError::write(e);
-            return Err(salvage(&mut stream, &config, Operation::Handshake, error));
+            return Err(salvage(&mut stream, &config, Step::Handshake, error));
         }
         // A TLS server answers a plain-text hello with a TLS alert record,
         // which no framekit frame starts with (its length is far below
@@ -141,7 +141,7 @@ impl<S: Read + Write> Session<S> {
                 ours: VERSION,
             })),
             Response::Error(reply) => Err(ClientError::Refused {
-                op: Operation::Handshake,
+                step: Step::Handshake,
                 reply,
             }),
             other => Err(ClientError::Handshake(unexpected("Welcome", &other))),
@@ -212,7 +212,7 @@ impl<S: Read + Write> Session<S> {
             overwrite,
             resume_key,
         });
-        self.send(&request, Operation::Put)?;
+        self.send_request(&request)?;
         match self.receive()? {
             // Without a resume key, the server starts at 0.
             Response::PutReady { offset }
@@ -304,7 +304,7 @@ impl<S: Read + Write> Session<S> {
             // With answers still due, the next frame is one of them, not
             // an explanation of this failure.
             return Err(match unanswered {
-                0 => salvage(&mut self.stream, &self.config, Operation::Put, error),
+                0 => salvage(&mut self.stream, &self.config, Operation::Put.into(), error),
                 _ => error,
             });
         }
@@ -355,7 +355,7 @@ impl<S: Read + Write> Session<S> {
                     self.state = answered;
                 }
                 Err(ClientError::Refused {
-                    op: Operation::Put,
+                    step: Operation::Put.into(),
                     reply,
                 })
             }
@@ -401,7 +401,7 @@ impl<S: Read + Write> Session<S> {
             offset,
             if_version,
         });
-        self.send(&request, Operation::Get)?;
+        self.send_request(&request)?;
         match self.receive()? {
             Response::GetReady {
                 size,
@@ -437,15 +437,10 @@ impl<S: Read + Write> Session<S> {
         let request = Request::MakeDir(MakeDir {
             name: name.to_owned(),
         });
-        self.exchange(
-            &request,
-            Operation::MakeDir,
-            "DirMade",
-            |response| match response {
-                Response::DirMade => Ok(()),
-                other => Err(other),
-            },
-        )
+        self.exchange(&request, "DirMade", |response| match response {
+            Response::DirMade => Ok(()),
+            other => Err(other),
+        })
     }
 
     /// Lists everything below the directory `dir` (the whole root if
@@ -467,7 +462,7 @@ impl<S: Read + Write> Session<S> {
         let request = Request::Tree(Tree {
             dir: dir.to_owned(),
         });
-        self.send(&request, Operation::Tree)?;
+        self.send_request(&request)?;
         let mut received = 0u64;
         loop {
             match self.receive()? {
@@ -516,7 +511,7 @@ impl<S: Read + Write> Session<S> {
         let request = Request::List(List {
             prefix: prefix.to_owned(),
         });
-        self.send(&request, Operation::List)?;
+        self.send_request(&request)?;
         let mut received = 0u64;
         loop {
             match self.receive()? {
@@ -552,15 +547,10 @@ impl<S: Read + Write> Session<S> {
         let request = Request::Stat(Stat {
             name: name.to_owned(),
         });
-        self.exchange(
-            &request,
-            Operation::Stat,
-            "Entry",
-            |response| match response {
-                Response::Entry(entry) => Ok(entry),
-                other => Err(other),
-            },
-        )
+        self.exchange(&request, "Entry", |response| match response {
+            Response::Entry(entry) => Ok(entry),
+            other => Err(other),
+        })
     }
 
     /// Deletes one file.
@@ -569,15 +559,10 @@ impl<S: Read + Write> Session<S> {
         let request = Request::Delete(Delete {
             name: name.to_owned(),
         });
-        self.exchange(
-            &request,
-            Operation::Delete,
-            "Deleted",
-            |response| match response {
-                Response::Deleted => Ok(()),
-                other => Err(other),
-            },
-        )
+        self.exchange(&request, "Deleted", |response| match response {
+            Response::Deleted => Ok(()),
+            other => Err(other),
+        })
     }
 
     /// One request answered by one response: `accept` takes the expected
@@ -585,12 +570,12 @@ impl<S: Read + Write> Session<S> {
     fn exchange<T>(
         &mut self,
         request: &Request,
-        op: Operation,
         expected: &'static str,
         accept: impl FnOnce(Response) -> Result<T, Response>,
     ) -> Result<T, ClientError> {
+        let op = request.operation();
         self.begin()?;
-        self.send(request, op)?;
+        self.send_request(request)?;
         match accept(self.receive()?) {
             Ok(value) => {
                 self.state = State::Ready;
@@ -617,11 +602,16 @@ impl<S: Read + Write> Session<S> {
 
     /// Writes one message. If the connection fails while writing, a server
     /// that refused and closed may have said why: that reason is returned.
-    fn send(&mut self, msg: &impl serde::Serialize, op: Operation) -> Result<(), ClientError> {
+    fn send(&mut self, msg: &impl serde::Serialize, step: Step) -> Result<(), ClientError> {
         write_message(self.stream.get_mut(), &self.config, msg).map_err(|e| {
             let error = ClientError::write(e);
-            salvage(&mut self.stream, &self.config, op, error)
+            salvage(&mut self.stream, &self.config, step, error)
         })
+    }
+
+    /// Writes a request. See [`Session::send`].
+    fn send_request(&mut self, request: &Request) -> Result<(), ClientError> {
+        self.send(request, request.operation().into())
     }
 
     /// Writes the last body bytes and a message after them in one write,
@@ -630,7 +620,7 @@ impl<S: Read + Write> Session<S> {
         &mut self,
         chunk: &[u8],
         msg: &impl serde::Serialize,
-        op: Operation,
+        step: Step,
     ) -> Result<(), ClientError> {
         let frame =
             framekit_codec::message::to_frame(&self.config, msg).map_err(ClientError::write)?;
@@ -640,15 +630,15 @@ impl<S: Read + Write> Session<S> {
         )
         .map_err(|e| {
             let error = ClientError::io(e);
-            salvage(&mut self.stream, &self.config, op, error)
+            salvage(&mut self.stream, &self.config, step, error)
         })
     }
 
     /// Writes body bytes. See [`Session::send`].
-    fn send_body(&mut self, chunk: &[u8], op: Operation) -> Result<(), ClientError> {
+    fn send_body(&mut self, chunk: &[u8], step: Step) -> Result<(), ClientError> {
         self.stream.get_mut().write_all(chunk).map_err(|e| {
             let error = ClientError::io(e);
-            salvage(&mut self.stream, &self.config, op, error)
+            salvage(&mut self.stream, &self.config, step, error)
         })
     }
 
@@ -678,7 +668,9 @@ impl<S: Read + Write> Session<S> {
                 .spawn(move || read_and_hash(file, hasher, start, end, &reader_rx, &to_sender));
             let mut sent = Ok(());
             for (buf, n) in sender_rx {
-                if let Err(e) = self.send_body(buf.get(..n).unwrap_or_default(), Operation::Put) {
+                if let Err(e) =
+                    self.send_body(buf.get(..n).unwrap_or_default(), Operation::Put.into())
+                {
                     sent = Err(e);
                     break;
                 }
@@ -714,7 +706,10 @@ impl<S: Read + Write> Session<S> {
                 if !closes(reply.code) {
                     self.state = State::Ready;
                 }
-                ClientError::Refused { op, reply }
+                ClientError::Refused {
+                    step: op.into(),
+                    reply,
+                }
             }
             other => unexpected(expected, &other).into(),
         }
@@ -736,7 +731,7 @@ fn receive<S: Read, T: DeserializeOwned>(
 fn salvage<S: Read>(
     stream: &mut BufReader<S>,
     config: &FrameConfig,
-    op: Operation,
+    step: Step,
     error: ClientError,
 ) -> ClientError {
     // Only when the connection is known to be broken: after a timeout, a
@@ -745,7 +740,7 @@ fn salvage<S: Read>(
         return error;
     }
     match read_message(stream, config) {
-        Ok(Some(Response::Error(reply))) => ClientError::Refused { op, reply },
+        Ok(Some(Response::Error(reply))) => ClientError::Refused { step, reply },
         _ => error,
     }
 }
@@ -1000,7 +995,7 @@ impl<S: Read + Write> Upload<'_, S> {
             });
         }
         self.hasher.update(chunk);
-        self.session.send_body(chunk, Operation::Put)?;
+        self.session.send_body(chunk, Operation::Put.into())?;
         self.sent += len;
         Ok(())
     }
@@ -1045,7 +1040,7 @@ impl<S: Read + Write> Upload<'_, S> {
             self.hasher.update(body);
             let hash: Hash = self.hasher.finalize().into();
             self.session
-                .send_body_then(body, &Trailer { hash }, Operation::Put)?;
+                .send_body_then(body, &Trailer { hash }, Operation::Put.into())?;
             self.sent = size;
             self.trailer_sent = true;
             progress(size);
@@ -1085,7 +1080,7 @@ impl<S: Read + Write> Upload<'_, S> {
         let hash: Hash = self.hasher.finalize().into();
         let session = self.session;
         if !self.trailer_sent {
-            session.send(&Trailer { hash }, Operation::Put)?;
+            session.send(&Trailer { hash }, Operation::Put.into())?;
         }
         match session.receive()? {
             Response::PutDone { size, hash: stored } => {

@@ -4,7 +4,7 @@
 //! client sends, so each test states exactly what the server says and
 //! checks exactly what the client wrote.
 
-use crate::error::{ClientError, Exit, Operation, ProtocolError};
+use crate::error::{ClientError, Exit, ProtocolError, Step};
 use crate::files::{self, Options, Source, Staging};
 use crate::progress::Meter;
 
@@ -14,8 +14,8 @@ use crate::session::{PutDone, Session, TreeEntry};
 use framekit_codec::blocking::read_message;
 use framekit_codec::message::to_frame;
 use framekit_transfer::{
-    Entry, ErrorCode, ErrorReply, FileVersion, Get, Hash, Hello, List, MakeDir, Put, PutEager,
-    Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
+    Entry, ErrorCode, ErrorReply, FileVersion, Get, Hash, Hello, List, MakeDir, Operation, Put,
+    PutEager, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -1092,7 +1092,7 @@ fn list_refused_is_reported() {
     assert!(matches!(
         err,
         ClientError::Refused {
-            op: Operation::List,
+            step: Step::Request(Operation::List),
             ..
         }
     ));
