@@ -4,8 +4,9 @@ use crate::cli::{Cli, Command, DeleteArgs, GetArgs, ListArgs, PutArgs, StatArgs}
 use crate::connect::{ConnectOptions, Stream, connect};
 use crate::error::{ClientError, ProtocolError, hex};
 use crate::escape::Escaped;
+use crate::files::plan::{Left, PutItem, plan_put};
 use crate::files::{self, Options, Source, Staging};
-use crate::local::{self, Left, PutItem};
+use crate::files::{components_below, make_real_dir, prepare_path};
 use crate::progress::Meter;
 use crate::session::{Session, TreeEntry};
 use framekit_transfer::{Entry, ErrorCode};
@@ -237,7 +238,7 @@ fn put(
         .map_err(ClientError::Output);
     }
 
-    let plan = local::plan_put(&args.files, args.name.as_deref(), args.follow_links);
+    let plan = plan_put(&args.files, args.name.as_deref(), args.follow_links);
     let mut tally = Tally::new("put");
     let meter = Meter::for_set(status, "put".to_owned(), plan.bytes());
     for left in &plan.left {
@@ -440,7 +441,7 @@ fn get(
     let into = match &args.output {
         Some(output) => {
             if !output.is_dir() {
-                local::make_real_dir(output)?;
+                make_real_dir(output)?;
             }
             output.clone()
         }
@@ -577,7 +578,7 @@ fn fetch_directory(
         })
         .sum();
     let meter = Meter::for_set(status, format!("get {}", Escaped(dir)), bytes);
-    if let Err(error) = local::make_real_dir(dest).or_else(|e| match dest.is_dir() {
+    if let Err(error) = make_real_dir(dest).or_else(|e| match dest.is_dir() {
         // The destination itself is the user's choice: a link to a
         // directory is fine there.
         true => Ok(()),
@@ -597,7 +598,7 @@ fn fetch_directory(
             TreeEntry::Dir(name) => (name, 0),
             TreeEntry::File(file) => (&file.name, file.size),
         };
-        let components = match local::components_below(name, dir) {
+        let components = match components_below(name, dir) {
             Ok(components) => components,
             Err(e) => {
                 meter.skip(size);
@@ -606,14 +607,14 @@ fn fetch_directory(
             }
         };
         if let TreeEntry::Dir(_) = entry {
-            if let Err(e) = local::prepare_path(dest, &components, true) {
+            if let Err(e) = prepare_path(dest, &components, true) {
                 tally.fail(&meter, &format!("{}/", Escaped(name)), &e);
             }
             continue;
         }
         done += 1;
         meter.start(Some(format!("[{done}/{total}] {}", Escaped(name))), size, 0);
-        let fetched = local::prepare_path(dest, &components, false)
+        let fetched = prepare_path(dest, &components, false)
             .and_then(|path| fetch(link, name, &path, transfer, &meter, status));
         meter.end_file();
         match fetched {

@@ -348,10 +348,6 @@ pub enum ClientError {
     /// `$FRAMEKIT_TOKEN` is not valid UTF-8.
     #[error("$FRAMEKIT_TOKEN is not valid UTF-8")]
     TokenNotUtf8,
-    /// Reading a local file failed (mapped to [`ClientError::Local`] by
-    /// the caller, which knows the path).
-    #[error("cannot read a local file")]
-    LocalRead(#[source] io::Error),
     /// The TLS handshake failed.
     #[error("TLS with {addr} failed: {reason}")]
     Tls {
@@ -397,7 +393,6 @@ impl ClientError {
             ClientError::Integrity { .. } => Exit::Integrity,
             ClientError::DestinationExists { .. } => Exit::AlreadyExists,
             ClientError::Local { .. }
-            | ClientError::LocalRead(_)
             | ClientError::FileChanged { .. }
             | ClientError::Ca { .. } => Exit::LocalFile,
             ClientError::TokenNotUtf8 => Exit::Usage,

@@ -673,6 +673,105 @@ fn an_upload_takes_exactly_its_size() {
 }
 
 #[test]
+fn an_upload_hashed_by_the_caller_sends_the_callers_hash() {
+    let mut session = Script::welcome()
+        .msg(&Response::PutReady { offset: 0 })
+        .msg(&put_done(b"abc"))
+        .session();
+    let mut upload = session.start_put("f", 3, false).unwrap();
+    upload.send_unhashed(b"ab").unwrap();
+    // The upload no longer knows the hash of what it sent.
+    let err = upload.send(b"c").unwrap_err();
+    assert!(matches!(err, ClientError::Misuse(_)), "{err:?}");
+    upload.send_unhashed(b"c").unwrap();
+    let done = upload.finish_with_hash(hash(b"abc")).unwrap();
+    assert_eq!(done.hash, hash(b"abc"));
+    assert!(session.is_usable());
+    let mut sent = Sent::of(session);
+    sent.hello();
+    sent.request();
+    assert_eq!(sent.raw(3), b"abc");
+    assert_eq!(sent.msg::<Trailer>().hash, hash(b"abc"));
+    assert!(sent.rest().is_empty());
+}
+
+#[test]
+fn a_resumed_upload_must_be_hashed_by_the_caller() {
+    let mut session = Script::welcome()
+        .msg(&Response::PutReady { offset: 2 })
+        .session();
+    let mut upload = session
+        .start_put_with_key("f", 5, false, Some([7; 32]))
+        .unwrap();
+    assert_eq!((upload.offset(), upload.remaining()), (2, 3));
+    let err = upload.send(b"cde").unwrap_err();
+    assert!(matches!(err, ClientError::Misuse(_)), "{err:?}");
+    upload.send_unhashed(b"cde").unwrap();
+    let err = upload.finish().unwrap_err();
+    assert!(matches!(err, ClientError::Misuse(_)), "{err:?}");
+    // Nothing but the request and the body went out: no trailer.
+    let mut sent = Sent::of(session);
+    sent.hello();
+    sent.request();
+    assert_eq!(sent.rest(), b"cde");
+}
+
+#[test]
+fn a_download_read_unhashed_is_checked_against_the_callers_hash() {
+    for (claimed, ok) in [(hash(b"abc"), true), (hash(b"abd"), false)] {
+        let mut session = Script::welcome().download(b"abc", hash(b"abc")).session();
+        let mut download = session.start_get("f").unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(download.read_unhashed(&mut buf).unwrap(), 3);
+        let err = download.read(&mut buf).unwrap_err();
+        assert!(matches!(err, ClientError::Misuse(_)), "{err:?}");
+        let finished = download.finish_with_hash(claimed);
+        match ok {
+            true => assert_eq!(finished.unwrap(), hash(b"abc")),
+            false => assert!(
+                matches!(finished, Err(ClientError::Integrity { .. })),
+                "{finished:?}"
+            ),
+        }
+        // Either way the exchange is complete.
+        assert!(session.is_usable());
+    }
+}
+
+#[test]
+fn a_resumed_download_must_be_hashed_by_the_caller() {
+    let version = FileVersion {
+        size: 5,
+        modified_ns: 1,
+    };
+    let mut session = Script::welcome()
+        .msg(&Response::GetReady {
+            size: 5,
+            offset: 2,
+            modified_ns: 1,
+        })
+        .raw(b"cde")
+        .msg(&Trailer {
+            hash: hash(b"abcde"),
+        })
+        .session();
+    let mut download = session.start_get_from("f", 2, version).unwrap();
+    let mut buf = [0u8; 8];
+    let err = download.read(&mut buf).unwrap_err();
+    assert!(matches!(err, ClientError::Misuse(_)), "{err:?}");
+    let mut got = Vec::new();
+    while download.remaining() > 0 {
+        let n = download.read_unhashed(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"cde");
+    assert_eq!(
+        download.finish_with_hash(hash(b"abcde")).unwrap(),
+        hash(b"abcde")
+    );
+}
+
+#[test]
 fn remote_names_default_to_the_base_name_and_are_checked() {
     let path = Path::new("some/dir/file name.txt");
     assert_eq!(files::remote_name(path, None).unwrap(), "file name.txt");
