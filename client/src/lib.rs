@@ -31,5 +31,5 @@ pub mod tls;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{TOKEN_VAR, print_entry, run};
+pub use commands::run;
 pub use error::{ClientError, Exit};

@@ -1154,7 +1154,7 @@ fn list_prints_names_with_control_characters_escaped() {
         .session();
     let mut out = Vec::new();
     session
-        .list("pre", |e| crate::print_entry(&mut out, &e))
+        .list("pre", |e| crate::commands::print_entry(&mut out, &e))
         .unwrap();
     assert_eq!(
         String::from_utf8(out).unwrap(),
@@ -1205,7 +1205,7 @@ fn stat_prints_one_escaped_entry() {
         .session();
     let found = session.stat("ab").unwrap();
     let mut out = Vec::new();
-    crate::print_entry(&mut out, &found).unwrap();
+    crate::commands::print_entry(&mut out, &found).unwrap();
     assert_eq!(out, b"12\ta\\tb\n");
     let mut sent = Sent::of(session);
     sent.hello();

@@ -128,6 +128,18 @@ pub fn destination(name: &str, output: Option<&Path>) -> Result<PathBuf, ClientE
     Ok(output.to_owned())
 }
 
+/// Where a directory `dir` is saved: `output` itself (or in it, under the
+/// directory's base name, if it is an existing directory), or
+/// `./<base name>`.
+pub(crate) fn directory_destination(dir: &str, output: Option<&Path>) -> PathBuf {
+    let base = dir.rsplit('/').next().unwrap_or(dir);
+    match output {
+        Some(output) if output.is_dir() => output.join(base),
+        Some(output) => output.to_owned(),
+        None => PathBuf::from(base),
+    }
+}
+
 /// Checks a name the server listed below the directory `dir` (empty for
 /// the root): it must be valid by the protocol's rules and lie strictly
 /// below `dir`. Returns its components below `dir`.
@@ -239,5 +251,17 @@ mod tests {
         assert!(prepare_path(&base, &["evil"], true).is_err());
         fs::write(base.join("file"), b"").unwrap();
         assert!(prepare_path(&base, &["file", "x"], false).is_err());
+    }
+
+    #[test]
+    fn directories_are_saved_under_their_base_name_or_where_asked() {
+        assert_eq!(directory_destination("a/b", None), PathBuf::from("b"));
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            directory_destination("a/b", Some(dir.path())),
+            dir.path().join("b")
+        );
+        let new = dir.path().join("new");
+        assert_eq!(directory_destination("a/b", Some(&new)), new);
     }
 }

@@ -34,7 +34,7 @@ mod staging;
 mod upload;
 
 pub use download::{Saved, destination, get_file};
-pub(crate) use download::{components_below, make_real_dir, prepare_path};
+pub(crate) use download::{components_below, directory_destination, make_real_dir, prepare_path};
 pub use source::{Source, remote_name};
 pub use staging::Staging;
 pub use upload::{SMALL_FILE, SmallFile, Uploaded, put_file, put_small_files};
