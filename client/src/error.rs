@@ -455,7 +455,7 @@ impl ClientError {
 }
 
 /// A hash as lowercase hexadecimal.
-pub fn hex(hash: &Hash) -> String {
+pub(crate) fn hex(hash: &Hash) -> String {
     blake3::Hash::from_bytes(*hash).to_hex().to_string()
 }
 

@@ -2,16 +2,16 @@
 //! a get receives, and resuming either after an interruption. The protocol
 //! itself is [`crate::session`]'s.
 //!
-//! - [`source`]: a file to upload, opened, read whole (small files) or
+//! - `source.rs`: a file to upload, opened, read whole (small files) or
 //!   read and hashed on another thread (the others), and its resume key.
-//! - [`upload`]: [`put_file`] and [`put_small_files`] drive a session's
+//! - `upload.rs`: [`put_file`] and [`put_small_files`] drive a session's
 //!   uploads from sources.
-//! - [`staging`]: where a download is written: `DEST.part` next to the
+//! - `staging.rs`: where a download is written: `DEST.part` next to the
 //!   destination, described by `DEST.part.meta`, written and hashed on
 //!   another thread, then flushed and renamed into place.
-//! - [`download`]: [`get_file`] drives a session's download into a
+//! - `download.rs`: [`get_file`] drives a session's download into a
 //!   staging; where downloads and downloaded directories go.
-//! - [`plan`]: what a put of files and directories sends, in order.
+//! - `plan.rs`: what a put of files and directories sends, in order.
 //!
 //! An upload checks that the file ends exactly where its size said it
 //! would. A file over 64 KiB is sent with a resume key, derived from its

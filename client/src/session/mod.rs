@@ -9,11 +9,11 @@
 //! header are body bytes) and written with `write_all` straight to the
 //! stream.
 //!
-//! - [`upload`]: put and eager puts; an [`Upload`] takes the body chunk by
+//! - `upload.rs`: put and eager puts; an [`Upload`] takes the body chunk by
 //!   chunk.
-//! - [`download`]: get; a [`Download`] gives the body chunk by chunk.
-//! - [`listing`]: list, tree, stat.
-//! - [`admin`]: delete, make a directory.
+//! - `download.rs`: get; a [`Download`] gives the body chunk by chunk.
+//! - `listing.rs`: list, tree, stat.
+//! - `admin.rs`: delete, make a directory.
 //!
 //! Both body types hash the body with BLAKE3 as it passes and check the
 //! hash when finished, unless the caller hashes it itself (the file side
