@@ -125,9 +125,9 @@ impl Source {
     /// ends at `end`. Stops early, without error, if the other side hangs
     /// up.
     ///
-    /// Runs on its own thread while the caller's sends the buffer before:
-    /// this beats `sendfile` when the bytes must be hashed anyway, since
-    /// the file is read from memory once instead of twice.
+    /// Runs on its own thread while the caller's thread sends the buffer
+    /// before: this beats `sendfile` when the bytes must be hashed anyway,
+    /// since the file is read from memory once instead of twice.
     pub(super) fn read_and_hash(
         &self,
         hasher: &mut blake3::Hasher,
