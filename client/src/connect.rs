@@ -164,7 +164,7 @@ pub fn connect(addr: &str, options: &ConnectOptions) -> Result<Session<Stream>, 
 }
 
 /// The addresses `addr` stands for.
-pub fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
+fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
     let bare_ip = addr
         .strip_prefix('[')
         .and_then(|a| a.strip_suffix(']'))

@@ -1,7 +1,7 @@
 //! The client's errors and the exit codes they map to.
 
 use crate::escape::Escaped;
-use framekit_transfer::{ErrorCode, ErrorReply, Hash, NameError};
+use framekit_transfer::{ErrorCode, ErrorReply, Hash, NameError, Operation};
 use std::error::Error as _;
 use std::fmt;
 use std::io;
@@ -108,39 +108,27 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 
-/// The operation a server error answered.
+/// What a server's refusal answered: the handshake, or a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    /// The handshake.
+pub enum Step {
+    /// The handshake, which is not a request.
     Handshake,
-    /// An upload.
-    Put,
-    /// A download.
-    Get,
-    /// A listing.
-    List,
-    /// A stat.
-    Stat,
-    /// A delete.
-    Delete,
-    /// A directory creation.
-    MakeDir,
-    /// A listing of a directory's tree.
-    Tree,
+    /// A request, by its operation.
+    Request(Operation),
 }
 
-impl fmt::Display for Operation {
+impl From<Operation> for Step {
+    fn from(op: Operation) -> Self {
+        Step::Request(op)
+    }
+}
+
+impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Operation::Handshake => "handshake",
-            Operation::Put => "put",
-            Operation::Get => "get",
-            Operation::List => "list",
-            Operation::Stat => "stat",
-            Operation::Delete => "delete",
-            Operation::MakeDir => "directory creation",
-            Operation::Tree => "directory listing",
-        })
+        match self {
+            Step::Handshake => f.write_str("handshake"),
+            Step::Request(op) => op.fmt(f),
+        }
     }
 }
 
@@ -247,10 +235,10 @@ pub enum ClientError {
     #[error("protocol error")]
     Protocol(#[from] ProtocolError),
     /// The server refused the request.
-    #[error("the server refused the {op}: {}: {}", .reply.code, Escaped(&.reply.message))]
+    #[error("the server refused the {step}: {}: {}", .reply.code, Escaped(&.reply.message))]
     Refused {
         /// What was refused.
-        op: Operation,
+        step: Step,
         /// The server's answer.
         reply: ErrorReply,
     },
@@ -360,10 +348,6 @@ pub enum ClientError {
     /// `$FRAMEKIT_TOKEN` is not valid UTF-8.
     #[error("$FRAMEKIT_TOKEN is not valid UTF-8")]
     TokenNotUtf8,
-    /// Reading a local file failed (mapped to [`ClientError::Local`] by
-    /// the caller, which knows the path).
-    #[error("cannot read a local file")]
-    LocalRead(#[source] io::Error),
     /// The TLS handshake failed.
     #[error("TLS with {addr} failed: {reason}")]
     Tls {
@@ -409,7 +393,6 @@ impl ClientError {
             ClientError::Integrity { .. } => Exit::Integrity,
             ClientError::DestinationExists { .. } => Exit::AlreadyExists,
             ClientError::Local { .. }
-            | ClientError::LocalRead(_)
             | ClientError::FileChanged { .. }
             | ClientError::Ca { .. } => Exit::LocalFile,
             ClientError::TokenNotUtf8 => Exit::Usage,
@@ -472,7 +455,7 @@ impl ClientError {
 }
 
 /// A hash as lowercase hexadecimal.
-pub fn hex(hash: &Hash) -> String {
+pub(crate) fn hex(hash: &Hash) -> String {
     blake3::Hash::from_bytes(*hash).to_hex().to_string()
 }
 
@@ -502,7 +485,7 @@ mod tests {
     #[test]
     fn server_error_codes_map_to_their_exit_codes() {
         let refused = |code| ClientError::Refused {
-            op: Operation::Put,
+            step: Operation::Put.into(),
             reply: ErrorReply::new(code, "x"),
         };
         assert_eq!(refused(ErrorCode::NotFound).exit(), Exit::NotFound);
@@ -537,13 +520,44 @@ mod tests {
     #[test]
     fn a_server_message_cannot_drive_the_terminal() {
         let error = ClientError::Refused {
-            op: Operation::Get,
+            step: Operation::Get.into(),
             reply: ErrorReply::new(ErrorCode::NotFound, "no \u{1b}[2Jfile\nhere"),
         };
         let line = error.report();
         assert_eq!(
             line,
             "the server refused the get: not found: no \\u{1b}[2Jfile\\nhere"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_handshake_or_the_operation_refused() {
+        let refused = |step: Step| {
+            ClientError::Refused {
+                step,
+                reply: ErrorReply::new(ErrorCode::Forbidden, "no"),
+            }
+            .report()
+        };
+        assert_eq!(
+            refused(Step::Handshake),
+            "the server refused the handshake: forbidden: no"
+        );
+        let names: Vec<String> = Operation::ALL
+            .into_iter()
+            .map(|op| refused(op.into()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "the server refused the put: forbidden: no",
+                "the server refused the get: forbidden: no",
+                "the server refused the list: forbidden: no",
+                "the server refused the stat: forbidden: no",
+                "the server refused the delete: forbidden: no",
+                "the server refused the directory creation: forbidden: no",
+                "the server refused the directory listing: forbidden: no",
+            ]
         );
     }
 

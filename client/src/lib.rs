@@ -5,14 +5,13 @@
 //!
 //! - [`session::Session`] speaks the protocol over any `Read + Write`
 //!   stream (TCP, TLS, an in-memory peer): handshake, put, get, list, stat,
-//!   delete, with bodies streamed and hashed.
+//!   delete, with bodies streamed and hashed. It knows nothing of local
+//!   files.
 //! - [`connect::connect`] opens a session over TCP with the right socket
 //!   options and timeouts.
-//! - [`files`] uploads a local file and saves a download atomically
-//!   (partial file, verification, fsync, rename), and resumes either
-//!   after an interruption.
-//! - [`local`] plans the upload of directories and checks the names of a
-//!   directory download before anything is written.
+//! - [`files`] is the local side: it uploads a local file and saves a
+//!   download atomically (partial file, verification, fsync, rename), and
+//!   resumes either after an interruption.
 //! - [`error::ClientError`] says what went wrong, and
 //!   [`error::Exit`] which exit code that is.
 //! - [`escape::Escaped`] prints text from the server safely.
@@ -25,7 +24,6 @@ pub mod escape;
 pub mod files;
 #[cfg(fuzzing)]
 pub mod fuzzing;
-pub mod local;
 pub mod progress;
 pub mod session;
 pub mod tls;
@@ -33,5 +31,5 @@ pub mod tls;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{TOKEN_VAR, print_entry, run};
+pub use commands::run;
 pub use error::{ClientError, Exit};

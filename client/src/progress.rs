@@ -23,7 +23,7 @@ fn drawn(enabled: bool) -> bool {
 /// A progress bar for a transfer, labelled `label`: drawn on stderr when
 /// `enabled` and stderr is a terminal, hidden otherwise. Its length is set
 /// once the transfer's size is known.
-pub fn transfer_bar(enabled: bool, label: String) -> ProgressBar {
+fn transfer_bar(enabled: bool, label: String) -> ProgressBar {
     if !drawn(enabled) {
         return ProgressBar::hidden();
     }

@@ -60,7 +60,7 @@ pub fn config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, ClientError> {
 
 /// The host part of a server address (`HOST:PORT`, `HOST`, `IP`,
 /// `[IPV6]:PORT`), as the name the certificate must be valid for.
-pub fn server_name(addr: &str) -> Result<ServerName<'static>, ClientError> {
+pub(crate) fn server_name(addr: &str) -> Result<ServerName<'static>, ClientError> {
     let host = if let Some(rest) = addr.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
     } else if addr.parse::<IpAddr>().is_ok() {
@@ -79,7 +79,7 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, ClientError> {
 
 /// Runs the TLS handshake to completion, so that its failures are reported
 /// as such rather than as a protocol error later.
-pub fn handshake(
+pub(crate) fn handshake(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
     mut tcp: TcpStream,

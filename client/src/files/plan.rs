@@ -1,25 +1,16 @@
-//! The local side of transfers of several files: what a put of files and
-//! directories sends, and where a download of a remote directory writes.
+//! What a put of files and directories sends, in order.
 //!
-//! Uploading a directory walks it in name order: every directory becomes a
-//! remote directory (so that empty ones arrive too), every regular file a
-//! remote file, named by its path relative to the directory, under the
+//! A directory is walked in name order: every directory becomes a remote
+//! directory (so that empty ones arrive too), every regular file a remote
+//! file, named by its path relative to the directory, under the
 //! directory's own name (or another). Symbolic links found in the walk are
 //! skipped unless asked to follow them, and so is anything that is neither
 //! a file nor a directory.
-//!
-//! Downloading a directory saves what the server lists under it, and the
-//! names come from the server: each is checked against the protocol's
-//! rules, must lie below the directory asked for, and its local path is
-//! built component by component under the destination, creating real
-//! directories and never going through a symbolic link, so that no name
-//! can lead a write outside the destination.
 
+use super::source::base_name;
 use crate::error::ClientError;
-use crate::files::base_name;
 use framekit_transfer::validate_name;
 use std::fs;
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -262,73 +253,6 @@ fn walk(
     }
 }
 
-/// Checks a name the server listed below the directory `dir` (empty for
-/// the root): it must be valid by the protocol's rules and lie strictly
-/// below `dir`. Returns its components below `dir`.
-pub fn components_below<'a>(name: &'a str, dir: &str) -> Result<Vec<&'a str>, ClientError> {
-    validate_name(name).map_err(|source| ClientError::InvalidName {
-        name: name.to_owned(),
-        source,
-    })?;
-    let rest = if dir.is_empty() {
-        Some(name)
-    } else {
-        name.strip_prefix(dir).and_then(|r| r.strip_prefix('/'))
-    };
-    match rest {
-        // A valid name's components are never empty, `.` or `..`, and hold
-        // no separator.
-        Some(rest) if !rest.is_empty() => Ok(rest.split('/').collect()),
-        _ => Err(ClientError::Outside {
-            name: name.to_owned(),
-            dir: dir.to_owned(),
-        }),
-    }
-}
-
-/// The local path of `components` under `base`, creating the directories
-/// it goes through (all but the last component, or all of them if
-/// `all`), each a real directory: a symbolic link or a file in the way is
-/// an error, never followed.
-pub fn prepare_path(base: &Path, components: &[&str], all: bool) -> Result<PathBuf, ClientError> {
-    let dirs = if all {
-        components.len()
-    } else {
-        components.len().saturating_sub(1)
-    };
-    let mut path = base.to_owned();
-    for (i, component) in components.iter().enumerate() {
-        path.push(component);
-        if i >= dirs {
-            break;
-        }
-        make_real_dir(&path)?;
-    }
-    Ok(path)
-}
-
-/// Creates `path` as a directory if it is not one; fails if something
-/// else, a symbolic link included, is there.
-pub fn make_real_dir(path: &Path) -> Result<(), ClientError> {
-    let error = |source| ClientError::Local {
-        action: "cannot create the directory",
-        path: path.to_owned(),
-        source,
-    };
-    match fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::symlink_metadata(path) {
-            Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(error(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "something that is not a directory is in the way",
-            ))),
-            Err(e) => Err(error(e)),
-        },
-        Err(e) => Err(error(e)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,42 +346,5 @@ mod tests {
         let plan = plan_put(std::slice::from_ref(&top), None, false);
         assert_eq!(remotes(&plan), ["top/", "top/ok"]);
         assert_eq!(plan.left.len(), 2);
-    }
-
-    #[test]
-    fn names_from_the_server_must_be_valid_and_below_the_directory() {
-        assert_eq!(components_below("d/a/b", "d").unwrap(), ["a", "b"]);
-        assert_eq!(components_below("a/b", "").unwrap(), ["a", "b"]);
-        for (name, dir) in [
-            ("../x", "d"),
-            ("d/../x", "d"),
-            ("/etc/passwd", "d"),
-            ("d", "d"),
-            ("dx/y", "d"),
-            ("other/y", "d"),
-            ("d//y", "d"),
-            ("d/y/", "d"),
-            ("d/a\\..\\..\\x", "d"),
-            ("d/\u{1b}[2J", "d"),
-            ("", ""),
-        ] {
-            assert!(components_below(name, dir).is_err(), "{name:?} in {dir:?}");
-        }
-    }
-
-    #[test]
-    fn local_paths_never_go_through_a_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("out");
-        fs::create_dir(&base).unwrap();
-        let path = prepare_path(&base, &["a", "b", "c.txt"], false).unwrap();
-        assert_eq!(path, base.join("a/b/c.txt"));
-        assert!(base.join("a/b").is_dir());
-        assert!(!path.exists());
-        symlink(dir.path(), base.join("evil")).unwrap();
-        assert!(prepare_path(&base, &["evil", "x"], false).is_err());
-        assert!(prepare_path(&base, &["evil"], true).is_err());
-        fs::write(base.join("file"), b"").unwrap();
-        assert!(prepare_path(&base, &["file", "x"], false).is_err());
     }
 }
