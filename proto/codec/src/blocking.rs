@@ -1,22 +1,12 @@
 //! Framing over blocking `std::io` readers and writers.
 //!
-//! # Why `write` is not enough
-//!
-//! [`Write::write`] may write only part of its buffer and report how much it
-//! took: a TCP socket whose send buffer is nearly full accepts what fits.
-//! Code that calls `write` once per frame and ignores the count silently
-//! drops the rest of the frame, and the peer then reads the next frame's
-//! bytes as the end of this one. This is the difference between BSD
-//! `send`, which returns a count, and Python's `socket.sendall`, which loops
-//! until every byte is out. [`write_frame`] is the `sendall` of frames: it
-//! loops (with vectored writes, so the prefix and payload go out together
-//! without being copied into one buffer) until every byte is written.
-//!
-//! Reading has the mirror problem: [`Read::read`] returns whatever has
-//! arrived, which may be half a prefix or several frames at once.
-//! [`read_frame`] uses [`Read::read_exact`] for exactly the prefix and then
-//! exactly the payload. Wrap sockets in a [`std::io::BufReader`] so that
-//! small frames do not cost a system call each.
+//! [`write_frame`] writes every byte of a frame (vectored, without copying
+//! the payload), retrying partial writes. [`read_frame`] reads exactly one
+//! frame's bytes and never past its end, so a caller can go on reading
+//! other data from the same reader after a frame. Wrap sockets in a
+//! [`std::io::BufReader`] so that small frames do not cost a system call
+//! each. Both follow the same rules as the sans-IO
+//! [`FrameCodec`](crate::frame::FrameCodec): same limits, same errors.
 //!
 //! ```
 //! use std::io::Cursor;
@@ -36,9 +26,8 @@
 //! ```
 
 use crate::error::Error;
-use crate::frame::{
-    Decoded, FrameConfig, LengthPrefix, MIN_READ_AHEAD, Oversize, READ_AHEAD, varint_step,
-};
+use crate::frame::core::{MAX_VARINT_LEN, Parsed, Verdict, read_ahead};
+use crate::frame::{Decoded, FrameConfig, MIN_READ_AHEAD};
 use crate::message;
 use bytes::{Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
@@ -88,11 +77,11 @@ pub fn write_all_vectored<W: Write + ?Sized>(
 /// Returns `Ok(None)` when the stream ends cleanly at a frame boundary,
 /// [`Error::Truncated`] when it ends inside a frame, and
 /// [`Error::FrameTooLarge`] as soon as a prefix declares more than the
-/// maximum (in [`Oversize::Discard`] mode such frames are skipped instead).
-/// The payload buffer grows as bytes arrive, by at most
-/// [`READ_AHEAD`] bytes at a time and never more than has arrived (at least
-/// [`MIN_READ_AHEAD`]), so a declared length costs nothing
-/// until the data is actually sent.
+/// maximum (in [`Oversize::Discard`](crate::frame::Oversize::Discard) mode
+/// such frames are skipped instead). The payload buffer grows as bytes
+/// arrive, by at most [`READ_AHEAD`](crate::frame::READ_AHEAD) bytes at a time and never more than has
+/// arrived (at least [`MIN_READ_AHEAD`]), so a declared length costs nothing
+/// until the data is actually sent. Only the frame's own bytes are read.
 pub fn read_frame<R: Read + ?Sized>(
     reader: &mut R,
     config: &FrameConfig,
@@ -112,36 +101,48 @@ pub fn read_next<R: Read + ?Sized>(
     reader: &mut R,
     config: &FrameConfig,
 ) -> Result<Option<Decoded>, Error> {
-    let Some(wire) = read_head(reader, config)? else {
-        return Ok(None);
-    };
-    let declared = config.payload_len(wire)?;
-    let len = match usize::try_from(declared) {
-        Ok(len) if len <= config.max_frame_length() => len,
-        _ if config.oversize() == Oversize::Discard => {
-            let skipped = io::copy(&mut reader.take(declared), &mut io::sink())?;
-            if skipped < declared {
+    let mut head = [0u8; MAX_VARINT_LEN];
+    let mut filled = 0;
+    // Reads exactly the bytes the parser asks for, so nothing past the head
+    // is consumed before the length is known.
+    let wire = loop {
+        let needed = match config.parse_head(&head[..filled])? {
+            Parsed::Complete { wire, .. } => break wire,
+            Parsed::Incomplete { needed } => needed,
+        };
+        let Some(missing) = head.get_mut(filled..needed) else {
+            return Err(Error::InvalidVarint { len: needed });
+        };
+        match read_full(reader, missing) {
+            Ok(()) => filled = needed,
+            Err(Short::Eof(0)) if filled == 0 => return Ok(None),
+            Err(Short::Eof(got)) => {
                 return Err(Error::Truncated {
-                    received: skipped,
-                    expected: Some(declared),
+                    received: (filled + got) as u64,
+                    expected: None,
                 });
             }
-            return Ok(Some(Decoded::Discarded { length: declared }));
+            Err(Short::Io(e)) => return Err(Error::Io(e)),
         }
-        _ => {
-            return Err(Error::FrameTooLarge {
-                declared,
-                max: config.max_frame_length() as u64,
-            });
+    };
+    let len = match config.judge(wire)? {
+        Verdict::Take(len) => len,
+        Verdict::Discard(length) => {
+            let skipped = io::copy(&mut reader.take(length), &mut io::sink())?;
+            if skipped < length {
+                return Err(Error::Truncated {
+                    received: skipped,
+                    expected: Some(length),
+                });
+            }
+            return Ok(Some(Decoded::Discarded { length }));
         }
     };
 
     let mut payload = BytesMut::with_capacity(len.min(MIN_READ_AHEAD));
     while payload.len() < len {
         let start = payload.len();
-        // Grow with what has arrived: double, within the read-ahead.
-        let chunk = (len - start).min(start.max(MIN_READ_AHEAD)).min(READ_AHEAD);
-        payload.resize(start + chunk, 0);
+        payload.resize(start + read_ahead(len - start, start), 0);
         if let Err(e) = read_full(reader, &mut payload[start..]) {
             return Err(match e {
                 Short::Eof(got) => Error::Truncated {
@@ -153,58 +154,6 @@ pub fn read_next<R: Read + ?Sized>(
         }
     }
     Ok(Some(Decoded::Frame(payload.freeze())))
-}
-
-/// Reads a length prefix. `Ok(None)` on a clean end of stream.
-fn read_head<R: Read + ?Sized>(reader: &mut R, config: &FrameConfig) -> Result<Option<u64>, Error> {
-    let truncated = |received: usize| Error::Truncated {
-        received: received as u64,
-        expected: None,
-    };
-    let Some(width) = config.prefix().width() else {
-        return read_varint(reader, config.max_varint_len);
-    };
-    let mut bytes = [0u8; 8];
-    match read_full(reader, &mut bytes[..width]) {
-        Ok(()) => {}
-        Err(Short::Eof(0)) => return Ok(None),
-        Err(Short::Eof(got)) => return Err(truncated(got)),
-        Err(Short::Io(e)) => return Err(Error::Io(e)),
-    }
-    let [b0, b1, b2, b3, b4, b5, b6, b7] = bytes;
-    Ok(Some(match config.prefix() {
-        LengthPrefix::U8 => u64::from(b0),
-        LengthPrefix::U16Be => u64::from(u16::from_be_bytes([b0, b1])),
-        LengthPrefix::U16Le => u64::from(u16::from_le_bytes([b0, b1])),
-        LengthPrefix::U32Be => u64::from(u32::from_be_bytes([b0, b1, b2, b3])),
-        LengthPrefix::U32Le => u64::from(u32::from_le_bytes([b0, b1, b2, b3])),
-        LengthPrefix::U64Be => u64::from_be_bytes(bytes),
-        LengthPrefix::U64Le | LengthPrefix::Varint => {
-            u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
-        }
-    }))
-}
-
-fn read_varint<R: Read + ?Sized>(reader: &mut R, max_len: usize) -> Result<Option<u64>, Error> {
-    let mut value = 0u64;
-    for i in 0..max_len {
-        let mut byte = [0u8; 1];
-        match read_full(reader, &mut byte) {
-            Ok(()) => {}
-            Err(Short::Eof(_)) if i == 0 => return Ok(None),
-            Err(Short::Eof(_)) => {
-                return Err(Error::Truncated {
-                    received: i as u64,
-                    expected: None,
-                });
-            }
-            Err(Short::Io(e)) => return Err(Error::Io(e)),
-        }
-        if varint_step(&mut value, i, byte[0])? {
-            return Ok(Some(value));
-        }
-    }
-    Err(Error::InvalidVarint { len: max_len + 1 })
 }
 
 /// Why `read_full` stopped early.

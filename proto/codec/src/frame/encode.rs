@@ -1,6 +1,7 @@
 //! Encoding: payloads in, prefixed bytes out.
 
-use super::{FrameCodec, FrameConfig, LengthPrefix, MAX_VARINT_LEN};
+use super::core::MAX_VARINT_LEN;
+use super::{FrameCodec, FrameConfig, LengthPrefix};
 use crate::error::Error;
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -115,16 +116,8 @@ impl FrameConfig {
     /// The longest payload that can be encoded: the smaller of the maximum
     /// frame length and what the prefix can describe.
     pub fn max_payload_len(&self) -> u64 {
-        let by_prefix = self.payload_len_saturating(self.prefix.max_value());
-        by_prefix.min(self.max_frame_length as u64)
-    }
-
-    fn payload_len_saturating(&self, wire: u64) -> u64 {
-        if self.adjustment >= 0 {
-            wire.saturating_add(self.adjustment.unsigned_abs())
-        } else {
-            wire.saturating_sub(self.adjustment.unsigned_abs())
-        }
+        self.max_body_len_by_field()
+            .min(self.max_frame_length as u64)
     }
 
     /// Appends a whole frame (prefix and a copy of the payload) to `dst`.

@@ -13,13 +13,15 @@
 //! [`FrameCodec`] holds the configuration and the decoding state. It never
 //! performs I/O: bytes go in through a [`BytesMut`] and complete frames come
 //! out as [`Bytes`] that share the input buffer's memory. The tokio
-//! adapter ([`tokio_util::codec::Decoder`]/[`Encoder`]) and the blocking
-//! [`crate::blocking`] helpers are thin layers over the same code.
+//! adapter (tokio-util's `Decoder` and `Encoder`, feature `tokio`) and the
+//! [`crate::blocking`] reader and writer are thin layers over the same
+//! code: the rules (where the length is, the adjustment, the limits and the
+//! read-ahead) live in one private module that both decoders call.
 //!
 //! # Decode contract
 //!
 //! [`FrameCodec::decode_next`], [`FrameCodec::decode_frame`] (which counts
-//! discarded frames instead of reporting them) and the [`Decoder`]
+//! discarded frames instead of reporting them) and the `Decoder`
 //! implementation (which is `decode_frame`) are called with everything
 //! received so far that has not been consumed:
 //!
@@ -36,20 +38,19 @@
 //!
 //! At end of stream, call [`FrameCodec::decode_eof`]: an empty buffer at a
 //! frame boundary is `Ok(None)` (a clean end); any other leftover is
-//! [`Error::Truncated`].
+//! [`Error::Truncated`](crate::Error::Truncated).
 //!
 //! [length adjustment]: Builder::length_adjustment
 //! [`Bytes`]: bytes::Bytes
 //! [`BytesMut`]: bytes::BytesMut
-//! [`Decoder`]: tokio_util::codec::Decoder
-//! [`Encoder`]: tokio_util::codec::Encoder
 
+pub(crate) mod core;
 mod decode;
 mod encode;
 #[cfg(feature = "tokio")]
 mod tokio_codec;
 
-use crate::error::Error;
+use self::core::{MAX_VARINT_LEN, varint_len};
 
 pub use decode::Decoded;
 pub use encode::Head;
@@ -70,9 +71,6 @@ pub const READ_AHEAD: usize = 64 * 1024;
 
 /// The least the decoder reserves ahead for an incomplete frame.
 pub const MIN_READ_AHEAD: usize = 4 * 1024;
-
-/// The longest unsigned LEB128 varint that can encode a `u64`.
-const MAX_VARINT_LEN: usize = 10;
 
 /// The length prefix's encoding on the wire.
 ///
@@ -138,7 +136,7 @@ impl LengthPrefix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Oversize {
-    /// Fail with [`Error::FrameTooLarge`] as soon as the prefix is read. The
+    /// Fail with [`Error::FrameTooLarge`](crate::Error::FrameTooLarge) as soon as the prefix is read. The
     /// default: an oversized frame usually means a broken or hostile peer.
     #[default]
     Error,
@@ -192,33 +190,6 @@ impl FrameConfig {
     /// occupies on the wire.
     pub fn max_encoded_len(&self) -> usize {
         self.max_frame_length.saturating_add(self.prefix.max_len())
-    }
-
-    /// The payload length described by a length field value, or an error if
-    /// the adjustment takes it out of range.
-    #[inline]
-    pub(crate) fn payload_len(&self, wire: u64) -> Result<u64, Error> {
-        let adjusted = if self.adjustment >= 0 {
-            wire.checked_add(self.adjustment.unsigned_abs())
-        } else {
-            wire.checked_sub(self.adjustment.unsigned_abs())
-        };
-        adjusted.ok_or_else(|| Error::InvalidLength {
-            wire,
-            adjustment: self.adjustment,
-        })
-    }
-
-    /// The length field value that describes a payload of `len` bytes, if
-    /// the prefix can carry it.
-    #[inline]
-    pub(crate) fn wire_len(&self, len: u64) -> Option<u64> {
-        let wire = if self.adjustment >= 0 {
-            len.checked_sub(self.adjustment.unsigned_abs())
-        } else {
-            len.checked_add(self.adjustment.unsigned_abs())
-        }?;
-        (wire <= self.prefix.max_value()).then_some(wire)
     }
 }
 
@@ -285,7 +256,7 @@ impl Builder {
     /// Use `-(prefix width)` for protocols whose length counts the prefix
     /// itself, as PostgreSQL's messages do. Arithmetic is checked: a wire
     /// length that the adjustment would make negative is
-    /// [`Error::InvalidLength`].
+    /// [`Error::InvalidLength`](crate::Error::InvalidLength).
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -355,10 +326,7 @@ impl Builder {
         // discard mode any length must be readable, so the varint may take
         // its full 10 bytes.
         if self.oversize == Oversize::Error {
-            let max_wire = config
-                .payload_len_inverse_saturating(self.max_frame_length as u64)
-                .max(1);
-            config.max_varint_len = varint_len(max_wire);
+            config.max_varint_len = varint_len(config.max_wire_len());
         }
         config
     }
@@ -369,45 +337,12 @@ impl Builder {
     }
 }
 
-impl FrameConfig {
-    /// The wire value for a payload of `len` bytes, saturating instead of
-    /// failing; used to size the varint limit.
-    fn payload_len_inverse_saturating(&self, len: u64) -> u64 {
-        if self.adjustment >= 0 {
-            len.saturating_sub(self.adjustment.unsigned_abs())
-        } else {
-            len.saturating_add(self.adjustment.unsigned_abs())
-        }
-    }
-}
-
-/// Adds the `index`th (0-based) byte of an unsigned LEB128 varint to
-/// `value`. Returns whether the varint is complete, or an error if it
-/// overflows 64 bits.
-#[inline]
-pub(crate) fn varint_step(value: &mut u64, index: usize, byte: u8) -> Result<bool, Error> {
-    let group = u64::from(byte & 0x7f);
-    let shift = 7 * index;
-    // The tenth byte may carry bit 63 only; there is no eleventh.
-    if shift > 63 || (shift == 63 && group > 1) {
-        return Err(Error::InvalidVarint { len: index + 1 });
-    }
-    *value |= group << shift;
-    Ok(byte & 0x80 == 0)
-}
-
-/// The number of bytes the LEB128 encoding of `value` takes.
-pub(crate) const fn varint_len(value: u64) -> usize {
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
 /// Where the decoder is within the current frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DecodeState {
     /// Waiting for a complete length prefix.
     Head,
-    /// The prefix was consumed; waiting for this many payload bytes.
+    /// The head was consumed; waiting for this many payload bytes.
     Data(usize),
     /// Skipping an oversized frame: `remaining` of `length` bytes to go.
     Discard { remaining: u64, length: u64 },
@@ -415,9 +350,9 @@ enum DecodeState {
 
 /// A length-prefixed frame codec: a configuration plus the decoding state.
 ///
-/// It implements tokio-util's [`Decoder`](tokio_util::codec::Decoder) (items
-/// are [`Bytes`](bytes::Bytes) payloads) and [`Encoder`](tokio_util::codec::Encoder) for
-/// byte payloads, and offers the same operations without I/O:
+/// With the `tokio` feature it implements tokio-util's `Decoder` (items are
+/// [`Bytes`](bytes::Bytes) payloads) and `Encoder` for byte payloads. It
+/// offers the same operations without I/O:
 /// [`decode_frame`](Self::decode_frame), [`decode_next`](Self::decode_next),
 /// [`decode_eof`](Self::decode_eof), [`encode`](Self::encode) and
 /// [`encode_head`](Self::encode_head).
