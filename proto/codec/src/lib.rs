@@ -49,6 +49,7 @@
 //! **tokio**, through tokio-util's `Framed`:
 //!
 //! ```no_run
+//! # #[cfg(feature = "tokio")] mod example {
 //! use futures_util::{SinkExt, StreamExt};
 //! use framekit_codec::frame::FrameCodec;
 //! use tokio_util::codec::Framed;
@@ -62,6 +63,7 @@
 //!     println!("{} bytes", frame.len());
 //! }
 //! # Ok(())
+//! # }
 //! # }
 //! ```
 //!
@@ -84,7 +86,7 @@
 //! ```
 //!
 //! Typed messages (serde values encoded with bincode, one per frame) are in
-//! [`message`]; the file-transfer protocol built on them is in [`transfer`].
+//! [`message`]; the file-transfer protocol built on them is the `framekit-transfer` crate.
 //!
 //! # Limits
 //!
@@ -94,6 +96,11 @@
 //! huge frame and stalls costs almost nothing.
 
 #![deny(missing_docs)]
+
+/// The crate's README, whose examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub mod blocking;
 mod error;
