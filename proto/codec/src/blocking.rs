@@ -26,19 +26,20 @@
 //! ```
 
 use crate::error::Error;
-use crate::frame::core::{MAX_VARINT_LEN, Parsed, Verdict, read_ahead};
+use crate::frame::core::{Parsed, Verdict, read_ahead};
 use crate::frame::{Decoded, FrameConfig, MIN_READ_AHEAD};
 use crate::message;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
 use std::io::{self, IoSlice, Read, Write};
 
 /// Writes one frame, every byte of it, like `sendall`.
 ///
-/// The prefix and the payload are passed to the writer as two slices of a
-/// vectored write; the payload is not copied. If the payload cannot be
-/// framed (too long for the maximum or for the prefix), nothing is written
-/// and [`Error::PayloadTooLarge`] is returned.
+/// The length field and the payload are passed to the writer as two slices
+/// of a vectored write; the payload is not copied. If the payload cannot be
+/// framed (too long for the maximum or for the length field, or a
+/// configuration with a header: see [`write_frame_with_header`]), nothing is
+/// written and the error says why.
 ///
 /// Flushing a buffered writer is left to the caller.
 pub fn write_frame<W: Write + ?Sized>(
@@ -46,10 +47,40 @@ pub fn write_frame<W: Write + ?Sized>(
     config: &FrameConfig,
     payload: &[u8],
 ) -> Result<(), Error> {
+    write_frame_with_header(writer, config, &[], payload)
+}
+
+/// Writes one frame with its header: `header` (exactly the configured
+/// length field offset), the length field for `payload`, then `payload`,
+/// in one vectored write without copying. Nothing is written if the frame
+/// cannot be encoded.
+///
+/// ```
+/// use framekit_codec::blocking::write_frame_with_header;
+/// use framekit_codec::frame::{Builder, LengthPrefix};
+///
+/// // A TLS record: type and version, then a 2-byte length.
+/// let config = Builder::new().length_field_offset(3).prefix(LengthPrefix::U16Be).config();
+/// let mut out = Vec::new();
+/// write_frame_with_header(&mut out, &config, b"\x15\x03\x03", b"\x02\x28")?;
+/// assert_eq!(out, b"\x15\x03\x03\x00\x02\x02\x28");
+/// # Ok::<(), framekit_codec::Error>(())
+/// ```
+pub fn write_frame_with_header<W: Write + ?Sized>(
+    writer: &mut W,
+    config: &FrameConfig,
+    header: &[u8],
+    payload: &[u8],
+) -> Result<(), Error> {
+    config.check_header(header)?;
     let head = config.encode_head(payload.len())?;
     write_all_vectored(
         writer,
-        &mut [IoSlice::new(head.as_slice()), IoSlice::new(payload)],
+        &mut [
+            IoSlice::new(header),
+            IoSlice::new(head.as_slice()),
+            IoSlice::new(payload),
+        ],
     )?;
     Ok(())
 }
@@ -101,13 +132,24 @@ pub fn read_next<R: Read + ?Sized>(
     reader: &mut R,
     config: &FrameConfig,
 ) -> Result<Option<Decoded>, Error> {
-    let mut head = [0u8; MAX_VARINT_LEN];
+    // Heads up to this long are read into the stack; longer ones (large
+    // header offsets) into a vector.
+    const INLINE_HEAD: usize = 64;
+    let mut inline = [0u8; INLINE_HEAD];
+    let mut heap = Vec::new();
+    let head: &mut [u8] = match inline.get_mut(..config.max_head_len()) {
+        Some(head) => head,
+        None => {
+            heap.resize(config.max_head_len(), 0);
+            &mut heap
+        }
+    };
     let mut filled = 0;
     // Reads exactly the bytes the parser asks for, so nothing past the head
     // is consumed before the length is known.
-    let wire = loop {
+    let (head_len, wire) = loop {
         let needed = match config.parse_head(&head[..filled])? {
-            Parsed::Complete { wire, .. } => break wire,
+            Parsed::Complete { len, wire } => break (len, wire),
             Parsed::Incomplete { needed } => needed,
         };
         let Some(missing) = head.get_mut(filled..needed) else {
@@ -139,21 +181,31 @@ pub fn read_next<R: Read + ?Sized>(
         }
     };
 
-    let mut payload = BytesMut::with_capacity(len.min(MIN_READ_AHEAD));
-    while payload.len() < len {
-        let start = payload.len();
-        payload.resize(start + read_ahead(len - start, start), 0);
-        if let Err(e) = read_full(reader, &mut payload[start..]) {
+    // The head bytes that are delivered, then the body; a strip that reaches
+    // past the head drops the body's first bytes at the end.
+    let strip = config.strip_len(head_len);
+    let kept = head.get(strip.min(head_len)..head_len).unwrap_or_default();
+    let mut frame = BytesMut::with_capacity(kept.len() + len.min(MIN_READ_AHEAD));
+    frame.extend_from_slice(kept);
+    let mut body = 0;
+    while body < len {
+        let start = frame.len();
+        let chunk = read_ahead(len - body, body);
+        frame.resize(start + chunk, 0);
+        if let Err(e) = read_full(reader, &mut frame[start..]) {
             return Err(match e {
                 Short::Eof(got) => Error::Truncated {
-                    received: (start + got) as u64,
+                    received: (body + got) as u64,
                     expected: Some(len as u64),
                 },
                 Short::Io(e) => Error::Io(e),
             });
         }
+        body += chunk;
     }
-    Ok(Some(Decoded::Frame(payload.freeze())))
+    let mut frame = frame.freeze();
+    frame.advance(strip.saturating_sub(head_len));
+    Ok(Some(Decoded::Frame(frame)))
 }
 
 /// Why `read_full` stopped early.

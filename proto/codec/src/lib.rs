@@ -108,10 +108,10 @@ pub mod frame;
 pub mod message;
 
 pub use bytes;
-pub use error::{Error, MessageError};
+pub use error::{ConfigError, Error, MessageError};
 pub use frame::{
-    Builder, DEFAULT_MAX_FRAME_LENGTH, Decoded, FrameCodec, FrameConfig, Head, LengthPrefix,
-    Oversize,
+    Builder, ByteOrder, DEFAULT_MAX_FRAME_LENGTH, Decoded, FrameCodec, FrameConfig, Head,
+    LengthPrefix, Oversize,
 };
 
 #[cfg(feature = "tokio")]

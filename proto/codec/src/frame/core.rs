@@ -35,40 +35,67 @@ pub(crate) enum Verdict {
 impl FrameConfig {
     /// The head at the start of `src` if it is complete and its length field
     /// is read in one step (any fixed width, or a one-byte varint): the fast
-    /// path. `None` in every other case, including malformed heads, which
+    /// path. Returns the head's length (the bytes before the length field
+    /// and the field itself) and the field's value; `None` in every other
+    /// case, including malformed heads, which
     /// [`parse_head`](Self::parse_head) then reports.
+    ///
+    /// `PLAIN` says the configuration has no header before the length field
+    /// ([`FrameConfig::plain`]), so that the default layout reads its length
+    /// without looking up the offset.
     #[inline(always)]
-    pub(crate) fn peek_head(&self, src: &[u8]) -> Option<(usize, u64)> {
-        Some(match self.prefix {
-            LengthPrefix::U32Be => (4, u64::from(u32::from_be_bytes(*src.first_chunk()?))),
-            LengthPrefix::U32Le => (4, u64::from(u32::from_le_bytes(*src.first_chunk()?))),
-            LengthPrefix::U16Be => (2, u64::from(u16::from_be_bytes(*src.first_chunk()?))),
-            LengthPrefix::U16Le => (2, u64::from(u16::from_le_bytes(*src.first_chunk()?))),
-            LengthPrefix::U8 => (1, u64::from(*src.first()?)),
-            LengthPrefix::U64Be => (8, u64::from_be_bytes(*src.first_chunk()?)),
-            LengthPrefix::U64Le => (8, u64::from_le_bytes(*src.first_chunk()?)),
-            LengthPrefix::Varint => match src.first() {
+    pub(crate) fn peek_head<const PLAIN: bool>(&self, src: &[u8]) -> Option<(usize, u64)> {
+        let offset = if PLAIN { 0 } else { self.offset };
+        let field = if PLAIN { src } else { src.get(offset..)? };
+        let (width, wire) = match self.prefix {
+            LengthPrefix::U32Be => (4, u64::from(u32::from_be_bytes(*field.first_chunk()?))),
+            LengthPrefix::U32Le => (4, u64::from(u32::from_le_bytes(*field.first_chunk()?))),
+            LengthPrefix::U16Be => (2, u64::from(u16::from_be_bytes(*field.first_chunk()?))),
+            LengthPrefix::U16Le => (2, u64::from(u16::from_le_bytes(*field.first_chunk()?))),
+            LengthPrefix::U8 => (1, u64::from(*field.first()?)),
+            LengthPrefix::U64Be => (8, u64::from_be_bytes(*field.first_chunk()?)),
+            LengthPrefix::U64Le => (8, u64::from_le_bytes(*field.first_chunk()?)),
+            LengthPrefix::U24Be => (3, uint::<3, true>(field)?),
+            LengthPrefix::U24Le => (3, uint::<3, false>(field)?),
+            LengthPrefix::U40Be => (5, uint::<5, true>(field)?),
+            LengthPrefix::U40Le => (5, uint::<5, false>(field)?),
+            LengthPrefix::U48Be => (6, uint::<6, true>(field)?),
+            LengthPrefix::U48Le => (6, uint::<6, false>(field)?),
+            LengthPrefix::U56Be => (7, uint::<7, true>(field)?),
+            LengthPrefix::U56Le => (7, uint::<7, false>(field)?),
+            LengthPrefix::Varint => match field.first() {
                 Some(&byte) if byte < 0x80 => (1, u64::from(byte)),
                 _ => return None,
             },
-        })
+        };
+        Some((offset + width, wire))
     }
 
     /// Parses the head at the start of `src` without consuming anything.
     pub(crate) fn parse_head(&self, src: &[u8]) -> Result<Parsed, Error> {
         if let Some(width) = self.prefix.width() {
-            return Ok(match self.peek_head(src) {
+            return Ok(match self.peek_head::<false>(src) {
                 Some((len, wire)) => Parsed::Complete { len, wire },
-                None => Parsed::Incomplete { needed: width },
+                None => Parsed::Incomplete {
+                    needed: self.offset + width,
+                },
             });
         }
+        let Some(field) = src.get(self.offset..) else {
+            return Ok(Parsed::Incomplete {
+                needed: self.offset + 1,
+            });
+        };
         let mut wire = 0u64;
-        for (i, &byte) in src.iter().take(self.max_varint_len).enumerate() {
+        for (i, &byte) in field.iter().take(self.max_varint_len).enumerate() {
             if varint_step(&mut wire, i, byte)? {
-                return Ok(Parsed::Complete { len: i + 1, wire });
+                return Ok(Parsed::Complete {
+                    len: self.offset + i + 1,
+                    wire,
+                });
             }
         }
-        if src.len() >= self.max_varint_len {
+        if field.len() >= self.max_varint_len {
             // `max_varint_len` bytes, all with the continuation bit set.
             return Err(Error::InvalidVarint {
                 len: self.max_varint_len + 1,
@@ -77,6 +104,38 @@ impl FrameConfig {
         Ok(Parsed::Incomplete {
             needed: src.len() + 1,
         })
+    }
+
+    /// The most bytes a head (the bytes before the length field and the
+    /// field itself) can take.
+    pub(crate) fn max_head_len(&self) -> usize {
+        self.offset + self.max_field_len()
+    }
+
+    /// The most bytes the length field can take.
+    pub(crate) fn max_field_len(&self) -> usize {
+        match self.prefix.width() {
+            Some(width) => width,
+            None => self.varint_max_bytes.unwrap_or(MAX_VARINT_LEN),
+        }
+    }
+
+    /// The largest value the length field can carry.
+    pub(crate) fn max_field_value(&self) -> u64 {
+        match (self.prefix, self.varint_max_bytes) {
+            (LengthPrefix::Varint, Some(bytes)) if bytes < MAX_VARINT_LEN => (1 << (7 * bytes)) - 1,
+            (prefix, _) => prefix.max_value(),
+        }
+    }
+
+    /// How many leading bytes of a frame whose head takes `head_len` bytes
+    /// are dropped before it is delivered.
+    #[inline(always)]
+    pub(crate) fn strip_len(&self, head_len: usize) -> usize {
+        match self.strip {
+            Some(strip) => strip,
+            None => head_len,
+        }
     }
 
     /// The body length a length field value describes: `wire + adjustment`,
@@ -90,12 +149,12 @@ impl FrameConfig {
     /// (`len - adjustment`), if the field can carry it.
     pub(crate) fn wire_len(&self, len: u64) -> Option<u64> {
         let wire = u64::try_from(i128::from(len) - i128::from(self.adjustment)).ok()?;
-        (wire <= self.prefix.max_value()).then_some(wire)
+        (wire <= self.max_field_value()).then_some(wire)
     }
 
     /// The longest body any length field value can describe.
     pub(crate) fn max_body_len_by_field(&self) -> u64 {
-        clamp_u64(i128::from(self.prefix.max_value()) + i128::from(self.adjustment))
+        clamp_u64(i128::from(self.max_field_value()) + i128::from(self.adjustment))
     }
 
     /// The largest length field value whose body fits `max_frame_length`
@@ -133,6 +192,21 @@ impl FrameConfig {
 #[inline]
 pub(crate) fn read_ahead(missing: usize, arrived: usize) -> usize {
     missing.min(arrived.max(MIN_READ_AHEAD)).min(READ_AHEAD)
+}
+
+/// An `N`-byte unsigned integer at the start of `field`, in either byte
+/// order: the widths that have no Rust integer type.
+#[inline(always)]
+fn uint<const N: usize, const BIG: bool>(field: &[u8]) -> Option<u64> {
+    let bytes = field.first_chunk::<N>()?;
+    let mut value = [0u8; 8];
+    Some(if BIG {
+        value[8 - N..].copy_from_slice(bytes);
+        u64::from_be_bytes(value)
+    } else {
+        value[..N].copy_from_slice(bytes);
+        u64::from_le_bytes(value)
+    })
 }
 
 fn clamp_u64(value: i128) -> u64 {

@@ -85,10 +85,23 @@ impl FrameCodec {
     /// instructions once per read, not per frame.
     #[inline(always)]
     fn take_frame(&mut self, src: &mut BytesMut) -> Option<Bytes> {
-        let DecodeState::Head = self.state else {
-            return self.take_rest(src);
-        };
-        let (head_len, wire) = self.config.peek_head(src)?;
+        // The default layout (no header, the whole head stripped) has its
+        // own copy of the path, without the offset and strip lookups, and
+        // its own state between frames, so that one test of the state picks
+        // it. Callgrind, 16-byte frames in one buffer: 137 instructions a
+        // frame (135 before headers and stripping existed), against 144 with
+        // the lookups and 139 with a separate test of the layout.
+        match self.state {
+            DecodeState::PlainHead => self.take_whole::<true>(src),
+            DecodeState::Head => self.take_whole::<false>(src),
+            _ => self.take_rest(src),
+        }
+    }
+
+    /// [`take_frame`](Self::take_frame) between frames.
+    #[inline(always)]
+    fn take_whole<const PLAIN: bool>(&mut self, src: &mut BytesMut) -> Option<Bytes> {
+        let (head_len, wire) = self.config.peek_head::<PLAIN>(src)?;
         // The checks of `judge`, in the same order.
         let len = usize::try_from(self.config.body_len(wire)?).ok()?;
         if len > self.config.max_frame_length {
@@ -98,43 +111,62 @@ impl FrameCodec {
         if src.len() < end {
             return None;
         }
-        Some(cut(src, end, head_len))
+        let strip = if PLAIN {
+            head_len
+        } else {
+            self.config.strip_len(head_len)
+        };
+        Some(cut(src, end, strip))
     }
 
-    /// The payload of a frame whose head was consumed earlier, if it has
-    /// arrived in full.
+    /// The frame whose head was parsed earlier, if it has arrived in full.
     #[inline]
     fn take_rest(&mut self, src: &mut BytesMut) -> Option<Bytes> {
-        let DecodeState::Data(len) = self.state else {
+        let DecodeState::Data { len, skip, .. } = self.state else {
             return None;
         };
         if src.len() < len {
             return None;
         }
-        self.state = DecodeState::Head;
-        Some(src.split_to(len).freeze())
+        self.state = self.head_state();
+        Some(cut(src, len, skip))
     }
 
     /// Everything [`take_frame`](Self::take_frame) declines: partial heads
-    /// and payloads, multi-byte varints, oversized frames and errors.
-    /// Consumes a head, reserves room for a partial payload, skips discarded
-    /// bytes, or reports an error; never cuts a frame.
+    /// and bodies, multi-byte varints, oversized frames and errors. Consumes
+    /// the stripped head bytes, reserves room for a partial frame, skips
+    /// discarded bytes, or reports an error; never cuts a frame.
     #[inline(never)]
     fn step(&mut self, src: &mut BytesMut) -> Result<Step, Error> {
-        let len = match self.state {
-            DecodeState::Head => {
+        let (len, kept) = match self.state {
+            DecodeState::Head | DecodeState::PlainHead => {
                 let (head_len, wire) = match self.config.parse_head(src)? {
                     Parsed::Complete { len, wire } => (len, wire),
                     Parsed::Incomplete { .. } => return Ok(Step::NeedMore),
                 };
-                let verdict = self.config.judge(wire)?;
-                src.advance(head_len);
-                match verdict {
-                    Verdict::Take(len) => {
-                        self.state = DecodeState::Data(len);
-                        len
+                match self.config.judge(wire)? {
+                    Verdict::Take(body) => {
+                        // Only a maximum near `usize::MAX` lets this
+                        // overflow: no buffer could hold such a frame.
+                        let end = body.checked_add(head_len).ok_or(Error::FrameTooLarge {
+                            declared: body as u64,
+                            max: self.config.max_frame_length as u64,
+                        })?;
+                        // Stripped head bytes are consumed now (as `take_frame`
+                        // would drop them); kept ones stay with the frame.
+                        let strip = self.config.strip_len(head_len);
+                        let consumed = strip.min(head_len);
+                        src.advance(consumed);
+                        let (len, kept) = (end - consumed, head_len - consumed);
+                        self.state = DecodeState::Data {
+                            len,
+                            kept,
+                            skip: strip - consumed,
+                        };
+                        (len, kept)
                     }
                     Verdict::Discard(length) => {
+                        src.advance(head_len);
                         self.state = DecodeState::Discard {
                             remaining: length,
                             length,
@@ -143,13 +175,13 @@ impl FrameCodec {
                     }
                 }
             }
-            DecodeState::Data(len) => len,
+            DecodeState::Data { len, kept, .. } => (len, kept),
             DecodeState::Discard { .. } => return Ok(self.discard(src)),
         };
         if src.len() >= len {
             return Ok(Step::Again);
         }
-        src.reserve(read_ahead(len - src.len(), src.len()));
+        src.reserve(read_ahead(len - src.len(), src.len().saturating_sub(kept)));
         Ok(Step::NeedMore)
     }
 
@@ -161,14 +193,14 @@ impl FrameCodec {
             return Ok(Some(frame));
         }
         match self.state {
-            DecodeState::Head if src.is_empty() => Ok(None),
-            DecodeState::Head => Err(Error::Truncated {
+            DecodeState::Head | DecodeState::PlainHead if src.is_empty() => Ok(None),
+            DecodeState::Head | DecodeState::PlainHead => Err(Error::Truncated {
                 received: src.len() as u64,
                 expected: None,
             }),
-            DecodeState::Data(len) => Err(Error::Truncated {
-                received: src.len() as u64,
-                expected: Some(len as u64),
+            DecodeState::Data { len, kept, .. } => Err(Error::Truncated {
+                received: src.len().saturating_sub(kept) as u64,
+                expected: Some((len - kept) as u64),
             }),
             DecodeState::Discard { remaining, length } => Err(Error::Truncated {
                 received: length - remaining,
@@ -193,18 +225,20 @@ impl FrameCodec {
         }
         // `remaining <= available`, which is a usize.
         src.advance(usize::try_from(remaining).unwrap_or(usize::MAX));
-        self.state = DecodeState::Head;
+        self.state = self.head_state();
         Step::Discarded(length)
     }
 }
 
-/// Cuts a complete frame of `end` bytes off `src` and drops its head.
+/// Cuts a complete frame of `end` bytes off `src` and drops its first
+/// `strip` bytes. The configuration guarantees that every frame is at least
+/// that long.
 #[inline(always)]
-fn cut(src: &mut BytesMut, end: usize, head_len: usize) -> Bytes {
+fn cut(src: &mut BytesMut, end: usize, strip: usize) -> Bytes {
     // One split per frame; the head is then skipped on the frozen handle,
     // which is cheaper than advancing the `BytesMut` first.
     let mut frame = src.split_to(end).freeze();
-    frame.advance(head_len);
+    frame.advance(strip);
     frame
 }
 
