@@ -152,6 +152,8 @@ pub fn read_next<R: Read + ?Sized>(
             Parsed::Complete { len, wire } => break (len, wire),
             Parsed::Incomplete { needed } => needed,
         };
+        // `head` holds the longest head the configuration allows, and the
+        // parser fails before asking for more.
         let Some(missing) = head.get_mut(filled..needed) else {
             return Err(Error::InvalidVarint { len: needed });
         };
