@@ -1,7 +1,9 @@
 //! Length-prefixed framing: the sans-IO core and its configuration.
 //!
-//! A frame on the wire is a length prefix followed by exactly that many
-//! payload bytes (after the optional [length adjustment]):
+//! In the default layout a frame on the wire is a length prefix followed by
+//! exactly that many payload bytes (after the optional [length adjustment]);
+//! a header may come before the length field, and the decoder may deliver
+//! the head too (see the crate docs, "Frame layout"):
 //!
 //! ```text
 //! +---- prefix ----+--------- payload ---------+
