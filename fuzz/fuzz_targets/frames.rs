@@ -1,18 +1,28 @@
 //! Arbitrary bytes, cut into arbitrary chunks, through the sans-IO decoder
-//! and the blocking reader, under several configurations, checked against a
-//! plain reference model of the framing.
+//! and the blocking reader, under configurations drawn from the whole space
+//! (header offsets, every width and byte order, varints with and without a
+//! byte limit, adjustments, stripping), checked against a plain reference
+//! model of the framing.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use framekit_codec::Error;
-use framekit_codec::frame::{Builder, Decoded, FrameConfig, LengthPrefix, Oversize};
+use framekit_codec::frame::{Builder, ByteOrder, Decoded, FrameConfig, LengthPrefix, Oversize};
 use std::io::Read;
 
-/// The fuzz input: `[config, max_hi, max_lo, n, cut_1 .. cut_n, data..]`.
+/// The fuzz input: `[config, max_hi, max_lo, n, cut_1 .. cut_n, data..]`,
+/// and when the high bit of `config` is set, `data` starts with
+/// `[offset, shape]` (the seeds of `tests/src/corpus.rs` leave it clear).
 struct Input<'a> {
-    /// Selects the prefix, adjustment, maximum and oversize policy.
+    /// Selects the prefix, adjustment, maximum and oversize policy, and
+    /// whether `offset` and `shape` are given.
     config: u8,
+    /// The length field offset, modulo 33.
+    offset: u8,
+    /// Selects the length field (all widths and orders), the strip and the
+    /// varint limit.
+    shape: Option<u8>,
     max: u16,
     /// Chunk lengths; the stream is cut at these points.
     cuts: &'a [u8],
@@ -23,8 +33,16 @@ impl<'a> Input<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Input<'a>> {
         let (&[config, max_hi, max_lo, n], rest) = bytes.split_first_chunk::<4>()?;
         let (cuts, data) = rest.split_at_checked(usize::from(n))?;
+        let (offset, shape, data) = if config & 0x80 != 0 {
+            let (&[offset, shape], data) = data.split_first_chunk::<2>()?;
+            (offset, Some(shape), data)
+        } else {
+            (0, None, data)
+        };
         Some(Input {
             config,
+            offset,
+            shape,
             max: u16::from_be_bytes([max_hi, max_lo]),
             cuts,
             data,
@@ -32,7 +50,8 @@ impl<'a> Input<'a> {
     }
 }
 
-const PREFIXES: [LengthPrefix; 8] = [
+/// The prefixes of the seeds' selector (the low three bits of `config`).
+const BASIC: [LengthPrefix; 8] = [
     LengthPrefix::U8,
     LengthPrefix::U16Be,
     LengthPrefix::U16Le,
@@ -43,14 +62,54 @@ const PREFIXES: [LengthPrefix; 8] = [
     LengthPrefix::Varint,
 ];
 
-fn config(selector: u8, max: u16) -> FrameConfig {
-    let prefix = PREFIXES[usize::from(selector & 7)];
+/// Every length field, selected by `shape`.
+const PREFIXES: [LengthPrefix; 16] = [
+    LengthPrefix::U8,
+    LengthPrefix::U16Be,
+    LengthPrefix::U16Le,
+    LengthPrefix::U24Be,
+    LengthPrefix::U24Le,
+    LengthPrefix::U32Be,
+    LengthPrefix::U32Le,
+    LengthPrefix::U40Be,
+    LengthPrefix::U40Le,
+    LengthPrefix::U48Be,
+    LengthPrefix::U48Le,
+    LengthPrefix::U56Be,
+    LengthPrefix::U56Le,
+    LengthPrefix::U64Be,
+    LengthPrefix::U64Le,
+    LengthPrefix::Varint,
+];
+
+fn config(selector: u8, offset: u8, shape: Option<u8>, max: u16) -> FrameConfig {
+    let offset = usize::from(offset % 33);
+    let prefix = match shape {
+        Some(shape) => PREFIXES[usize::from(shape & 15)],
+        None => BASIC[usize::from(selector & 7)],
+    };
+    let shape = shape.unwrap_or(0);
+    let width = prefix.width().unwrap_or(1);
     let adjustment = match (selector >> 3) & 3 {
         0 => 0,
-        // A length that counts its own prefix.
-        1 => -(prefix.width().unwrap_or(1) as i64),
+        // A length that counts the whole frame.
+        1 => -((offset + width) as i64),
         2 => 3,
         _ => -1000,
+    };
+    let shortest = offset + width + adjustment.max(0) as usize;
+    let strip = match (shape >> 4) & 3 {
+        0 => None,
+        1 => Some(0),
+        2 => Some(offset),
+        _ => Some(shortest),
+    };
+    let varint_max_bytes = match (shape >> 6) & 3 {
+        _ if prefix != LengthPrefix::Varint => None,
+        0 => None,
+        1 => Some(1),
+        2 => Some(2),
+        _ => Some(4),
     };
     let oversize = if selector & 0x20 != 0 {
         Oversize::Discard
@@ -62,12 +121,20 @@ fn config(selector: u8, max: u16) -> FrameConfig {
     } else {
         usize::from(max % 2048)
     };
-    Builder::new()
+    let mut builder = Builder::new();
+    builder
+        .length_field_offset(offset)
         .prefix(prefix)
         .length_adjustment(adjustment)
         .max_frame_length(max)
-        .oversize(oversize)
-        .config()
+        .oversize(oversize);
+    if let Some(strip) = strip {
+        builder.strip(strip);
+    }
+    if let Some(bytes) = varint_max_bytes {
+        builder.varint_max_bytes(bytes);
+    }
+    builder.config()
 }
 
 #[derive(Debug, PartialEq)]
@@ -97,31 +164,34 @@ fn end_of(error: &Error) -> End {
 }
 
 /// The reference: the whole stream at once, written as plainly as possible.
-fn model(config: &FrameConfig, data: &[u8]) -> (Vec<Event>, End) {
+/// Frames come with their header and what follows the length field, for
+/// re-encoding.
+fn model(config: &FrameConfig, data: &[u8]) -> (Vec<Event>, End, Vec<(Vec<u8>, Vec<u8>)>) {
     let mut events = Vec::new();
+    let mut parts = Vec::new();
     let mut pos = 0usize;
     let max = config.max_frame_length() as u64;
     let adjustment = i128::from(config.length_adjustment());
     let discard = config.oversize() == Oversize::Discard;
+    let offset = config.length_field_offset();
     loop {
         if pos == data.len() {
-            return (events, End::Clean);
+            return (events, End::Clean, parts);
         }
+        let start = pos;
+        if data.len() - pos < offset {
+            return (events, End::Truncated, parts);
+        }
+        pos += offset;
         // The length field.
         let wire: u64 = match config.prefix().width() {
             Some(width) => {
                 if data.len() - pos < width {
-                    return (events, End::Truncated);
+                    return (events, End::Truncated, parts);
                 }
                 let bytes = &data[pos..pos + width];
                 let mut value = 0u64;
-                let big = matches!(
-                    config.prefix(),
-                    LengthPrefix::U8
-                        | LengthPrefix::U16Be
-                        | LengthPrefix::U32Be
-                        | LengthPrefix::U64Be
-                );
+                let big = config.prefix().byte_order() == Some(ByteOrder::BigEndian);
                 for i in 0..width {
                     let byte = if big { bytes[i] } else { bytes[width - 1 - i] };
                     value = (value << 8) | u64::from(byte);
@@ -130,31 +200,30 @@ fn model(config: &FrameConfig, data: &[u8]) -> (Vec<Event>, End) {
                 value
             }
             None => {
-                // The varint may be as long as the largest acceptable wire
-                // value needs (10 bytes when any length must be skippable).
-                let limit = if discard {
-                    10
-                } else {
+                // The varint may be as long as its limit, and in error mode
+                // no longer than the largest acceptable value needs.
+                let mut limit = config.varint_max_bytes().unwrap_or(10);
+                if !discard {
                     let largest =
                         (i128::from(max as i64) - adjustment).clamp(1, i128::from(u64::MAX));
                     let mut n = 1;
                     while (largest >> (7 * n)) > 0 {
                         n += 1;
                     }
-                    n
-                };
+                    limit = limit.min(n);
+                }
                 let mut value: u128 = 0;
                 let mut i = 0;
                 loop {
                     if i == limit {
-                        return (events, End::InvalidVarint);
+                        return (events, End::InvalidVarint, parts);
                     }
                     let Some(&byte) = data.get(pos + i) else {
-                        return (events, End::Truncated);
+                        return (events, End::Truncated, parts);
                     };
                     value |= u128::from(byte & 0x7f) << (7 * i);
                     if value > u128::from(u64::MAX) {
-                        return (events, End::InvalidVarint);
+                        return (events, End::InvalidVarint, parts);
                     }
                     i += 1;
                     if byte & 0x80 == 0 {
@@ -165,28 +234,32 @@ fn model(config: &FrameConfig, data: &[u8]) -> (Vec<Event>, End) {
                 value as u64
             }
         };
+        let head_len = pos - start;
         let declared = i128::from(wire) + adjustment;
         if declared < 0 || declared > i128::from(u64::MAX) {
-            return (events, End::InvalidLength);
+            return (events, End::InvalidLength, parts);
         }
         let declared = declared as u64;
         let remaining = (data.len() - pos) as u64;
         if declared > max {
             if !discard {
-                return (events, End::TooLarge);
+                return (events, End::TooLarge, parts);
             }
             if remaining < declared {
-                return (events, End::Truncated);
+                return (events, End::Truncated, parts);
             }
             pos += declared as usize;
             events.push(Event::Discarded(declared));
             continue;
         }
         if remaining < declared {
-            return (events, End::Truncated);
+            return (events, End::Truncated, parts);
         }
-        events.push(Event::Frame(data[pos..pos + declared as usize].to_vec()));
-        pos += declared as usize;
+        let end = pos + declared as usize;
+        let strip = config.strip().unwrap_or(head_len);
+        events.push(Event::Frame(data[start + strip..end].to_vec()));
+        parts.push((data[start..start + offset].to_vec(), data[pos..end].to_vec()));
+        pos = end;
     }
 }
 
@@ -210,7 +283,7 @@ fn sans_io(config: &FrameConfig, pieces: &[&[u8]]) -> (Vec<Event>, End) {
     let mut codec = framekit_codec::frame::FrameCodec::with_config(*config);
     let mut buf = BytesMut::new();
     let mut events = Vec::new();
-    let bound = config.max_frame_length() + config.prefix().max_len();
+    let bound = config.max_encoded_len();
     for piece in pieces {
         buf.extend_from_slice(piece);
         loop {
@@ -278,8 +351,9 @@ fuzz_target!(|bytes: &[u8]| {
     let Some(input) = Input::parse(bytes) else {
         return;
     };
-    let config = config(input.config, input.max);
-    let expected = model(&config, input.data);
+    let config = config(input.config, input.offset, input.shape, input.max);
+    let (events, end, parts) = model(&config, input.data);
+    let expected = (events, end);
     let pieces = chunks(input.data, input.cuts);
     assert_eq!(sans_io(&config, &pieces), expected, "sans-IO, {config:?}");
     assert_eq!(blocking(&config, pieces), expected, "blocking, {config:?}");
@@ -291,12 +365,10 @@ fuzz_target!(|bytes: &[u8]| {
         && expected.0.iter().all(|e| matches!(e, Event::Frame(_)))
     {
         let mut out = BytesMut::new();
-        for event in &expected.0 {
-            if let Event::Frame(frame) = event {
-                config
-                    .encode(frame, &mut out)
-                    .expect("a decoded frame re-encodes");
-            }
+        for (header, body) in &parts {
+            config
+                .encode_with_header(header, body, &mut out)
+                .expect("a decoded frame re-encodes");
         }
         assert_eq!(&out[..], input.data);
     }

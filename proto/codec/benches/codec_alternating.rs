@@ -24,6 +24,15 @@
 //! callgrind_annotate callgrind.out.<pid> | head   # total / 100,000 = per frame
 //! ```
 //!
+//! A third argument names a layout of the second table (`postgresql`,
+//! `mysql`, `tls`, `amqp`, `bitcoin`, `mqtt`) for `framekit` or
+//! `length_delimited`, configured alike:
+//!
+//! ```text
+//! valgrind --tool=callgrind --toggle-collect='codec_alternating::decode_*' \
+//!     target/release/deps/codec_alternating-<hash> framekit one_buffer tls
+//! ```
+//!
 //! Under `cargo test` every codec decodes every case once, as a check.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -121,6 +130,226 @@ where
             (frames, start.elapsed())
         }
     }
+}
+
+/// A frame layout of a protocol people already speak, for both codecs:
+/// `header` bytes, a length field, then what follows it.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    name: &'static str,
+    header: &'static [u8],
+    width: usize,
+    big_endian: bool,
+    /// The varint of MQTT instead of a fixed-width field
+    /// (`LengthDelimitedCodec` has none).
+    varint: bool,
+    /// Ours: added to the field to give the bytes after it.
+    adjustment: i64,
+    /// Bytes dropped from the front of each frame.
+    strip: usize,
+}
+
+const LAYOUTS: [Layout; 6] = [
+    Layout {
+        name: "postgresql",
+        header: b"Q",
+        width: 4,
+        big_endian: true,
+        varint: false,
+        adjustment: -4,
+        strip: 0,
+    },
+    Layout {
+        name: "mysql",
+        header: b"",
+        width: 3,
+        big_endian: false,
+        varint: false,
+        adjustment: 1,
+        strip: 3,
+    },
+    Layout {
+        name: "tls",
+        header: b"\x17\x03\x03",
+        width: 2,
+        big_endian: true,
+        varint: false,
+        adjustment: 0,
+        strip: 0,
+    },
+    Layout {
+        name: "amqp",
+        header: b"\x03\x00\x01",
+        width: 4,
+        big_endian: true,
+        varint: false,
+        adjustment: 1,
+        strip: 0,
+    },
+    Layout {
+        name: "bitcoin",
+        header: b"\xF9\xBE\xB4\xD9block\0\0\0\0\0\0\0",
+        width: 4,
+        big_endian: false,
+        varint: false,
+        adjustment: 4,
+        strip: 0,
+    },
+    Layout {
+        name: "mqtt",
+        header: b"\x30",
+        width: 1,
+        big_endian: true,
+        varint: true,
+        adjustment: 0,
+        strip: 0,
+    },
+];
+
+fn layout(name: &str) -> Layout {
+    *LAYOUTS
+        .iter()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("unknown layout {name}"))
+}
+
+/// `count` frames of `layout` with `len` bytes after the length field each.
+fn layout_stream(layout: &Layout, count: usize, len: usize) -> Vec<u8> {
+    let wire = u64::try_from(i64::try_from(len).unwrap() - layout.adjustment).unwrap();
+    let field = if layout.varint {
+        let mut field = Vec::new();
+        let mut value = wire;
+        while value >= 0x80 {
+            field.push(u8::try_from(value & 0x7f).unwrap() | 0x80);
+            value >>= 7;
+        }
+        field.push(u8::try_from(value).unwrap());
+        field
+    } else if layout.big_endian {
+        wire.to_be_bytes()[8 - layout.width..].to_vec()
+    } else {
+        wire.to_le_bytes()[..layout.width].to_vec()
+    };
+    let mut out = Vec::with_capacity(count * (layout.header.len() + field.len() + len));
+    for i in 0..count {
+        out.extend_from_slice(layout.header);
+        out.extend_from_slice(&field);
+        out.extend((0..len).map(|j| u8::try_from(i.wrapping_add(j) % 251).unwrap()));
+    }
+    out
+}
+
+fn framekit_for(layout: &Layout) -> framekit_codec::frame::FrameCodec {
+    let prefix = if layout.varint {
+        framekit_codec::frame::LengthPrefix::Varint
+    } else {
+        let order = if layout.big_endian {
+            framekit_codec::frame::ByteOrder::BigEndian
+        } else {
+            framekit_codec::frame::ByteOrder::LittleEndian
+        };
+        framekit_codec::frame::LengthPrefix::fixed(layout.width, order).unwrap()
+    };
+    framekit_codec::frame::FrameCodec::builder()
+        .length_field_offset(layout.header.len())
+        .prefix(prefix)
+        .length_adjustment(layout.adjustment)
+        .strip(layout.strip)
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// `LengthDelimitedCodec` configured like `framekit_for(layout)`: its
+/// adjustment counts from the end of the skipped bytes, ours from the end
+/// of the length field.
+fn length_delimited_for(layout: &Layout) -> LengthDelimitedCodec {
+    assert!(!layout.varint, "LengthDelimitedCodec has no varint");
+    let head = layout.header.len() + layout.width;
+    let adjustment =
+        layout.adjustment + i64::try_from(head).unwrap() - i64::try_from(layout.strip).unwrap();
+    let mut builder = LengthDelimitedCodec::builder();
+    builder
+        .length_field_offset(layout.header.len())
+        .length_field_length(layout.width)
+        .length_adjustment(isize::try_from(adjustment).unwrap())
+        .num_skip(layout.strip)
+        .max_frame_length(MAX_FRAME);
+    if !layout.big_endian {
+        builder.little_endian();
+    }
+    builder.new_codec()
+}
+
+fn run_layout_codec(
+    codec: &str,
+    layout: &Layout,
+    feed: Feed,
+    wire: &[u8],
+    src: &mut BytesMut,
+) -> (usize, Duration) {
+    match codec {
+        "framekit" => run(framekit_for(layout), feed, wire, src),
+        "length_delimited" => run(length_delimited_for(layout), feed, wire, src),
+        other => panic!("unknown codec {other}"),
+    }
+}
+
+/// Decodes `count` frames of `layout` with framekit and (where it can)
+/// `LengthDelimitedCodec` in turn, and prints one table row.
+fn compare_layout(
+    layout: &Layout,
+    count: usize,
+    len: usize,
+    case: &str,
+    rounds: usize,
+    src: &mut BytesMut,
+) {
+    let wire = layout_stream(layout, count, len);
+    let codecs: &[&str] = if layout.varint {
+        &["framekit"]
+    } else {
+        &["framekit", "length_delimited"]
+    };
+    let mut times: [Vec<Duration>; 2] = Default::default();
+    for round in 0..rounds {
+        for k in 0..codecs.len() {
+            let which = (round + k) % codecs.len();
+            let (frames, elapsed) = run_layout_codec(codecs[which], layout, feed(case), &wire, src);
+            assert_eq!(frames, count);
+            times[which].push(elapsed);
+        }
+    }
+    let rate = |t: Duration| {
+        if len <= 1024 {
+            format!("{:.1} M frames/s", count as f64 / t.as_secs_f64() / 1e6)
+        } else {
+            format!(
+                "{:.0} MiB/s",
+                (count * len) as f64 / t.as_secs_f64() / f64::from(1 << 20)
+            )
+        }
+    };
+    let [mut ours, mut ldc] = times;
+    let ours = median(&mut ours);
+    let (ldc_rate, ratio) = if ldc.is_empty() {
+        ("-".to_owned(), "-".to_owned())
+    } else {
+        let ldc = median(&mut ldc);
+        (
+            rate(ldc),
+            format!("{:.2}", ldc.as_secs_f64() / ours.as_secs_f64()),
+        )
+    };
+    let size = match len {
+        16 => "16 B".to_owned(),
+        65_536 => "64 KiB".to_owned(),
+        len => format!("{len} B"),
+    };
+    eprintln!(
+        "| {} | {size}, {case} | {} | {ldc_rate} | {ratio} |",
+        layout.name,
+        rate(ours)
+    );
 }
 
 /// The slicing floor of `codec.rs`: prefixes walked and payloads sliced
@@ -241,6 +470,15 @@ fn main() {
         assert_eq!(run_codec(codec, feed(case), &wire, &mut src).0, 100_000);
         return;
     }
+    if let [codec, case, name] = positional[..] {
+        let layout = layout(name);
+        let wire = layout_stream(&layout, 100_000, 16);
+        assert_eq!(
+            run_layout_codec(codec, &layout, feed(case), &wire, &mut src).0,
+            100_000
+        );
+        return;
+    }
 
     // `cargo bench` passes `--bench`; `cargo test` does not.
     if !args.iter().any(|a| a == "--bench") {
@@ -249,6 +487,18 @@ fn main() {
             for case in ["one_buffer", "chunked_1460", "chunked_1448"] {
                 let (frames, _) = run_codec(codec, feed(case), &wire, &mut src);
                 assert_eq!(frames, 10_000, "{codec} {case}");
+            }
+        }
+        for layout in &LAYOUTS {
+            let wire = layout_stream(layout, 10_000, 16);
+            for codec in ["framekit", "length_delimited"] {
+                if codec == "length_delimited" && layout.varint {
+                    continue;
+                }
+                for case in ["one_buffer", "chunked_1448"] {
+                    let (frames, _) = run_layout_codec(codec, layout, feed(case), &wire, &mut src);
+                    assert_eq!(frames, 10_000, "{codec} {case} {}", layout.name);
+                }
             }
         }
         return;
@@ -299,4 +549,21 @@ fn main() {
         31,
         &mut src,
     );
+
+    eprintln!();
+    eprintln!("layouts of other protocols, 16 bytes after the length field or 64 KiB");
+    eprintln!("| layout | case | framekit | LengthDelimitedCodec | framekit / LDC |");
+    eprintln!("|---|---|---:|---:|---:|");
+    for layout in &LAYOUTS {
+        compare_layout(layout, 1_000_000, 16, "one_buffer", 21, &mut src);
+        compare_layout(layout, 1_000_000, 16, "chunked_1448", 21, &mut src);
+        // 64 KiB, or the most a 2-byte length field can describe.
+        let large = if !layout.varint && layout.width < 3 {
+            usize::try_from(i64::from(u16::MAX) + layout.adjustment).unwrap()
+        } else {
+            64 * 1024
+        };
+        compare_layout(layout, 1_000, large, "one_buffer", 51, &mut src);
+        compare_layout(layout, 1_000, large, "chunked_64k", 21, &mut src);
+    }
 }

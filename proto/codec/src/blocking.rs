@@ -1,22 +1,12 @@
 //! Framing over blocking `std::io` readers and writers.
 //!
-//! # Why `write` is not enough
-//!
-//! [`Write::write`] may write only part of its buffer and report how much it
-//! took: a TCP socket whose send buffer is nearly full accepts what fits.
-//! Code that calls `write` once per frame and ignores the count silently
-//! drops the rest of the frame, and the peer then reads the next frame's
-//! bytes as the end of this one. This is the difference between BSD
-//! `send`, which returns a count, and Python's `socket.sendall`, which loops
-//! until every byte is out. [`write_frame`] is the `sendall` of frames: it
-//! loops (with vectored writes, so the prefix and payload go out together
-//! without being copied into one buffer) until every byte is written.
-//!
-//! Reading has the mirror problem: [`Read::read`] returns whatever has
-//! arrived, which may be half a prefix or several frames at once.
-//! [`read_frame`] uses [`Read::read_exact`] for exactly the prefix and then
-//! exactly the payload. Wrap sockets in a [`std::io::BufReader`] so that
-//! small frames do not cost a system call each.
+//! [`write_frame`] writes every byte of a frame (vectored, without copying
+//! the payload), retrying partial writes. [`read_frame`] reads exactly one
+//! frame's bytes and never past its end, so a caller can go on reading
+//! other data from the same reader after a frame. Wrap sockets in a
+//! [`std::io::BufReader`] so that small frames do not cost a system call
+//! each. Both follow the same rules as the sans-IO
+//! [`FrameCodec`](crate::frame::FrameCodec): same limits, same errors.
 //!
 //! ```
 //! use std::io::Cursor;
@@ -36,20 +26,20 @@
 //! ```
 
 use crate::error::Error;
-use crate::frame::{
-    Decoded, FrameConfig, LengthPrefix, MIN_READ_AHEAD, Oversize, READ_AHEAD, varint_step,
-};
+use crate::frame::core::{Parsed, Verdict, read_ahead};
+use crate::frame::{Decoded, FrameConfig, MIN_READ_AHEAD};
 use crate::message;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
 use std::io::{self, IoSlice, Read, Write};
 
 /// Writes one frame, every byte of it, like `sendall`.
 ///
-/// The prefix and the payload are passed to the writer as two slices of a
-/// vectored write; the payload is not copied. If the payload cannot be
-/// framed (too long for the maximum or for the prefix), nothing is written
-/// and [`Error::PayloadTooLarge`] is returned.
+/// The length field and the payload are passed to the writer as two slices
+/// of a vectored write; the payload is not copied. If the payload cannot be
+/// framed (too long for the maximum or for the length field, or a
+/// configuration with a header: see [`write_frame_with_header`]), nothing is
+/// written and the error says why.
 ///
 /// Flushing a buffered writer is left to the caller.
 pub fn write_frame<W: Write + ?Sized>(
@@ -57,10 +47,40 @@ pub fn write_frame<W: Write + ?Sized>(
     config: &FrameConfig,
     payload: &[u8],
 ) -> Result<(), Error> {
+    write_frame_with_header(writer, config, &[], payload)
+}
+
+/// Writes one frame with its header: `header` (exactly the configured
+/// length field offset), the length field for `payload`, then `payload`,
+/// in one vectored write without copying. Nothing is written if the frame
+/// cannot be encoded.
+///
+/// ```
+/// use framekit_codec::blocking::write_frame_with_header;
+/// use framekit_codec::frame::{Builder, LengthPrefix};
+///
+/// // A TLS record: type and version, then a 2-byte length.
+/// let config = Builder::new().length_field_offset(3).prefix(LengthPrefix::U16Be).config();
+/// let mut out = Vec::new();
+/// write_frame_with_header(&mut out, &config, b"\x15\x03\x03", b"\x02\x28")?;
+/// assert_eq!(out, b"\x15\x03\x03\x00\x02\x02\x28");
+/// # Ok::<(), framekit_codec::Error>(())
+/// ```
+pub fn write_frame_with_header<W: Write + ?Sized>(
+    writer: &mut W,
+    config: &FrameConfig,
+    header: &[u8],
+    payload: &[u8],
+) -> Result<(), Error> {
+    config.check_header(header)?;
     let head = config.encode_head(payload.len())?;
     write_all_vectored(
         writer,
-        &mut [IoSlice::new(head.as_slice()), IoSlice::new(payload)],
+        &mut [
+            IoSlice::new(header),
+            IoSlice::new(head.as_slice()),
+            IoSlice::new(payload),
+        ],
     )?;
     Ok(())
 }
@@ -88,11 +108,11 @@ pub fn write_all_vectored<W: Write + ?Sized>(
 /// Returns `Ok(None)` when the stream ends cleanly at a frame boundary,
 /// [`Error::Truncated`] when it ends inside a frame, and
 /// [`Error::FrameTooLarge`] as soon as a prefix declares more than the
-/// maximum (in [`Oversize::Discard`] mode such frames are skipped instead).
-/// The payload buffer grows as bytes arrive, by at most
-/// [`READ_AHEAD`] bytes at a time and never more than has arrived (at least
-/// [`MIN_READ_AHEAD`]), so a declared length costs nothing
-/// until the data is actually sent.
+/// maximum (in [`Oversize::Discard`](crate::frame::Oversize::Discard) mode
+/// such frames are skipped instead). The payload buffer grows as bytes
+/// arrive, by at most [`READ_AHEAD`](crate::frame::READ_AHEAD) bytes at a time and never more than has
+/// arrived (at least [`MIN_READ_AHEAD`]), so a declared length costs nothing
+/// until the data is actually sent. Only the frame's own bytes are read.
 pub fn read_frame<R: Read + ?Sized>(
     reader: &mut R,
     config: &FrameConfig,
@@ -112,99 +132,82 @@ pub fn read_next<R: Read + ?Sized>(
     reader: &mut R,
     config: &FrameConfig,
 ) -> Result<Option<Decoded>, Error> {
-    let Some(wire) = read_head(reader, config)? else {
-        return Ok(None);
+    // Heads up to this long are read into the stack; longer ones (large
+    // header offsets) into a vector.
+    const INLINE_HEAD: usize = 64;
+    let mut inline = [0u8; INLINE_HEAD];
+    let mut heap = Vec::new();
+    let head: &mut [u8] = match inline.get_mut(..config.max_head_len()) {
+        Some(head) => head,
+        None => {
+            heap.resize(config.max_head_len(), 0);
+            &mut heap
+        }
     };
-    let declared = config.payload_len(wire)?;
-    let len = match usize::try_from(declared) {
-        Ok(len) if len <= config.max_frame_length() => len,
-        _ if config.oversize() == Oversize::Discard => {
-            let skipped = io::copy(&mut reader.take(declared), &mut io::sink())?;
-            if skipped < declared {
+    let mut filled = 0;
+    // Reads exactly the bytes the parser asks for, so nothing past the head
+    // is consumed before the length is known.
+    let (head_len, wire) = loop {
+        let needed = match config.parse_head(&head[..filled])? {
+            Parsed::Complete { len, wire } => break (len, wire),
+            Parsed::Incomplete { needed } => needed,
+        };
+        // `head` holds the longest head the configuration allows, and the
+        // parser fails before asking for more.
+        let Some(missing) = head.get_mut(filled..needed) else {
+            return Err(Error::InvalidVarint { len: needed });
+        };
+        match read_full(reader, missing) {
+            Ok(()) => filled = needed,
+            Err(Short::Eof(0)) if filled == 0 => return Ok(None),
+            Err(Short::Eof(got)) => {
                 return Err(Error::Truncated {
-                    received: skipped,
-                    expected: Some(declared),
-                });
-            }
-            return Ok(Some(Decoded::Discarded { length: declared }));
-        }
-        _ => {
-            return Err(Error::FrameTooLarge {
-                declared,
-                max: config.max_frame_length() as u64,
-            });
-        }
-    };
-
-    let mut payload = BytesMut::with_capacity(len.min(MIN_READ_AHEAD));
-    while payload.len() < len {
-        let start = payload.len();
-        // Grow with what has arrived: double, within the read-ahead.
-        let chunk = (len - start).min(start.max(MIN_READ_AHEAD)).min(READ_AHEAD);
-        payload.resize(start + chunk, 0);
-        if let Err(e) = read_full(reader, &mut payload[start..]) {
-            return Err(match e {
-                Short::Eof(got) => Error::Truncated {
-                    received: (start + got) as u64,
-                    expected: Some(len as u64),
-                },
-                Short::Io(e) => Error::Io(e),
-            });
-        }
-    }
-    Ok(Some(Decoded::Frame(payload.freeze())))
-}
-
-/// Reads a length prefix. `Ok(None)` on a clean end of stream.
-fn read_head<R: Read + ?Sized>(reader: &mut R, config: &FrameConfig) -> Result<Option<u64>, Error> {
-    let truncated = |received: usize| Error::Truncated {
-        received: received as u64,
-        expected: None,
-    };
-    let Some(width) = config.prefix().width() else {
-        return read_varint(reader, config.max_varint_len);
-    };
-    let mut bytes = [0u8; 8];
-    match read_full(reader, &mut bytes[..width]) {
-        Ok(()) => {}
-        Err(Short::Eof(0)) => return Ok(None),
-        Err(Short::Eof(got)) => return Err(truncated(got)),
-        Err(Short::Io(e)) => return Err(Error::Io(e)),
-    }
-    let [b0, b1, b2, b3, b4, b5, b6, b7] = bytes;
-    Ok(Some(match config.prefix() {
-        LengthPrefix::U8 => u64::from(b0),
-        LengthPrefix::U16Be => u64::from(u16::from_be_bytes([b0, b1])),
-        LengthPrefix::U16Le => u64::from(u16::from_le_bytes([b0, b1])),
-        LengthPrefix::U32Be => u64::from(u32::from_be_bytes([b0, b1, b2, b3])),
-        LengthPrefix::U32Le => u64::from(u32::from_le_bytes([b0, b1, b2, b3])),
-        LengthPrefix::U64Be => u64::from_be_bytes(bytes),
-        LengthPrefix::U64Le | LengthPrefix::Varint => {
-            u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
-        }
-    }))
-}
-
-fn read_varint<R: Read + ?Sized>(reader: &mut R, max_len: usize) -> Result<Option<u64>, Error> {
-    let mut value = 0u64;
-    for i in 0..max_len {
-        let mut byte = [0u8; 1];
-        match read_full(reader, &mut byte) {
-            Ok(()) => {}
-            Err(Short::Eof(_)) if i == 0 => return Ok(None),
-            Err(Short::Eof(_)) => {
-                return Err(Error::Truncated {
-                    received: i as u64,
+                    received: (filled + got) as u64,
                     expected: None,
                 });
             }
             Err(Short::Io(e)) => return Err(Error::Io(e)),
         }
-        if varint_step(&mut value, i, byte[0])? {
-            return Ok(Some(value));
+    };
+    let len = match config.judge(wire)? {
+        Verdict::Take(len) => len,
+        Verdict::Discard(length) => {
+            let skipped = io::copy(&mut reader.take(length), &mut io::sink())?;
+            if skipped < length {
+                return Err(Error::Truncated {
+                    received: skipped,
+                    expected: Some(length),
+                });
+            }
+            return Ok(Some(Decoded::Discarded { length }));
         }
+    };
+
+    // The head bytes that are delivered, then the body; a strip that reaches
+    // past the head drops the body's first bytes at the end.
+    let strip = config.strip_len(head_len);
+    let kept = head.get(strip.min(head_len)..head_len).unwrap_or_default();
+    let mut frame = BytesMut::with_capacity(kept.len() + len.min(MIN_READ_AHEAD));
+    frame.extend_from_slice(kept);
+    let mut body = 0;
+    while body < len {
+        let start = frame.len();
+        let chunk = read_ahead(len - body, body);
+        frame.resize(start + chunk, 0);
+        if let Err(e) = read_full(reader, &mut frame[start..]) {
+            return Err(match e {
+                Short::Eof(got) => Error::Truncated {
+                    received: (body + got) as u64,
+                    expected: Some(len as u64),
+                },
+                Short::Io(e) => Error::Io(e),
+            });
+        }
+        body += chunk;
     }
-    Err(Error::InvalidVarint { len: max_len + 1 })
+    let mut frame = frame.freeze();
+    frame.advance(strip.saturating_sub(head_len));
+    Ok(Some(Decoded::Frame(frame)))
 }
 
 /// Why `read_full` stopped early.

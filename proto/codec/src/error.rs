@@ -42,6 +42,16 @@ pub enum Error {
         min: u64,
     },
 
+    /// The header given to the encoder is not as long as the configured
+    /// length field offset. Nothing was written.
+    #[error("header of {len} bytes where the length field is at offset {expected}")]
+    HeaderLength {
+        /// The header's length.
+        len: usize,
+        /// The configured length field offset.
+        expected: usize,
+    },
+
     /// The length adjustment takes the length read from the wire out of
     /// range (below zero, or past `u64::MAX`).
     #[error("length field {wire} with adjustment {adjustment} does not describe a valid frame")]
@@ -125,10 +135,51 @@ impl From<Error> for io::Error {
             e @ Error::Truncated { .. } => io::Error::new(io::ErrorKind::UnexpectedEof, e),
             e @ (Error::PayloadTooLarge { .. }
             | Error::PayloadTooShort { .. }
+            | Error::HeaderLength { .. }
             | Error::Encode { .. }) => io::Error::new(io::ErrorKind::InvalidInput, e),
             e => io::Error::new(io::ErrorKind::InvalidData, e),
         }
     }
+}
+
+/// Why a [`Builder`](crate::frame::Builder) cannot make a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A fixed-width length field must be 1 to 8 bytes wide.
+    #[error("a length field of {width} bytes: the width must be 1 to 8")]
+    Width {
+        /// The width asked for.
+        width: usize,
+    },
+
+    /// A varint may be limited to 1 to 10 bytes.
+    #[error("a varint limit of {bytes} bytes: the limit must be 1 to 10")]
+    VarintLimit {
+        /// The limit asked for.
+        bytes: usize,
+    },
+
+    /// A varint limit was set for a fixed-width length field.
+    #[error("a varint byte limit is set, but the length field is not a varint")]
+    VarintLimitWithoutVarint,
+
+    /// The length field offset is too large to add the field's width to.
+    #[error("a length field offset of {offset} bytes is too large")]
+    OffsetTooLarge {
+        /// The offset asked for.
+        offset: usize,
+    },
+
+    /// More bytes would be stripped than the shortest frame has.
+    #[error("cannot strip {strip} bytes: the shortest frame of this configuration has {shortest}")]
+    StripBeyondFrame {
+        /// The bytes to strip asked for.
+        strip: usize,
+        /// The shortest possible frame: the header, the smallest length
+        /// field and the bytes a positive adjustment adds.
+        shortest: usize,
+    },
 }
 
 /// Why a message could not be encoded or decoded.

@@ -1,5 +1,6 @@
 //! Runs the echo examples' server and client against each other on
 //! loopback, so the examples keep working.
+#![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // The examples' `main` functions are not used here.

@@ -1,6 +1,7 @@
 //! A length prefix is a claim: the decoder checks it against the maximum
 //! before the payload arrives, and sizes its buffer by what has arrived,
 //! never by what was declared.
+#![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

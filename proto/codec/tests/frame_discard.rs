@@ -1,5 +1,6 @@
 //! `Oversize::Discard`: an oversized frame is skipped exactly, without being
 //! buffered, reported, and the frame after it decodes whatever the chunking.
+#![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

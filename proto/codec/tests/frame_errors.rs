@@ -1,5 +1,6 @@
 //! Corrupt, truncated and unencodable input: a clear error in every API,
 //! and nothing written when a payload cannot be framed.
+#![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

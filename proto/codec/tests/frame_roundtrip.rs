@@ -2,6 +2,7 @@
 //! cut points of the stream, and through every API: sans-IO, tokio and
 //! blocking. Streams are built by an encoder written independently of the
 //! codec, so a codec that reads and writes the same wrong bytes still fails.
+#![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,5 +1,6 @@
 //! The vectored write path hands the writer the caller's payload memory
 //! itself, never a copy; decoded frames share the receive buffer.
+#![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

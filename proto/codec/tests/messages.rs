@@ -1,6 +1,7 @@
 //! Typed messages: any serde value survives every API, whatever the
 //! chunking; arbitrary bytes never panic the decoder, whatever decodes
 //! re-encodes to the same bytes, and claimed lengths are never allocated.
+#![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,6 +1,7 @@
 //! Frames over a real loopback TCP connection: a writer that sends the
 //! stream in small random pieces with flushes in between, and readers that
 //! must get every frame intact and in order.
+#![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

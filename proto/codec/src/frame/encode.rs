@@ -1,6 +1,7 @@
 //! Encoding: payloads in, prefixed bytes out.
 
-use super::{FrameCodec, FrameConfig, LengthPrefix, MAX_VARINT_LEN};
+use super::core::MAX_VARINT_LEN;
+use super::{ByteOrder, FrameCodec, FrameConfig};
 use crate::error::Error;
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -60,8 +61,12 @@ impl Buf for Head {
 }
 
 impl FrameConfig {
-    /// Encodes the prefix for a payload of `len` bytes, or fails if the
-    /// payload is longer than the maximum or than the prefix can describe.
+    /// Encodes the length field for `len` bytes after it, or fails if that
+    /// is more than the maximum or than the field can describe.
+    ///
+    /// This is the length field only: with a
+    /// [`length_field_offset`](Self::length_field_offset), the header bytes
+    /// go before it (see [`encode_with_header`](Self::encode_with_header)).
     #[inline]
     pub fn encode_head(&self, len: usize) -> Result<Head, Error> {
         let too_large = || Error::PayloadTooLarge {
@@ -82,26 +87,25 @@ impl FrameConfig {
             None => return Err(too_large()),
         };
         let mut bytes = [0u8; MAX_VARINT_LEN];
-        // `wire_len` guarantees the value fits the prefix, so the `as`
-        // conversions below cannot truncate.
-        #[allow(clippy::cast_possible_truncation)]
-        let end = match self.prefix {
-            LengthPrefix::U8 => put(&mut bytes, &[wire as u8]),
-            LengthPrefix::U16Be => put(&mut bytes, &(wire as u16).to_be_bytes()),
-            LengthPrefix::U16Le => put(&mut bytes, &(wire as u16).to_le_bytes()),
-            LengthPrefix::U32Be => put(&mut bytes, &(wire as u32).to_be_bytes()),
-            LengthPrefix::U32Le => put(&mut bytes, &(wire as u32).to_le_bytes()),
-            LengthPrefix::U64Be => put(&mut bytes, &wire.to_be_bytes()),
-            LengthPrefix::U64Le => put(&mut bytes, &wire.to_le_bytes()),
-            LengthPrefix::Varint => {
+        let end = match (self.prefix.width(), self.prefix.byte_order()) {
+            (Some(width), Some(ByteOrder::BigEndian)) => {
+                // `wire_len` guarantees the value fits `width` bytes.
+                bytes[..width].copy_from_slice(&wire.to_be_bytes()[8 - width..]);
+                width
+            }
+            (Some(width), _) => {
+                bytes[..width].copy_from_slice(&wire.to_le_bytes()[..width]);
+                width
+            }
+            (None, _) => {
                 let mut value = wire;
                 let mut n = 0;
                 while value >= 0x80 {
-                    bytes[n] = (value as u8) | 0x80;
+                    bytes[n] = (value & 0x7f) as u8 | 0x80;
                     value >>= 7;
                     n += 1;
                 }
-                bytes[n] = value as u8;
+                bytes[n] = (value & 0x7f) as u8;
                 n + 1
             }
         };
@@ -113,35 +117,71 @@ impl FrameConfig {
     }
 
     /// The longest payload that can be encoded: the smaller of the maximum
-    /// frame length and what the prefix can describe.
+    /// frame length and what the length field can describe.
     pub fn max_payload_len(&self) -> u64 {
-        let by_prefix = self.payload_len_saturating(self.prefix.max_value());
-        by_prefix.min(self.max_frame_length as u64)
+        self.max_body_len_by_field()
+            .min(self.max_frame_length as u64)
     }
 
-    fn payload_len_saturating(&self, wire: u64) -> u64 {
-        if self.adjustment >= 0 {
-            wire.saturating_add(self.adjustment.unsigned_abs())
-        } else {
-            wire.saturating_sub(self.adjustment.unsigned_abs())
-        }
-    }
-
-    /// Appends a whole frame (prefix and a copy of the payload) to `dst`.
-    /// On error nothing is written.
+    /// Appends a whole frame (length field and a copy of the payload) to
+    /// `dst`. On error nothing is written. With a
+    /// [`length_field_offset`](Self::length_field_offset) this is
+    /// [`Error::HeaderLength`]: use
+    /// [`encode_with_header`](Self::encode_with_header).
     #[inline]
     pub fn encode(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), Error> {
+        self.encode_with_header(&[], payload, dst)
+    }
+
+    /// Appends a whole frame to `dst`: `header` (exactly
+    /// [`length_field_offset`](Self::length_field_offset) bytes), the length
+    /// field for `payload` (the bytes after the field, with the adjustment
+    /// applied in reverse), and a copy of `payload`. On error nothing is
+    /// written.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use framekit_codec::frame::{FrameCodec, LengthPrefix};
+    ///
+    /// // PostgreSQL: a type byte, then a length that counts itself.
+    /// let codec = FrameCodec::builder()
+    ///     .length_field_offset(1)
+    ///     .prefix(LengthPrefix::U32Be)
+    ///     .length_adjustment(-4)
+    ///     .new_codec();
+    /// let mut out = BytesMut::new();
+    /// codec.config().encode_with_header(b"Q", b"SELECT 1\0", &mut out)?;
+    /// assert_eq!(&out[..], b"Q\x00\x00\x00\x0DSELECT 1\0");
+    /// # Ok::<(), framekit_codec::Error>(())
+    /// ```
+    #[inline]
+    pub fn encode_with_header(
+        &self,
+        header: &[u8],
+        payload: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<(), Error> {
+        self.check_header(header)?;
         let head = self.encode_head(payload.len())?;
-        dst.reserve(head.remaining() + payload.len());
+        dst.reserve(header.len() + head.remaining() + payload.len());
+        dst.put_slice(header);
         dst.put_slice(head.as_slice());
         dst.put_slice(payload);
         Ok(())
     }
-}
 
-fn put(dst: &mut [u8; MAX_VARINT_LEN], src: &[u8]) -> usize {
-    dst[..src.len()].copy_from_slice(src);
-    src.len()
+    /// Fails unless `header` is as long as the length field offset.
+    #[inline]
+    pub(crate) fn check_header(&self, header: &[u8]) -> Result<(), Error> {
+        if header.len() == self.offset {
+            Ok(())
+        } else {
+            Err(Error::HeaderLength {
+                len: header.len(),
+                expected: self.offset,
+            })
+        }
+    }
 }
 
 impl FrameCodec {
@@ -168,12 +208,24 @@ impl FrameCodec {
     pub fn encode(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), Error> {
         self.config.encode(payload, dst)
     }
+
+    /// Appends a whole frame with its header to `dst`, copying the payload.
+    /// See [`FrameConfig::encode_with_header`].
+    #[inline]
+    pub fn encode_with_header(
+        &self,
+        header: &[u8],
+        payload: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<(), Error> {
+        self.config.encode_with_header(header, payload, dst)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameCodec;
+    use crate::frame::{FrameCodec, LengthPrefix};
 
     #[test]
     fn varint_heads_match_leb128() {

@@ -1,7 +1,9 @@
 //! Length-prefixed framing: the sans-IO core and its configuration.
 //!
-//! A frame on the wire is a length prefix followed by exactly that many
-//! payload bytes (after the optional [length adjustment]):
+//! In the default layout a frame on the wire is a length prefix followed by
+//! exactly that many payload bytes (after the optional [length adjustment]);
+//! a header may come before the length field, and the decoder may deliver
+//! the head too (see the crate docs, "Frame layout"):
 //!
 //! ```text
 //! +---- prefix ----+--------- payload ---------+
@@ -13,13 +15,15 @@
 //! [`FrameCodec`] holds the configuration and the decoding state. It never
 //! performs I/O: bytes go in through a [`BytesMut`] and complete frames come
 //! out as [`Bytes`] that share the input buffer's memory. The tokio
-//! adapter ([`tokio_util::codec::Decoder`]/[`Encoder`]) and the blocking
-//! [`crate::blocking`] helpers are thin layers over the same code.
+//! adapter (tokio-util's `Decoder` and `Encoder`, feature `tokio`) and the
+//! [`crate::blocking`] reader and writer are thin layers over the same
+//! code: the rules (where the length is, the adjustment, the limits and the
+//! read-ahead) live in one private module that both decoders call.
 //!
 //! # Decode contract
 //!
 //! [`FrameCodec::decode_next`], [`FrameCodec::decode_frame`] (which counts
-//! discarded frames instead of reporting them) and the [`Decoder`]
+//! discarded frames instead of reporting them) and the `Decoder`
 //! implementation (which is `decode_frame`) are called with everything
 //! received so far that has not been consumed:
 //!
@@ -36,25 +40,25 @@
 //!
 //! At end of stream, call [`FrameCodec::decode_eof`]: an empty buffer at a
 //! frame boundary is `Ok(None)` (a clean end); any other leftover is
-//! [`Error::Truncated`].
+//! [`Error::Truncated`](crate::Error::Truncated).
 //!
 //! [length adjustment]: Builder::length_adjustment
 //! [`Bytes`]: bytes::Bytes
 //! [`BytesMut`]: bytes::BytesMut
-//! [`Decoder`]: tokio_util::codec::Decoder
-//! [`Encoder`]: tokio_util::codec::Encoder
 
+pub(crate) mod core;
 mod decode;
 mod encode;
 #[cfg(feature = "tokio")]
 mod tokio_codec;
 
-use crate::error::Error;
+use self::core::{MAX_VARINT_LEN, varint_len};
+pub use crate::error::ConfigError;
 
 pub use decode::Decoded;
 pub use encode::Head;
 #[cfg(feature = "tokio")]
-pub use tokio_codec::write_frame;
+pub use tokio_codec::{write_frame, write_frame_with_header};
 
 /// The default maximum frame length: 16 MiB.
 pub const DEFAULT_MAX_FRAME_LENGTH: usize = 16 * 1024 * 1024;
@@ -71,12 +75,11 @@ pub const READ_AHEAD: usize = 64 * 1024;
 /// The least the decoder reserves ahead for an incomplete frame.
 pub const MIN_READ_AHEAD: usize = 4 * 1024;
 
-/// The longest unsigned LEB128 varint that can encode a `u64`.
-const MAX_VARINT_LEN: usize = 10;
-
-/// The length prefix's encoding on the wire.
+/// The length field's encoding on the wire.
 ///
-/// Affects both encoding and decoding.
+/// Affects both encoding and decoding. Every width from 1 to 8 bytes in
+/// either byte order, or a varint; [`LengthPrefix::fixed`] picks the
+/// variant for a width and a byte order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum LengthPrefix {
@@ -86,40 +89,118 @@ pub enum LengthPrefix {
     U16Be,
     /// Two bytes, little-endian.
     U16Le,
+    /// Three bytes, big-endian (network order).
+    U24Be,
+    /// Three bytes, little-endian, as MySQL's packets have.
+    U24Le,
     /// Four bytes, big-endian (network order). The default.
     #[default]
     U32Be,
     /// Four bytes, little-endian.
     U32Le,
+    /// Five bytes, big-endian (network order).
+    U40Be,
+    /// Five bytes, little-endian.
+    U40Le,
+    /// Six bytes, big-endian (network order).
+    U48Be,
+    /// Six bytes, little-endian.
+    U48Le,
+    /// Seven bytes, big-endian (network order).
+    U56Be,
+    /// Seven bytes, little-endian.
+    U56Le,
     /// Eight bytes, big-endian (network order).
     U64Be,
     /// Eight bytes, little-endian.
     U64Le,
-    /// An unsigned LEB128 varint, 1 to 10 bytes, as used by length-delimited
-    /// protobuf streams: 7 bits per byte, least significant group first, the
-    /// high bit set on every byte but the last.
+    /// An unsigned LEB128 varint, 1 to 10 bytes (fewer with
+    /// [`Builder::varint_max_bytes`]), as length-delimited protobuf streams
+    /// and MQTT's remaining length have: 7 bits per byte, least significant
+    /// group first, the high bit set on every byte but the last.
     Varint,
 }
 
+/// The byte order of a fixed-width length field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ByteOrder {
+    /// Most significant byte first (network order). The default.
+    #[default]
+    BigEndian,
+    /// Least significant byte first.
+    LittleEndian,
+}
+
 impl LengthPrefix {
+    /// The fixed-width prefix of `width` bytes in `order`, or `None` unless
+    /// `width` is 1 to 8. A one-byte prefix has no byte order.
+    ///
+    /// ```
+    /// use framekit_codec::frame::{ByteOrder, LengthPrefix};
+    ///
+    /// assert_eq!(LengthPrefix::fixed(3, ByteOrder::LittleEndian), Some(LengthPrefix::U24Le));
+    /// assert_eq!(LengthPrefix::fixed(9, ByteOrder::BigEndian), None);
+    /// ```
+    pub const fn fixed(width: usize, order: ByteOrder) -> Option<LengthPrefix> {
+        use ByteOrder::{BigEndian as Be, LittleEndian as Le};
+        Some(match (width, order) {
+            (1, _) => LengthPrefix::U8,
+            (2, Be) => LengthPrefix::U16Be,
+            (2, Le) => LengthPrefix::U16Le,
+            (3, Be) => LengthPrefix::U24Be,
+            (3, Le) => LengthPrefix::U24Le,
+            (4, Be) => LengthPrefix::U32Be,
+            (4, Le) => LengthPrefix::U32Le,
+            (5, Be) => LengthPrefix::U40Be,
+            (5, Le) => LengthPrefix::U40Le,
+            (6, Be) => LengthPrefix::U48Be,
+            (6, Le) => LengthPrefix::U48Le,
+            (7, Be) => LengthPrefix::U56Be,
+            (7, Le) => LengthPrefix::U56Le,
+            (8, Be) => LengthPrefix::U64Be,
+            (8, Le) => LengthPrefix::U64Le,
+            _ => return None,
+        })
+    }
+
     /// The prefix width in bytes, or `None` for a varint.
     pub const fn width(self) -> Option<usize> {
         match self {
             LengthPrefix::U8 => Some(1),
             LengthPrefix::U16Be | LengthPrefix::U16Le => Some(2),
+            LengthPrefix::U24Be | LengthPrefix::U24Le => Some(3),
             LengthPrefix::U32Be | LengthPrefix::U32Le => Some(4),
+            LengthPrefix::U40Be | LengthPrefix::U40Le => Some(5),
+            LengthPrefix::U48Be | LengthPrefix::U48Le => Some(6),
+            LengthPrefix::U56Be | LengthPrefix::U56Le => Some(7),
             LengthPrefix::U64Be | LengthPrefix::U64Le => Some(8),
             LengthPrefix::Varint => None,
         }
     }
 
-    /// The largest value the prefix can carry.
-    pub const fn max_value(self) -> u64 {
+    /// The byte order of a fixed-width prefix: `None` for a varint, big-endian
+    /// for a single byte.
+    pub const fn byte_order(self) -> Option<ByteOrder> {
         match self {
-            LengthPrefix::U8 => u8::MAX as u64,
-            LengthPrefix::U16Be | LengthPrefix::U16Le => u16::MAX as u64,
-            LengthPrefix::U32Be | LengthPrefix::U32Le => u32::MAX as u64,
-            LengthPrefix::U64Be | LengthPrefix::U64Le | LengthPrefix::Varint => u64::MAX,
+            LengthPrefix::Varint => None,
+            LengthPrefix::U16Le
+            | LengthPrefix::U24Le
+            | LengthPrefix::U32Le
+            | LengthPrefix::U40Le
+            | LengthPrefix::U48Le
+            | LengthPrefix::U56Le
+            | LengthPrefix::U64Le => Some(ByteOrder::LittleEndian),
+            _ => Some(ByteOrder::BigEndian),
+        }
+    }
+
+    /// The largest value the prefix can carry (for a varint, what 10 bytes
+    /// can carry; see [`FrameConfig::max_payload_len`] for a configuration's
+    /// limit).
+    pub const fn max_value(self) -> u64 {
+        match self.width() {
+            Some(width) if width < 8 => (1 << (8 * width)) - 1,
+            _ => u64::MAX,
         }
     }
 
@@ -138,7 +219,7 @@ impl LengthPrefix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Oversize {
-    /// Fail with [`Error::FrameTooLarge`] as soon as the prefix is read. The
+    /// Fail with [`Error::FrameTooLarge`](crate::Error::FrameTooLarge) as soon as the prefix is read. The
     /// default: an oversized frame usually means a broken or hostile peer.
     #[default]
     Error,
@@ -149,15 +230,32 @@ pub enum Oversize {
 }
 
 /// The framing parameters shared by encoding and decoding.
+///
+/// A frame on the wire is a header of [`length_field_offset`] bytes, the
+/// length field, and the bytes the length describes (after the
+/// [`length_adjustment`]); the decoder delivers the frame without its first
+/// [`strip`] bytes. Built by [`Builder`].
+///
+/// [`length_field_offset`]: Self::length_field_offset
+/// [`length_adjustment`]: Self::length_adjustment
+/// [`strip`]: Self::strip
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameConfig {
     pub(crate) prefix: LengthPrefix,
+    pub(crate) offset: usize,
     pub(crate) adjustment: i64,
+    /// `None`: the whole head (header and length field).
+    pub(crate) strip: Option<usize>,
     pub(crate) max_frame_length: usize,
     pub(crate) oversize: Oversize,
-    /// The longest varint accepted: enough for the largest wire value that
-    /// can describe a frame of `max_frame_length` bytes, and never over 10.
+    /// The configured limit on a varint's length, if any.
+    pub(crate) varint_max_bytes: Option<usize>,
+    /// The longest varint accepted: that limit, or 10, and no more than the
+    /// largest acceptable length field value needs.
     pub(crate) max_varint_len: usize,
+    /// No header and the whole head stripped: the decoder's fast path need
+    /// not look at `offset` and `strip`.
+    pub(crate) plain: bool,
 }
 
 impl Default for FrameConfig {
@@ -167,18 +265,36 @@ impl Default for FrameConfig {
 }
 
 impl FrameConfig {
-    /// The length prefix encoding.
+    /// The length field's encoding.
     pub fn prefix(&self) -> LengthPrefix {
         self.prefix
     }
 
-    /// The value added to the length read from the wire to get the payload
-    /// length.
+    /// How many header bytes precede the length field.
+    pub fn length_field_offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The value added to the length field's value to get the number of
+    /// bytes that follow the length field.
     pub fn length_adjustment(&self) -> i64 {
         self.adjustment
     }
 
-    /// The largest payload accepted or produced, in bytes.
+    /// How many leading bytes of each frame the decoder drops, or `None`
+    /// for the whole head (the header and the length field), the default.
+    pub fn strip(&self) -> Option<usize> {
+        self.strip
+    }
+
+    /// The most bytes a varint length field may take, if limited by
+    /// [`Builder::varint_max_bytes`].
+    pub fn varint_max_bytes(&self) -> Option<usize> {
+        self.varint_max_bytes
+    }
+
+    /// The largest adjusted length accepted or produced: the most bytes that
+    /// may follow the length field.
     pub fn max_frame_length(&self) -> usize {
         self.max_frame_length
     }
@@ -188,44 +304,20 @@ impl FrameConfig {
         self.oversize
     }
 
-    /// The largest number of bytes a complete frame (prefix and payload)
-    /// occupies on the wire.
+    /// The largest number of bytes a complete frame (header, length field
+    /// and what follows it) occupies on the wire.
     pub fn max_encoded_len(&self) -> usize {
-        self.max_frame_length.saturating_add(self.prefix.max_len())
-    }
-
-    /// The payload length described by a length field value, or an error if
-    /// the adjustment takes it out of range.
-    #[inline]
-    pub(crate) fn payload_len(&self, wire: u64) -> Result<u64, Error> {
-        let adjusted = if self.adjustment >= 0 {
-            wire.checked_add(self.adjustment.unsigned_abs())
-        } else {
-            wire.checked_sub(self.adjustment.unsigned_abs())
-        };
-        adjusted.ok_or_else(|| Error::InvalidLength {
-            wire,
-            adjustment: self.adjustment,
-        })
-    }
-
-    /// The length field value that describes a payload of `len` bytes, if
-    /// the prefix can carry it.
-    #[inline]
-    pub(crate) fn wire_len(&self, len: u64) -> Option<u64> {
-        let wire = if self.adjustment >= 0 {
-            len.checked_sub(self.adjustment.unsigned_abs())
-        } else {
-            len.checked_add(self.adjustment.unsigned_abs())
-        }?;
-        (wire <= self.prefix.max_value()).then_some(wire)
+        self.max_frame_length.saturating_add(self.max_head_len())
     }
 }
 
 /// Builds a [`FrameCodec`] (or a bare [`FrameConfig`]).
 ///
-/// The defaults are a 4-byte big-endian prefix that counts the payload only,
-/// a 16 MiB maximum, and an error on oversized frames.
+/// The defaults are a 4-byte big-endian length at the start of the frame
+/// that counts the payload only, the whole head stripped, a 16 MiB maximum,
+/// and an error on oversized frames. [`try_config`](Self::try_config)
+/// checks the combination; the crate docs have a
+/// [configuration for each common protocol](crate#protocols).
 ///
 /// ```
 /// use framekit_codec::frame::{FrameCodec, LengthPrefix};
@@ -239,9 +331,14 @@ impl FrameConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct Builder {
     prefix: LengthPrefix,
+    /// A width [`Builder::length_field`] could not accept.
+    bad_width: Option<usize>,
+    offset: usize,
     adjustment: i64,
+    strip: Option<usize>,
     max_frame_length: usize,
     oversize: Oversize,
+    varint_max_bytes: Option<usize>,
 }
 
 impl Default for Builder {
@@ -255,13 +352,17 @@ impl Builder {
     pub fn new() -> Self {
         Builder {
             prefix: LengthPrefix::U32Be,
+            bad_width: None,
+            offset: 0,
             adjustment: 0,
+            strip: None,
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             oversize: Oversize::Error,
+            varint_max_bytes: None,
         }
     }
 
-    /// Sets the length prefix encoding. Affects encoding and decoding.
+    /// Sets the length field's encoding. Affects encoding and decoding.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -275,17 +376,65 @@ impl Builder {
     /// ```
     pub fn prefix(&mut self, prefix: LengthPrefix) -> &mut Self {
         self.prefix = prefix;
+        self.bad_width = None;
         self
     }
 
-    /// Sets a value added to the length read from the wire to obtain the
-    /// payload length (the encoder subtracts it). Affects encoding and
-    /// decoding.
+    /// Sets a fixed-width length field of `width` bytes (1 to 8) in `order`.
+    /// Affects encoding and decoding. Another width is reported by
+    /// [`try_config`](Self::try_config).
     ///
-    /// Use `-(prefix width)` for protocols whose length counts the prefix
-    /// itself, as PostgreSQL's messages do. Arithmetic is checked: a wire
-    /// length that the adjustment would make negative is
-    /// [`Error::InvalidLength`].
+    /// ```
+    /// use framekit_codec::frame::{Builder, ByteOrder, LengthPrefix};
+    ///
+    /// let config = Builder::new().length_field(3, ByteOrder::LittleEndian).try_config()?;
+    /// assert_eq!(config.prefix(), LengthPrefix::U24Le);
+    /// assert!(Builder::new().length_field(0, ByteOrder::BigEndian).try_config().is_err());
+    /// # Ok::<(), framekit_codec::ConfigError>(())
+    /// ```
+    pub fn length_field(&mut self, width: usize, order: ByteOrder) -> &mut Self {
+        match LengthPrefix::fixed(width, order) {
+            Some(prefix) => self.prefix(prefix),
+            None => {
+                self.bad_width = Some(width);
+                self
+            }
+        }
+    }
+
+    /// Sets how many header bytes precede the length field (0 by default).
+    /// Affects encoding (the header is given with the payload, see
+    /// [`FrameConfig::encode_with_header`]) and decoding.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use framekit_codec::frame::{FrameCodec, LengthPrefix};
+    ///
+    /// // A type byte, then a 2-byte length; the type byte is kept.
+    /// let mut codec = FrameCodec::builder()
+    ///     .length_field_offset(1)
+    ///     .prefix(LengthPrefix::U16Be)
+    ///     .strip(0)
+    ///     .new_codec();
+    /// let mut buf = BytesMut::from(&b"T\x00\x02hi"[..]);
+    /// assert_eq!(&codec.decode_frame(&mut buf)?.unwrap()[..], b"T\x00\x02hi");
+    /// # Ok::<(), framekit_codec::Error>(())
+    /// ```
+    pub fn length_field_offset(&mut self, offset: usize) -> &mut Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Sets a value added to the length field's value to obtain the number
+    /// of bytes that follow the length field (the encoder subtracts it).
+    /// Affects encoding and decoding.
+    ///
+    /// Use `-(offset + width)` for a length that counts the whole frame,
+    /// `-width` for one that counts itself (PostgreSQL), and a positive value
+    /// for bytes after the length field that it does not count (MySQL's
+    /// sequence id, AMQP's frame-end octet). Arithmetic is checked: a length
+    /// that the adjustment would make negative is
+    /// [`Error::InvalidLength`](crate::Error::InvalidLength).
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -302,10 +451,49 @@ impl Builder {
         self
     }
 
-    /// Sets the largest payload, in bytes (after adjustment). Affects
-    /// encoding (larger payloads are refused) and decoding (larger declared
-    /// lengths are refused or discarded as soon as the prefix is read,
-    /// before any payload buffer is reserved).
+    /// Sets how many leading bytes of each frame the decoder drops. By
+    /// default it drops the whole head (the header and the length field),
+    /// delivering what follows the length field; `0` delivers the frame as
+    /// it was on the wire. Affects decoding only.
+    ///
+    /// It may reach past the length field into bytes every frame has (a
+    /// positive adjustment's), but no further: [`try_config`](Self::try_config)
+    /// refuses a strip longer than the shortest possible frame.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use framekit_codec::frame::{FrameCodec, LengthPrefix};
+    ///
+    /// // A 3-byte length, then a sequence byte it does not count: strip the
+    /// // length, keep the sequence byte.
+    /// let mut codec = FrameCodec::builder()
+    ///     .prefix(LengthPrefix::U24Le)
+    ///     .length_adjustment(1)
+    ///     .strip(3)
+    ///     .new_codec();
+    /// let mut buf = BytesMut::from(&b"\x02\x00\x00\x07hi"[..]);
+    /// assert_eq!(&codec.decode_frame(&mut buf)?.unwrap()[..], b"\x07hi");
+    /// # Ok::<(), framekit_codec::Error>(())
+    /// ```
+    pub fn strip(&mut self, bytes: usize) -> &mut Self {
+        self.strip = Some(bytes);
+        self
+    }
+
+    /// Limits a varint length field to `bytes` bytes (1 to 10; MQTT's
+    /// remaining length takes at most 4). Affects decoding (a longer varint
+    /// is [`Error::InvalidVarint`](crate::Error::InvalidVarint)) and encoding
+    /// (lengths that need more bytes are refused).
+    pub fn varint_max_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.varint_max_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the largest adjusted length, in bytes: the most bytes that may
+    /// follow the length field (the header before it and the field itself
+    /// are not counted). Affects encoding (larger payloads are refused) and
+    /// decoding (larger declared lengths are refused or discarded as soon as
+    /// the length field is read, before any buffer is reserved for them).
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -342,82 +530,123 @@ impl Builder {
         self
     }
 
-    /// The configuration built so far.
-    pub fn config(&self) -> FrameConfig {
+    /// The configuration built so far, or why it is impossible.
+    ///
+    /// ```
+    /// use framekit_codec::ConfigError;
+    /// use framekit_codec::frame::Builder;
+    ///
+    /// // A 2-byte length at offset 1 makes a 3-byte head: 4 bytes cannot be
+    /// // stripped from every frame.
+    /// let err = Builder::new()
+    ///     .length_field_offset(1)
+    ///     .prefix(framekit_codec::frame::LengthPrefix::U16Be)
+    ///     .strip(4)
+    ///     .try_config()
+    ///     .unwrap_err();
+    /// assert_eq!(err, ConfigError::StripBeyondFrame { strip: 4, shortest: 3 });
+    /// ```
+    pub fn try_config(&self) -> Result<FrameConfig, ConfigError> {
+        if let Some(width) = self.bad_width {
+            return Err(ConfigError::Width { width });
+        }
+        let varint = self.prefix == LengthPrefix::Varint;
+        match self.varint_max_bytes {
+            Some(_) if !varint => return Err(ConfigError::VarintLimitWithoutVarint),
+            Some(bytes) if !(1..=MAX_VARINT_LEN).contains(&bytes) => {
+                return Err(ConfigError::VarintLimit { bytes });
+            }
+            _ => {}
+        }
+        if self.offset.checked_add(MAX_VARINT_LEN).is_none() {
+            return Err(ConfigError::OffsetTooLarge {
+                offset: self.offset,
+            });
+        }
+        if let Some(strip) = self.strip {
+            // Every frame has its header, at least one length field byte,
+            // and at least a positive adjustment's bytes after the field.
+            let shortest = (self.offset + self.prefix.width().unwrap_or(1))
+                .saturating_add(usize::try_from(self.adjustment).unwrap_or(0));
+            if strip > shortest {
+                return Err(ConfigError::StripBeyondFrame { strip, shortest });
+            }
+        }
         let mut config = FrameConfig {
             prefix: self.prefix,
+            offset: self.offset,
             adjustment: self.adjustment,
+            strip: self.strip,
             max_frame_length: self.max_frame_length,
             oversize: self.oversize,
-            max_varint_len: MAX_VARINT_LEN,
+            varint_max_bytes: self.varint_max_bytes,
+            max_varint_len: self.varint_max_bytes.unwrap_or(MAX_VARINT_LEN),
+            plain: self.offset == 0 && self.strip.is_none(),
         };
-        // The largest wire value that may describe an acceptable frame. In
-        // discard mode any length must be readable, so the varint may take
-        // its full 10 bytes.
+        // In error mode a varint need not be longer than the largest value
+        // that describes an acceptable frame; in discard mode any length
+        // must be readable.
         if self.oversize == Oversize::Error {
-            let max_wire = config
-                .payload_len_inverse_saturating(self.max_frame_length as u64)
-                .max(1);
-            config.max_varint_len = varint_len(max_wire);
+            config.max_varint_len = config.max_varint_len.min(varint_len(config.max_wire_len()));
         }
-        config
+        Ok(config)
+    }
+
+    /// The configuration built so far.
+    ///
+    /// # Panics
+    ///
+    /// If the configuration is impossible (see
+    /// [`try_config`](Self::try_config), which reports it instead). The
+    /// settings that existed before offsets, widths and stripping never
+    /// make it so.
+    pub fn config(&self) -> FrameConfig {
+        match self.try_config() {
+            Ok(config) => config,
+            Err(e) => panic!("impossible frame configuration: {e}"),
+        }
     }
 
     /// Builds a codec with this configuration.
+    ///
+    /// # Panics
+    ///
+    /// As [`config`](Self::config) does.
     pub fn new_codec(&self) -> FrameCodec {
         FrameCodec::with_config(self.config())
     }
-}
 
-impl FrameConfig {
-    /// The wire value for a payload of `len` bytes, saturating instead of
-    /// failing; used to size the varint limit.
-    fn payload_len_inverse_saturating(&self, len: u64) -> u64 {
-        if self.adjustment >= 0 {
-            len.saturating_sub(self.adjustment.unsigned_abs())
-        } else {
-            len.saturating_add(self.adjustment.unsigned_abs())
-        }
+    /// Builds a codec with this configuration, or says why it is impossible.
+    pub fn try_new_codec(&self) -> Result<FrameCodec, ConfigError> {
+        self.try_config().map(FrameCodec::with_config)
     }
-}
-
-/// Adds the `index`th (0-based) byte of an unsigned LEB128 varint to
-/// `value`. Returns whether the varint is complete, or an error if it
-/// overflows 64 bits.
-#[inline]
-pub(crate) fn varint_step(value: &mut u64, index: usize, byte: u8) -> Result<bool, Error> {
-    let group = u64::from(byte & 0x7f);
-    let shift = 7 * index;
-    // The tenth byte may carry bit 63 only; there is no eleventh.
-    if shift > 63 || (shift == 63 && group > 1) {
-        return Err(Error::InvalidVarint { len: index + 1 });
-    }
-    *value |= group << shift;
-    Ok(byte & 0x80 == 0)
-}
-
-/// The number of bytes the LEB128 encoding of `value` takes.
-pub(crate) const fn varint_len(value: u64) -> usize {
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
 }
 
 /// Where the decoder is within the current frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DecodeState {
-    /// Waiting for a complete length prefix.
+    /// Waiting for a complete head.
     Head,
-    /// The prefix was consumed; waiting for this many payload bytes.
-    Data(usize),
+    /// [`Head`](Self::Head) for a [plain](FrameConfig::plain) layout.
+    PlainHead,
+    /// The head was parsed and its stripped bytes consumed: the frame ends
+    /// `len` bytes from the start of the buffer. Its first `kept` bytes are
+    /// head bytes that are delivered; then `skip` more bytes are dropped (a
+    /// strip that reaches past the head).
+    Data {
+        len: usize,
+        kept: usize,
+        skip: usize,
+    },
     /// Skipping an oversized frame: `remaining` of `length` bytes to go.
     Discard { remaining: u64, length: u64 },
 }
 
 /// A length-prefixed frame codec: a configuration plus the decoding state.
 ///
-/// It implements tokio-util's [`Decoder`](tokio_util::codec::Decoder) (items
-/// are [`Bytes`](bytes::Bytes) payloads) and [`Encoder`](tokio_util::codec::Encoder) for
-/// byte payloads, and offers the same operations without I/O:
+/// With the `tokio` feature it implements tokio-util's `Decoder` (items are
+/// [`Bytes`](bytes::Bytes) payloads) and `Encoder` for byte payloads. It
+/// offers the same operations without I/O:
 /// [`decode_frame`](Self::decode_frame), [`decode_next`](Self::decode_next),
 /// [`decode_eof`](Self::decode_eof), [`encode`](Self::encode) and
 /// [`encode_head`](Self::encode_head).
@@ -470,6 +699,7 @@ impl FrameCodec {
             state: DecodeState::Head,
             discarded: 0,
         }
+        .at_boundary()
     }
 
     /// The codec's configuration.
@@ -486,6 +716,20 @@ impl FrameCodec {
     /// Whether the codec is between frames: no prefix byte consumed and no
     /// payload pending. A stream that ends here ends cleanly.
     pub fn is_at_boundary(&self) -> bool {
-        self.state == DecodeState::Head
+        matches!(self.state, DecodeState::Head | DecodeState::PlainHead)
+    }
+
+    /// The state between frames for this codec's layout.
+    fn head_state(&self) -> DecodeState {
+        if self.config.plain {
+            DecodeState::PlainHead
+        } else {
+            DecodeState::Head
+        }
+    }
+
+    fn at_boundary(mut self) -> Self {
+        self.state = self.head_state();
+        self
     }
 }

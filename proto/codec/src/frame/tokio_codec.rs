@@ -26,7 +26,9 @@ impl Decoder for FrameCodec {
 
 /// Copies the payload into the write buffer. For large payloads prefer
 /// [`write_frame`], which writes the prefix and the payload with one
-/// vectored write and copies nothing.
+/// vectored write and copies nothing. A configuration with a length field
+/// offset needs a header: this fails with [`Error::HeaderLength`]; use
+/// [`FrameCodec::encode_with_header`] or [`write_frame_with_header`].
 impl Encoder<Bytes> for FrameCodec {
     type Error = Error;
 
@@ -75,8 +77,25 @@ where
     W: AsyncWrite + Unpin,
     B: Buf,
 {
+    write_frame_with_header(writer, config, &[], payload).await
+}
+
+/// Writes one frame with its header (exactly the configured length field
+/// offset) to an async writer, without copying the payload. Nothing is
+/// written if the frame cannot be encoded.
+pub async fn write_frame_with_header<W, B>(
+    writer: &mut W,
+    config: &super::FrameConfig,
+    header: &[u8],
+    payload: B,
+) -> Result<(), Error>
+where
+    W: AsyncWrite + Unpin,
+    B: Buf,
+{
+    config.check_header(header)?;
     let head = config.encode_head(payload.remaining())?;
-    let mut frame = head.chain(payload);
+    let mut frame = header.chain(head).chain(payload);
     writer.write_all_buf(&mut frame).await?;
     Ok(())
 }
