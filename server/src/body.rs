@@ -8,13 +8,13 @@
 //! here: the bytes must be read into memory for the hash anyway, and
 //! reading them twice costs more than the copy it saves.) A download whose
 //! hash was recorded when the file was published skips the hashing (see
-//! [`crate::digest`]).
+//! [`crate::storage::local::digest`]).
 //!
 //! Memory is bounded: large buffers come from a shared budget, and
 //! transfers beyond it get small ones.
 
 use crate::conn::{Conn, ConnError};
-use crate::store::Upload;
+use crate::storage::local::store::Upload;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
@@ -392,7 +392,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
 /// Sends bytes `offset..size` of `file` and returns the hash of the whole
 /// file (the part before `offset` counts in the hash but is not sent).
 ///
-/// With the hash `known` already (see [`crate::digest`]), the file is sent
+/// With the hash `known` already (see [`crate::storage::local::digest`]), the file is sent
 /// without being hashed, from `offset` on, and `known` is returned.
 ///
 /// `sent` counts the body bytes handed to the connection as they go, for

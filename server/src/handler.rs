@@ -5,7 +5,7 @@ use crate::Shared;
 use crate::body::{self, Transport};
 use crate::conn::{Conn, ConnError};
 use crate::security::{Access, FailureLimiter};
-use crate::store::{Found, Store, StoreError, Upload};
+use crate::storage::local::store::{Found, Store, StoreError, Upload};
 use framekit_codec::message;
 use framekit_transfer::{
     Delete, ErrorCode, ErrorReply, Get, Hello, List, MAGIC, MAX_EAGER_BODY, MAX_NAME_LEN, MakeDir,

@@ -7,16 +7,13 @@
 
 pub mod body;
 pub mod conn;
-pub mod digest;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod handler;
-pub mod partial;
 pub mod security;
-pub mod store;
+pub mod storage;
 
 use framekit_transfer::{ErrorCode, ErrorReply, Response};
-use partial::Retention;
 use security::{FailureLimiter, Tokens};
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +22,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::Store;
+use storage::local::partial::Retention;
+use storage::local::store::Store;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;

@@ -10,14 +10,14 @@
 //!
 //! Uploads are written to a temporary file under `.framekit/staging/`, a
 //! directory no client name can reach; uploads that may be resumed go to
-//! `.framekit/partial/` instead (see [`crate::partial`]). Publishing is a
+//! `.framekit/partial/` instead (see [`super::partial`]). Publishing is a
 //! single `rename` (replace) or `link` (create only if absent), so readers
 //! see the old file or the new one, never a partial one, and two uploads of
 //! the same new name cannot both succeed. The hash of a big published
-//! file is recorded under `.framekit/digests/` (see [`crate::digest`]).
+//! file is recorded under `.framekit/digests/` (see [`super::digest`]).
 
-use crate::digest::Digests;
-use crate::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
+use super::digest::Digests;
+use super::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
 use framekit_transfer::{
@@ -284,7 +284,7 @@ impl Store {
         // the record holds. The file is published whatever happens here;
         // without a record, downloads hash it as they send it.
         let size = upload.offset + upload.written;
-        if let Some(file) = file.as_ref().filter(|_| size >= crate::digest::MIN_SIZE)
+        if let Some(file) = file.as_ref().filter(|_| size >= super::digest::MIN_SIZE)
             && let Err(e) = self.digests.record(name, file, hash)
         {
             tracing::warn!(name, error = %e, "could not record the hash of a published file");
@@ -711,7 +711,7 @@ mod tests {
     #[test]
     fn the_hash_of_a_big_published_file_is_known_until_it_changes() {
         let (dir, store) = store();
-        let big = vec![3u8; usize::try_from(crate::digest::MIN_SIZE).unwrap()];
+        let big = vec![3u8; usize::try_from(super::super::digest::MIN_SIZE).unwrap()];
         put(&store, "d/big", &big, false).unwrap();
         assert_eq!(known_hash(&store, "d/big"), Some(blake3::hash(&big)));
         put(&store, "small", b"small", false).unwrap();

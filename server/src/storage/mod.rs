@@ -1,0 +1,3 @@
+//! Where files are stored.
+
+pub mod local;
