@@ -22,8 +22,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use storage::local::partial::Retention;
-use storage::local::store::Store;
+use storage::{LocalStore, Retention, Storage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -75,9 +74,9 @@ impl Default for Config {
 
 /// State shared by every connection.
 #[derive(Debug)]
-pub struct Shared {
-    /// The served directory.
-    pub store: Store,
+pub struct Shared<B = LocalStore> {
+    /// Where files are stored.
+    pub storage: B,
     /// The settings.
     pub config: Config,
     /// Throttles failed authentications per address.
@@ -95,29 +94,37 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A server ready to run.
 #[derive(Debug)]
-pub struct Server {
-    shared: Arc<Shared>,
+pub struct Server<B = LocalStore> {
+    shared: Arc<Shared<B>>,
 }
 
-impl Server {
-    /// Opens the root directory (creating it if needed), removes
-    /// leftovers of uploads in progress when a previous server stopped, and
-    /// keeps the interrupted uploads that can still be resumed.
+impl Server<LocalStore> {
+    /// A server of the directory `config.root`: opens it (creating it if
+    /// needed), removes leftovers of uploads in progress when a previous
+    /// server stopped, and keeps the interrupted uploads that can still be
+    /// resumed.
     pub fn new(config: Config) -> io::Result<Server> {
-        let store = Store::open_with(&config.root, config.retention)?;
-        Ok(Server {
+        let storage = LocalStore::open(&config.root, config.retention)?;
+        Ok(Server::with_storage(config, storage))
+    }
+}
+
+impl<B: Storage> Server<B> {
+    /// A server of what `storage` holds.
+    pub fn with_storage(config: Config, storage: B) -> Server<B> {
+        Server {
             shared: Arc::new(Shared {
-                store,
+                storage,
                 config,
                 limiter: FailureLimiter::default(),
                 pool: body::BufferPool::default(),
             }),
-        })
+        }
     }
 
     /// The state shared by connections, to serve streams directly with
     /// [`handler::serve`].
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<Shared<B>> {
         Arc::clone(&self.shared)
     }
 
@@ -242,18 +249,15 @@ impl Server {
 
 /// Removes expired interrupted uploads every little while: a quarter of
 /// their time to live, between 1 s and 1 min.
-async fn sweep_partials(shared: Arc<Shared>) {
+async fn sweep_partials<B: Storage>(shared: Arc<Shared<B>>) {
     let period =
         (shared.config.retention.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let shared = Arc::clone(&shared);
-        let swept = tokio::task::spawn_blocking(move || shared.store.partials().sweep()).await;
-        if let Ok(removed) = swept
-            && removed > 0
-        {
+        let removed = shared.storage.sweep().await;
+        if removed > 0 {
             info!(removed, "expired interrupted uploads removed");
         }
     }

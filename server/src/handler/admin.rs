@@ -3,14 +3,12 @@
 use super::{Session, Summary};
 use crate::body::Transport;
 use crate::conn::ConnError;
+use crate::storage::Storage;
 use framekit_transfer::{Delete, MakeDir, Response, Stat};
 
-impl<S: Transport> Session<S> {
+impl<S: Transport, B: Storage> Session<S, B> {
     pub(super) async fn make_dir(&mut self, make: MakeDir) -> Result<Summary, ConnError> {
-        match self
-            .blocking(move |store| store.make_dir(&make.name))
-            .await?
-        {
+        match self.shared.storage.make_dir(&make.name).await {
             Ok(()) => {
                 self.conn.send(&Response::DirMade).await?;
                 Ok(Summary::done(0))
@@ -20,7 +18,7 @@ impl<S: Transport> Session<S> {
     }
 
     pub(super) async fn stat(&mut self, stat: Stat) -> Result<Summary, ConnError> {
-        match self.blocking(move |store| store.stat(&stat.name)).await? {
+        match self.shared.storage.stat(&stat.name).await {
             Ok(entry) => {
                 self.conn.send(&Response::Entry(entry)).await?;
                 Ok(Summary::done(0))
@@ -30,10 +28,7 @@ impl<S: Transport> Session<S> {
     }
 
     pub(super) async fn delete(&mut self, delete: Delete) -> Result<Summary, ConnError> {
-        match self
-            .blocking(move |store| store.delete(&delete.name))
-            .await?
-        {
+        match self.shared.storage.delete(&delete.name).await {
             Ok(()) => {
                 self.conn.send(&Response::Deleted).await?;
                 Ok(Summary::done(0))

@@ -3,41 +3,38 @@
 use super::{Session, Summary};
 use crate::body::{self, Transport};
 use crate::conn::ConnError;
-use crate::storage::local::store::StoreError;
+use crate::storage::{Download, Storage};
 use framekit_transfer::{Get, Response, Trailer};
 
-impl<S: Transport> Session<S> {
+impl<S: Transport, B: Storage> Session<S, B> {
     pub(super) async fn get(&mut self, get: Get) -> Result<Summary, ConnError> {
-        let name = get.name.clone();
-        let opened = self
-            .blocking(move |store| {
-                let (file, entry) = store.open_read(&name)?;
-                let known = store.known_hash(&name, &file);
-                Ok::<_, StoreError>((file, entry, known))
-            })
-            .await?;
-        let (file, entry, known) = match opened {
-            Ok(opened) => opened,
+        let download = match self.shared.storage.open_read(&get.name).await {
+            Ok(download) => download,
             Err(e) => return self.refuse_store(e).await,
         };
-        let offset = match get.if_version {
-            Some(version) if version == entry.version() && get.offset <= entry.size => get.offset,
-            _ => 0,
+        let info = download.info();
+        let (size, modified_ns) = (info.size, info.modified_ns);
+        // A download resumes only on the version the client has part of.
+        let resumes = get
+            .if_version
+            .is_some_and(|version| download.has_version(&version));
+        let offset = if resumes && get.offset <= size {
+            get.offset
+        } else {
+            0
         };
         self.offset = offset;
         let ready = Response::GetReady {
-            size: entry.size,
+            size,
             offset,
-            modified_ns: entry.modified_ns,
+            modified_ns,
         };
         self.conn.send(&ready).await?;
         let hash = body::send(
             &mut self.conn,
             &self.shared.pool,
-            file,
-            entry.size,
+            download,
             offset,
-            known,
             &mut self.transferred,
         )
         .await?;
@@ -46,6 +43,6 @@ impl<S: Transport> Session<S> {
                 hash: *hash.as_bytes(),
             })
             .await?;
-        Ok(Summary::done(entry.size - offset))
+        Ok(Summary::done(size - offset))
     }
 }

@@ -4,11 +4,12 @@ use super::Session;
 use crate::body::Transport;
 use crate::conn::ConnError;
 use crate::security::{Access, FailureLimiter};
+use crate::storage::Storage;
 use framekit_codec::message;
 use framekit_transfer::{ErrorCode, Hello, MAGIC, Response, VERSION, Welcome};
 use tracing::{debug, info, warn};
 
-impl<S: Transport> Session<S> {
+impl<S: Transport, B: Storage> Session<S, B> {
     /// Reads the client's hello and answers it. `Ok(false)` if the client
     /// left without saying anything, or was refused.
     pub(super) async fn handshake(&mut self) -> Result<bool, ConnError> {

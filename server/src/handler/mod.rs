@@ -11,10 +11,9 @@ use crate::Shared;
 use crate::body::Transport;
 use crate::conn::{Conn, ConnError};
 use crate::security::Access;
-use crate::storage::local::store::{Store, StoreError};
+use crate::storage::{Storage, StoreError};
 use framekit_codec::message;
 use framekit_transfer::{ErrorCode, ErrorReply, Request, Response};
-use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,14 +55,15 @@ impl Summary {
 ///
 /// `peer` is the client's address, used to slow down its repeated
 /// authentication failures (`None` for streams without one).
-pub async fn serve<S>(
+pub async fn serve<S, B>(
     stream: S,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<B>>,
     stop: CancellationToken,
     peer: Option<IpAddr>,
 ) -> Result<(), ConnError>
 where
     S: Transport,
+    B: Storage,
 {
     let mut session = Session {
         conn: Conn::new(stream, shared.config.idle_timeout),
@@ -149,8 +149,6 @@ enum Refusal {
     Reply(ErrorCode, String),
     /// The store refused it.
     Store(StoreError),
-    /// The body does not hash to the trailer's hash.
-    Mismatch,
 }
 
 impl Refusal {
@@ -172,17 +170,13 @@ impl Refusal {
                 }
                 ErrorReply::new(error.code(), error.client_message())
             }
-            Refusal::Mismatch => ErrorReply::new(
-                ErrorCode::IntegrityMismatch,
-                "the received content does not match the trailer's BLAKE3 hash",
-            ),
         }
     }
 }
 
-struct Session<S> {
+struct Session<S, B> {
     conn: Conn<S>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<B>>,
     /// What the client's token allows.
     access: Access,
     peer: Option<IpAddr>,
@@ -194,7 +188,7 @@ struct Session<S> {
     offset: u64,
 }
 
-impl<S: Transport> Session<S> {
+impl<S: Transport, B: Storage> Session<S, B> {
     /// Handles one request and logs it.
     async fn request(&mut self, request: Request) -> Result<(), ConnError> {
         let started = Instant::now();
@@ -251,17 +245,5 @@ impl<S: Transport> Session<S> {
         let code = reply.code;
         self.conn.send(&Response::Error(reply)).await?;
         Ok(Summary::refused(code))
-    }
-
-    /// Runs blocking file-system work off the async threads.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, ConnError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> T + Send + 'static,
-    {
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || f(&shared.store))
-            .await
-            .map_err(|e| ConnError::Io(io::Error::other(e)))
     }
 }

@@ -1,14 +1,15 @@
 //! Uploads: put, and eager uploads taken in batches.
 
 use super::{Refusal, Session, Summary, log_request};
-use crate::body::{self, Transport};
+use crate::body::{self, Received, Transport};
 use crate::conn::ConnError;
 use crate::security::Access;
-use crate::storage::local::store::{Store, StoreError, Upload};
+use crate::storage::{SmallPut, Storage, StoreError, Upload};
 use framekit_codec::message;
 use framekit_transfer::{
     ErrorCode, MAX_EAGER_BODY, Put, PutEager, Request, Response, Trailer, validate_name,
 };
+use std::io;
 use std::time::Instant;
 use tracing::info;
 
@@ -47,40 +48,9 @@ fn whole_trailer(bytes: &[u8]) -> Option<(Trailer, usize)> {
     Some((trailer, head.as_slice().len() + blake3::OUT_LEN))
 }
 
-/// Checks, writes, syncs and publishes one eager upload (blocking).
-fn store_eager(store: &Store, eager: Eager) -> Result<blake3::Hash, Refusal> {
-    let Eager {
-        put, body, trailer, ..
-    } = eager;
-    store
-        .check_put(&put.name, put.overwrite)
-        .map_err(Refusal::Store)?;
-    let hash = blake3::hash(&body);
-    if trailer.hash != *hash.as_bytes() {
-        return Err(Refusal::Mismatch);
-    }
-    let mut upload = store.begin_upload().map_err(Refusal::Store)?;
-    let fits = store
-        .available_space()
-        .map_err(|e| Refusal::Store(e.into()))?
-        >= put.size;
-    if !fits {
-        upload.discard();
-        return Err(Refusal::Store(StoreError::NoSpace));
-    }
-    if let Err(e) = body::write_unwritten(&mut upload, &body) {
-        upload.discard();
-        return Err(Refusal::Store(e.into()));
-    }
-    store
-        .publish(upload, &put.name, put.overwrite, &hash)
-        .map_err(Refusal::Store)?;
-    Ok(hash)
-}
-
-impl<S: Transport> Session<S> {
-    /// Why an upload of `size` bytes as `name` is refused before the file
-    /// system is asked, if it is.
+impl<S: Transport, B: Storage> Session<S, B> {
+    /// Why an upload of `size` bytes as `name` is refused before the
+    /// storage is asked, if it is.
     fn upload_refusal(&self, name: &str, size: u64) -> Option<Refusal> {
         if let Err(e) = validate_name(name) {
             return Some(Refusal::Store(e.into()));
@@ -102,53 +72,65 @@ impl<S: Transport> Session<S> {
         let key = put
             .resume_key
             .filter(|_| put.size > body::SMALL_BODY as u64);
-        let (name, size, overwrite) = (put.name.clone(), put.size, put.overwrite);
-        let prepared = self
-            .blocking(move |store| -> Result<Upload, StoreError> {
-                store.check_put(&name, overwrite)?;
-                let upload = match key {
-                    Some(key) => store.begin_resumable(key, &name, size)?,
-                    None => store.begin_upload()?,
-                };
-                // Refused for space, a resumable upload stays as it was.
-                if store.available_space()? < size - upload.offset() {
-                    return Err(StoreError::NoSpace);
-                }
-                Ok(upload)
-            })
-            .await?;
-        let upload = match prepared {
+        let storage = &self.shared.storage;
+        let begun = match key {
+            Some(key) => {
+                storage
+                    .resume_upload(key, &put.name, put.size, put.overwrite)
+                    .await
+            }
+            None => {
+                storage
+                    .create_upload(&put.name, put.size, put.overwrite)
+                    .await
+            }
+        };
+        let upload = match begun {
             Ok(upload) => upload,
             Err(e) => return self.refuse_store(e).await,
         };
         let offset = upload.offset();
         self.offset = offset;
         if offset > 0 {
-            info!(name = %put.name.escape_debug(), offset, size, "resuming an interrupted upload");
+            info!(name = %put.name.escape_debug(), offset, size = put.size, "resuming an interrupted upload");
         }
         if let Err(e) = self.conn.send(&Response::PutReady { offset }).await {
-            self.blocking(move |_| drop(upload)).await?;
+            upload.abandon().await;
             return Err(e);
         }
-
-        let received =
-            match body::receive(&mut self.conn, &self.shared.pool, upload, size - offset).await {
-                Ok(received) => received,
-                Err(interrupted) => {
-                    self.transferred = interrupted.received;
-                    // What arrived is kept for resuming, if the upload can be.
-                    let upload = interrupted.upload;
-                    self.blocking(move |_| drop(upload)).await?;
-                    return Err(interrupted.error);
+        let body_size = put.size - offset;
+        match body::receive(&mut self.conn, &self.shared.pool, upload, body_size).await {
+            Ok(received) => {
+                self.transferred = body_size;
+                self.finish_put(&put, received).await
+            }
+            Err(interrupted) => {
+                self.transferred = interrupted.received;
+                // What arrived is kept for resuming, if the upload can be.
+                if let Some(upload) = interrupted.upload {
+                    upload.abandon().await;
                 }
-            };
-        self.transferred = size - offset;
-        let (mut upload, hash, write_error) = (received.upload, received.hash, received.error);
-        let unwritten = received.unwritten;
+                Err(interrupted.error)
+            }
+        }
+    }
+
+    /// Reads the trailer of a put whose body was received, checks the
+    /// body against it, and publishes the upload.
+    async fn finish_put(
+        &mut self,
+        put: &Put,
+        received: Received<B::Upload>,
+    ) -> Result<Summary, ConnError> {
+        let Received {
+            upload,
+            hash,
+            error,
+        } = received;
         let trailer: Trailer = match self.conn.read_message().await {
             Ok(trailer) => trailer,
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
-                upload.discard();
+                upload.discard().await;
                 self.refuse(ErrorCode::BadRequest, format!("expected a trailer: {e}"))
                     .await?;
                 // Hang up like every other protocol error: closing with the
@@ -160,37 +142,31 @@ impl<S: Transport> Session<S> {
             Err(e) => {
                 // The whole body arrived: it is kept if it can be, and a
                 // resumed upload only needs to send the trailer.
-                self.blocking(move |_| drop(upload)).await?;
+                upload.abandon().await;
                 return Err(e);
             }
         };
         // A failed upload is removed before the client hears about it.
-        if let Some(error) = write_error {
-            upload.discard();
+        if let Some(error) = error {
+            upload.discard().await;
             return self.refuse_store(error.into()).await;
         }
         if trailer.hash != *hash.as_bytes() {
-            upload.discard();
-            return self.refuse_with(Refusal::Mismatch).await;
+            upload.discard().await;
+            return self.refuse_store(StoreError::Mismatch).await;
         }
-        let name = put.name.clone();
-        match self
-            .blocking(move |store| {
-                if let Err(e) = body::write_unwritten(&mut upload, &unwritten) {
-                    upload.discard();
-                    return Err(StoreError::from(e));
-                }
-                store.publish(upload, &name, overwrite, &hash)
-            })
-            .await?
+        let storage = &self.shared.storage;
+        match storage
+            .publish(upload, &put.name, put.overwrite, hash)
+            .await
         {
             Ok(()) => {
                 let done = Response::PutDone {
-                    size,
+                    size: put.size,
                     hash: *hash.as_bytes(),
                 };
                 self.conn.send(&done).await?;
-                Ok(Summary::done(size - offset))
+                Ok(Summary::done(put.size - self.offset))
             }
             Err(e) => self.refuse_store(e).await,
         }
@@ -199,14 +175,33 @@ impl<S: Transport> Session<S> {
     /// An upload whose body and trailer follow the request at once: they
     /// are read whole before anything is decided, so that the connection
     /// stays in step whatever the answer; then the checks of a put, the
-    /// hash, and the writing and publishing on a blocking thread.
+    /// hash, and the storing.
     ///
     /// Eager uploads that a pipelining client sent behind this one, and
     /// that have already arrived whole, are taken along: one trip to the
-    /// blocking thread stores them all, and their answers leave in one
-    /// write. Each is still checked, answered and logged on its own, in
-    /// order.
+    /// storage stores them all, and their answers leave in one write. Each
+    /// is still checked, answered and logged on its own, in order.
     pub(super) async fn put_eager(&mut self, put: PutEager) -> Result<Summary, ConnError> {
+        let first = self.read_eager(put).await?;
+        let mut batch = vec![first];
+        let mut bytes = batch[0].body.len();
+        while batch.len() < EAGER_BATCH && bytes < EAGER_BATCH_BYTES {
+            let Some(next) = self.buffered_eager() else {
+                break;
+            };
+            bytes += next.body.len();
+            batch.push(next);
+        }
+        let logged: Vec<(String, u64, Instant)> = batch
+            .iter()
+            .map(|eager| (eager.put.name.clone(), eager.put.size, eager.started))
+            .collect();
+        let results = self.store_eager(batch).await;
+        self.answer_eager(results, &logged).await
+    }
+
+    /// Reads an eager upload's body and trailer.
+    async fn read_eager(&mut self, put: PutEager) -> Result<Eager, ConnError> {
         let Some(len) = usize::try_from(put.size)
             .ok()
             .filter(|_| put.size <= MAX_EAGER_BODY)
@@ -237,57 +232,60 @@ impl<S: Transport> Session<S> {
             }
             Err(e) => return Err(e),
         };
-
-        let mut batch = vec![Eager {
+        Ok(Eager {
             put,
             body,
             trailer,
             started: Instant::now(),
-        }];
-        let mut bytes = len;
-        while batch.len() < EAGER_BATCH && bytes < EAGER_BATCH_BYTES {
-            let Some(next) = self.buffered_eager() else {
-                break;
-            };
-            bytes += next.body.len();
-            batch.push(next);
+        })
+    }
+
+    /// Checks a batch of eager uploads, those that need no storage first,
+    /// and stores the others in one trip: one result each, in order.
+    async fn store_eager(&self, batch: Vec<Eager>) -> Vec<Result<blake3::Hash, Refusal>> {
+        let mut refused = Vec::with_capacity(batch.len());
+        let mut puts = Vec::new();
+        for eager in batch {
+            let refusal = self.eager_refusal(&eager.put);
+            if refusal.is_none() {
+                puts.push(SmallPut {
+                    name: eager.put.name,
+                    overwrite: eager.put.overwrite,
+                    body: eager.body,
+                    expected: eager.trailer.hash,
+                });
+            }
+            refused.push(refusal);
         }
-
-        // The checks that need no file system, then the rest, for all of
-        // them in one trip.
-        let checked: Vec<(Eager, Option<Refusal>)> = batch
+        let stored = if puts.is_empty() {
+            Vec::new()
+        } else {
+            self.shared.storage.store_batch(puts).await
+        };
+        let mut stored = stored.into_iter();
+        refused
             .into_iter()
-            .map(|eager| {
-                let refusal = self.eager_refusal(&eager.put);
-                (eager, refusal)
+            .map(|refusal| match refusal {
+                Some(refusal) => Err(refusal),
+                None => match stored.next() {
+                    Some(result) => result.map_err(Refusal::Store),
+                    None => Err(Refusal::Store(StoreError::Io(io::Error::other(
+                        "the storage left an upload of a batch unanswered",
+                    )))),
+                },
             })
-            .collect();
-        let logged: Vec<(String, u64, Instant)> = checked
-            .iter()
-            .map(|(eager, _)| (eager.put.name.clone(), eager.put.size, eager.started))
-            .collect();
-        let results: Vec<Result<blake3::Hash, Refusal>> =
-            if checked.iter().all(|(_, refusal)| refusal.is_some()) {
-                checked
-                    .into_iter()
-                    .filter_map(|(_, refusal)| refusal)
-                    .map(Err)
-                    .collect()
-            } else {
-                self.blocking(move |store| {
-                    checked
-                        .into_iter()
-                        .map(|(eager, refusal)| match refusal {
-                            Some(refusal) => Err(refusal),
-                            None => store_eager(store, eager),
-                        })
-                        .collect()
-                })
-                .await?
-            };
+            .collect()
+    }
 
+    /// Answers a batch of eager uploads in one write, and logs all but the
+    /// first (which `request` logs).
+    async fn answer_eager(
+        &mut self,
+        results: Vec<Result<blake3::Hash, Refusal>>,
+        logged: &[(String, u64, Instant)],
+    ) -> Result<Summary, ConnError> {
         let mut summaries = Vec::with_capacity(results.len());
-        for (result, (_, size, _)) in results.into_iter().zip(&logged) {
+        for (result, (_, size, _)) in results.into_iter().zip(logged) {
             let (response, summary) = match result {
                 Ok(hash) => (
                     Response::PutDone {
@@ -307,8 +305,7 @@ impl<S: Transport> Session<S> {
         }
         let flushed = self.conn.flush().await;
 
-        // The first is logged by `request`, the others here (stored even if
-        // their answers could not be sent).
+        // The others are stored even if their answers could not be sent.
         let mut summaries = summaries.into_iter();
         let first = summaries.next().unwrap_or(Summary::done(0));
         for (summary, (name, size, started)) in summaries.zip(logged.iter().skip(1)) {
@@ -354,8 +351,8 @@ impl<S: Transport> Session<S> {
         })
     }
 
-    /// Why an eager upload is refused before the file system is asked, if
-    /// it is.
+    /// Why an eager upload is refused before the storage is asked, if it
+    /// is.
     fn eager_refusal(&self, put: &PutEager) -> Option<Refusal> {
         if self.access == Access::ReadOnly {
             return Some(Refusal::read_only());
@@ -364,7 +361,6 @@ impl<S: Transport> Session<S> {
     }
 }
 
-#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +413,7 @@ mod tests {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let upload = session.shared.store.upload_into(full);
+        let upload = session.shared.storage.store().upload_into(full);
         let body: Vec<u8> = (0..1_000_000u32).map(|i| i.to_le_bytes()[0]).collect();
         let sender = tokio::spawn(async move {
             client.write_all(&body).await.unwrap();

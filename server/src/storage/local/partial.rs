@@ -248,7 +248,8 @@ impl Partials {
         &self.dir
     }
 
-    /// The kept uploads, by key: for tests and logs.
+    /// The kept uploads, by key.
+    #[cfg(test)]
     pub fn kept(&self) -> Vec<(Hash, Record)> {
         let state = self.lock();
         state.kept.iter().map(|(k, r)| (*k, r.clone())).collect()
