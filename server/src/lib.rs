@@ -5,6 +5,7 @@
 //! one connection over any `AsyncRead + AsyncWrite` stream (TCP, TLS, or an
 //! in-memory pipe).
 
+mod accept;
 pub mod body;
 pub mod conn;
 #[cfg(fuzzing)]
@@ -13,23 +14,16 @@ pub mod handler;
 pub mod security;
 pub mod storage;
 
-use framekit_transfer::{ErrorCode, ErrorReply, Response};
+use accept::Connections;
 use security::{FailureLimiter, Tokens};
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use storage::{LocalStore, Retention, Storage};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::info;
 
 /// The server's settings.
 #[derive(Debug, Clone)]
@@ -85,13 +79,6 @@ pub struct Shared<B = LocalStore> {
     pub pool: body::BufferPool,
 }
 
-/// How many refused connections are answered at once; beyond that, extra
-/// connections are closed without an answer.
-const BUSY_RESPONDERS: usize = 64;
-
-/// How long a refused connection is given to say hello and read the answer.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// A server ready to run.
 #[derive(Debug)]
 pub struct Server<B = LocalStore> {
@@ -133,117 +120,21 @@ impl<B: Storage> Server<B> {
     /// period, and aborts what is left (uploads not finished are never
     /// published).
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let shared = self.shared;
-        let slots = Arc::new(Semaphore::new(shared.config.max_connections));
-        let busy_slots = Arc::new(Semaphore::new(BUSY_RESPONDERS));
-        let per_ip = Arc::new(Mutex::new(HashMap::new()));
-        let tracker = TaskTracker::new();
-        let stop = CancellationToken::new();
-        let abort = CancellationToken::new();
+        let connections = Connections::new(Arc::clone(&self.shared));
+        let sweeper = tokio::spawn(sweep_partials(Arc::clone(&self.shared)));
         tokio::pin!(shutdown);
-        let sweeper = tokio::spawn(sweep_partials(Arc::clone(&shared)));
-
         loop {
-            let (stream, peer) = tokio::select! {
+            tokio::select! {
                 () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Typically out of file descriptors: wait for some
-                        // to be released instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let per_ip = PerIp::claim(&per_ip, peer.ip(), shared.config.max_connections_per_ip);
-            match (Arc::clone(&slots).try_acquire_owned(), per_ip) {
-                (Ok(permit), Some(per_ip)) => {
-                    let shared = Arc::clone(&shared);
-                    let stop = stop.clone();
-                    let abort = abort.clone();
-                    let span = info_span!("conn", %peer);
-                    let tls = shared.config.tls.clone().map(TlsAcceptor::from);
-                    tracker.spawn(
-                        async move {
-                            debug!("connected");
-                            let served = async {
-                                match tls {
-                                    None => handler::serve(stream, shared, stop, Some(peer.ip())).await,
-                                    Some(acceptor) => {
-                                        let idle = shared.config.idle_timeout;
-                                        let stream = match tokio::time::timeout(idle, acceptor.accept(stream)).await {
-                                            Ok(Ok(stream)) => stream,
-                                            Ok(Err(e)) => {
-                                                info!(error = %e, "TLS handshake failed");
-                                                return Ok(());
-                                            }
-                                            Err(_) => {
-                                                info!("TLS handshake timed out");
-                                                return Ok(());
-                                            }
-                                        };
-                                        handler::serve(stream, shared, stop, Some(peer.ip())).await
-                                    }
-                                }
-                            };
-                            tokio::select! {
-                                result = served => match result {
-                                    Ok(()) => debug!("closed"),
-                                    Err(e) if e.is_disconnect() => info!(error = %e, "connection dropped"),
-                                    Err(e) => warn!(error = %e, "connection closed on protocol error"),
-                                },
-                                () = abort.cancelled() => warn!("transfer aborted by shutdown"),
-                            }
-                            drop(permit);
-                            drop(per_ip);
-                        }
-                        .instrument(span),
-                    );
-                }
-                (_, per_ip) => {
-                    let reason = if per_ip.is_none() {
-                        "the server is at its connection limit for your address; try again later"
-                    } else {
-                        "the server is at its connection limit; try again later"
-                    };
-                    if let Ok(permit) = Arc::clone(&busy_slots).try_acquire_owned() {
-                        let tls = shared.config.tls.clone().map(TlsAcceptor::from);
-                        tracker.spawn(async move {
-                            info!(%peer, "refused: too many connections");
-                            let _ = tokio::time::timeout(BUSY_TIMEOUT, async {
-                                match tls {
-                                    None => refuse_busy(stream, reason).await,
-                                    Some(acceptor) => {
-                                        if let Ok(stream) = acceptor.accept(stream).await {
-                                            refuse_busy(stream, reason).await;
-                                        }
-                                    }
-                                }
-                            })
-                            .await;
-                            drop(permit);
-                        });
-                    }
+                (stream, peer) = accept::next_connection(&listener) => {
+                    connections.admit(stream, peer);
                 }
             }
         }
-
         drop(listener);
         sweeper.abort();
         info!("shutting down");
-        stop.cancel();
-        tracker.close();
-        if tokio::time::timeout(shared.config.grace_period, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("grace period over, aborting transfers in flight");
-            abort.cancel();
-            tracker.wait().await;
-        }
+        connections.shut_down(self.shared.config.grace_period).await;
     }
 }
 
@@ -260,56 +151,5 @@ async fn sweep_partials<B: Storage>(shared: Arc<Shared<B>>) {
         if removed > 0 {
             info!(removed, "expired interrupted uploads removed");
         }
-    }
-}
-
-/// One connection's claim on its address's share of the slots; released
-/// when dropped.
-struct PerIp {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    /// Counts a new connection from `ip`, unless it already has `limit`.
-    fn claim(
-        counts: &Arc<Mutex<HashMap<IpAddr, usize>>>,
-        ip: IpAddr,
-        limit: usize,
-    ) -> Option<PerIp> {
-        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = map.entry(ip).or_insert(0);
-        if *count >= limit {
-            return None;
-        }
-        *count += 1;
-        Some(PerIp {
-            counts: Arc::clone(counts),
-            ip,
-        })
-    }
-}
-
-impl Drop for PerIp {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = map.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Tells a connection over the limit that the server is busy. The hello is
-/// read first, so that closing the socket does not reset the connection
-/// before the client has read the answer.
-async fn refuse_busy<S: AsyncRead + AsyncWrite + Unpin>(stream: S, reason: &str) {
-    let reply = Response::Error(ErrorReply::new(ErrorCode::Busy, reason));
-    let mut conn = conn::Conn::new(stream, BUSY_TIMEOUT);
-    let _ = conn.read_frame().await;
-    if conn.send(&reply).await.is_ok() {
-        conn.shutdown().await;
     }
 }
