@@ -10,20 +10,11 @@
 //! transfers beyond it get small ones.
 
 use crate::conn::{Conn, ConnError};
-use crate::storage::{BodySink, BodySource, Chunk, Download, SinkEnd, Stopped, Upload};
+use crate::storage::{BodySink, BodySource, Chunk, Download, SMALL_BODY, SinkEnd, Stopped, Upload};
 use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
-
-/// A connection stream the server speaks over: plain TCP, TLS, or an
-/// in-memory stream in tests.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for S {}
-
-/// Bodies up to this size are moved in one piece, without worker threads.
-pub const SMALL_BODY: usize = 64 * 1024;
 
 /// The size of a large body buffer: small enough to stay in a core's L2
 /// cache between the copy from the socket and the hashing and writing.
@@ -41,7 +32,7 @@ const LARGE_BUDGET: usize = 8 * RING;
 
 /// Large body buffers, shared by all transfers within a budget.
 #[derive(Debug, Default)]
-pub struct BufferPool {
+pub(crate) struct BufferPool {
     large_in_use: AtomicUsize,
     free: Mutex<Vec<Vec<u8>>>,
 }
@@ -112,28 +103,28 @@ impl Drop for Ring<'_> {
 
 /// What receiving a body produced.
 #[derive(Debug)]
-pub struct Received<U> {
+pub(crate) struct Received<U> {
     /// The upload, its file complete and synced unless `error` is set
     /// (a small body is held in memory until it is published).
-    pub upload: U,
+    pub(crate) upload: U,
     /// The BLAKE3 hash of the whole file: the part the upload already held
     /// (see [`Upload::offset`]), then the body.
-    pub hash: blake3::Hash,
+    pub(crate) hash: blake3::Hash,
     /// The first storage error, if storing failed. The body was still read
     /// to its end, so the connection is in step.
-    pub error: Option<io::Error>,
+    pub(crate) error: Option<io::Error>,
 }
 
 /// A body that did not arrive whole.
 #[derive(Debug)]
-pub struct Interrupted<U> {
+pub(crate) struct Interrupted<U> {
     /// Why: the peer left, went silent, or the stream failed.
-    pub error: ConnError,
+    pub(crate) error: ConnError,
     /// The upload, holding every body byte that arrived (`None` only if a
     /// worker failed).
-    pub upload: Option<U>,
+    pub(crate) upload: Option<U>,
     /// How many body bytes arrived.
-    pub received: u64,
+    pub(crate) received: u64,
 }
 
 fn stopped() -> ConnError {
@@ -147,7 +138,7 @@ fn stopped() -> ConnError {
 ///
 /// If the body does not arrive whole, every byte that did is given to the
 /// upload before it is handed back in [`Interrupted`].
-pub async fn receive<S, U>(
+pub(crate) async fn receive<S, U>(
     conn: &mut Conn<S>,
     pool: &BufferPool,
     mut upload: U,
@@ -260,7 +251,7 @@ where
 ///
 /// `sent` counts the body bytes handed to the connection as they go, for
 /// the log of a download that fails midway.
-pub async fn send<S, D>(
+pub(crate) async fn send<S, D>(
     conn: &mut Conn<S>,
     pool: &BufferPool,
     download: D,
@@ -304,4 +295,49 @@ where
         )));
     }
     Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{LocalStore, Retention, StoreError};
+    use framekit_transfer::ErrorCode;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    /// A disk that fills up mid-upload (`/dev/full` fails every write with
+    /// ENOSPC): the body is still drained so the connection stays in step,
+    /// and the error is reported.
+    #[tokio::test]
+    async fn disk_full_mid_body_is_reported_after_draining_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("root"), Retention::default()).unwrap();
+        let pool = BufferPool::default();
+        let (mut client, server_end) = tokio::io::duplex(64 * 1024);
+        let mut conn = Conn::new(server_end, Duration::from_secs(5));
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let upload = store.upload_into(full);
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| i.to_le_bytes()[0]).collect();
+        let sender = tokio::spawn(async move {
+            client.write_all(&body).await.unwrap();
+            client.write_all(b"next").await.unwrap();
+            client
+        });
+        let received = receive(&mut conn, &pool, upload, 1_000_000)
+            .await
+            .expect("the body arrives whole");
+        let error = received.error.expect("the write error is kept");
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(StoreError::from(error).code(), ErrorCode::NoSpace);
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| i.to_le_bytes()[0]).collect();
+        assert_eq!(received.hash, blake3::hash(&body));
+        // The bytes after the body are still there for the next message.
+        let mut next = [0u8; 4];
+        conn.read_body_fill(&mut next).await.1.unwrap();
+        assert_eq!(&next, b"next");
+        drop(sender.await.unwrap());
+    }
 }

@@ -6,13 +6,15 @@
 //! in-memory pipe).
 
 mod accept;
-pub mod body;
-pub mod conn;
+mod body;
+mod conn;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod handler;
 pub mod security;
 pub mod storage;
+
+pub use conn::{ConnError, Transport};
 
 use accept::Connections;
 use security::{FailureLimiter, Tokens};
@@ -70,13 +72,13 @@ impl Default for Config {
 #[derive(Debug)]
 pub struct Shared<B = LocalStore> {
     /// Where files are stored.
-    pub storage: B,
+    pub(crate) storage: B,
     /// The settings.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Throttles failed authentications per address.
-    pub limiter: FailureLimiter,
+    pub(crate) limiter: FailureLimiter,
     /// Buffers for file bodies.
-    pub pool: body::BufferPool,
+    pub(crate) pool: body::BufferPool,
 }
 
 /// A server ready to run.

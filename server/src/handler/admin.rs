@@ -1,7 +1,7 @@
 //! Operations on names: stat, delete, make a directory.
 
 use super::{Session, Summary};
-use crate::body::Transport;
+use crate::Transport;
 use crate::conn::ConnError;
 use crate::storage::Storage;
 use framekit_transfer::{Delete, MakeDir, Response, Stat};

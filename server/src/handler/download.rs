@@ -1,7 +1,8 @@
 //! Downloads: get.
 
 use super::{Session, Summary};
-use crate::body::{self, Transport};
+use crate::Transport;
+use crate::body;
 use crate::conn::ConnError;
 use crate::storage::{Download, Storage};
 use framekit_transfer::{Get, Response, Trailer};

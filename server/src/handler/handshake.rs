@@ -1,7 +1,7 @@
 //! The handshake: the client's hello, checked, and the server's welcome.
 
 use super::Session;
-use crate::body::Transport;
+use crate::Transport;
 use crate::conn::ConnError;
 use crate::security::{Access, FailureLimiter};
 use crate::storage::Storage;

@@ -1,7 +1,7 @@
 //! Listings: list and tree, sent as the storage finds them.
 
 use super::{Session, Summary};
-use crate::body::Transport;
+use crate::Transport;
 use crate::conn::ConnError;
 use crate::storage::{Found, Listing, Storage};
 use framekit_transfer::{ErrorCode, List, MAX_NAME_LEN, Response, Tree};

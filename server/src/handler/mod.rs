@@ -8,7 +8,7 @@ mod listing;
 mod upload;
 
 use crate::Shared;
-use crate::body::Transport;
+use crate::Transport;
 use crate::conn::{Conn, ConnError};
 use crate::security::Access;
 use crate::storage::{Storage, StoreError};

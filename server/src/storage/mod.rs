@@ -24,6 +24,9 @@ use std::ops::Range;
 
 pub use local::{LocalStore, Retention};
 
+/// Bodies up to this size are moved in one piece, held in memory.
+pub const SMALL_BODY: usize = 64 * 1024;
+
 /// Why a storage operation failed, in terms a client can be told.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -337,7 +340,7 @@ pub trait Download: Send + 'static {
     /// version of the file opened, so that a download may resume.
     fn has_version(&self, version: &FileVersion) -> bool;
 
-    /// Reads a small file (at most [`SMALL_BODY`](crate::body::SMALL_BODY)
+    /// Reads a small file (at most [`SMALL_BODY`]
     /// bytes) whole, with the BLAKE3 hash of its content.
     fn read_small(self) -> impl Future<Output = io::Result<(Vec<u8>, blake3::Hash)>> + Send;
 

@@ -39,7 +39,7 @@ const DIGESTS: &str = ".framekit/digests";
 /// Files smaller than this are not recorded: hashing them costs less than
 /// writing and reading a record, and small uploads are the ones whose rate
 /// matters.
-pub const MIN_SIZE: u64 = 1024 * 1024;
+pub(super) const MIN_SIZE: u64 = 1024 * 1024;
 
 /// The first bytes of a record, with its format's version.
 const MAGIC: &[u8; 8] = b"fkdgst01";
@@ -119,7 +119,7 @@ fn record_name(name: &str) -> String {
 
 /// The recorded hashes of published files.
 #[derive(Debug)]
-pub struct Digests {
+pub(super) struct Digests {
     dir: Dir,
     next_temp: AtomicU64,
 }
@@ -127,7 +127,7 @@ pub struct Digests {
 impl Digests {
     /// Opens (creating it if needed) the records' directory under `root`
     /// and removes records a previous server left half-written.
-    pub fn open(root: &Dir) -> io::Result<Digests> {
+    pub(super) fn open(root: &Dir) -> io::Result<Digests> {
         root.create_dir_all(DIGESTS)?;
         let dir = root.open_dir(DIGESTS)?;
         for entry in dir.entries()? {
@@ -150,7 +150,7 @@ impl Digests {
     ///
     /// The record is not synced: one lost in a crash only means the file
     /// is hashed again when it is read.
-    pub fn record(&self, name: &str, file: &File, hash: &blake3::Hash) -> io::Result<()> {
+    pub(super) fn record(&self, name: &str, file: &File, hash: &blake3::Hash) -> io::Result<()> {
         let meta = file.metadata()?;
         if meta.size() < MIN_SIZE {
             return Ok(());
@@ -168,7 +168,7 @@ impl Digests {
 
     /// The recorded hash of the file `name`, if `meta` (of the file as it
     /// was opened for reading) still matches the record.
-    pub fn lookup(&self, name: &str, meta: &Metadata) -> Option<blake3::Hash> {
+    pub(super) fn lookup(&self, name: &str, meta: &Metadata) -> Option<blake3::Hash> {
         if meta.size() < MIN_SIZE {
             return None;
         }
@@ -186,7 +186,7 @@ impl Digests {
     }
 
     /// Removes the record of `name`, if there is one.
-    pub fn forget(&self, name: &str) -> io::Result<()> {
+    pub(super) fn forget(&self, name: &str) -> io::Result<()> {
         match self.dir.remove_file(record_name(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

@@ -1,11 +1,11 @@
 //! Storage in a directory of the local file system: names confined to the
 //! root, uploads staged, synced and published atomically, interrupted
 //! uploads kept for resuming, and the hashes of published files recorded.
-//! See [`store`] for the guarantees.
+//! `store.rs` says how.
 //!
 //! The file system's calls block: each operation runs as one blocking task
 //! on the runtime's blocking pool, and each body transfer has a worker
-//! thread of its own (see [`pipeline`]).
+//! thread of its own (`pipeline.rs`).
 
 mod digest;
 mod partial;
@@ -72,9 +72,10 @@ impl LocalStore {
         }
     }
 
+    /// An upload whose data goes to `file` instead of a staged file.
     #[cfg(test)]
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    pub(crate) fn upload_into(&self, file: File) -> LocalUpload {
+        self.store.upload_into(file)
     }
 }
 

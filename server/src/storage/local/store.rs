@@ -34,7 +34,7 @@ const STAGING: &str = ".framekit/staging";
 
 /// The served root.
 #[derive(Debug)]
-pub struct Store {
+pub(super) struct Store {
     root: Dir,
     staging: Dir,
     partials: Arc<Partials>,
@@ -46,7 +46,7 @@ impl Store {
     /// Opens (creating it if needed) the directory to serve, with the
     /// default retention of interrupted uploads. See [`Store::open_with`].
     #[cfg(test)]
-    pub fn open(path: &Path) -> io::Result<Store> {
+    pub(super) fn open(path: &Path) -> io::Result<Store> {
         Store::open_with(path, Retention::default())
     }
 
@@ -54,7 +54,7 @@ impl Store {
     /// leftovers of uploads that were in progress when a previous server
     /// stopped, and keeps the interrupted uploads that can still be
     /// resumed under `retention`.
-    pub fn open_with(path: &Path, retention: Retention) -> io::Result<Store> {
+    pub(super) fn open_with(path: &Path, retention: Retention) -> io::Result<Store> {
         std::fs::create_dir_all(path)?;
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
         root.create_dir_all(STAGING)?;
@@ -80,14 +80,14 @@ impl Store {
     }
 
     /// The interrupted uploads kept for resuming.
-    pub fn partials(&self) -> &Partials {
+    pub(super) fn partials(&self) -> &Partials {
         &self.partials
     }
 
     /// Checks, before any body byte is sent, that `name` could be published:
     /// a valid name, not a directory, not under a file, not outside the
     /// root, and absent unless `overwrite`.
-    pub fn check_put(&self, name: &str, overwrite: bool) -> Result<(), StoreError> {
+    pub(super) fn check_put(&self, name: &str, overwrite: bool) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(parent_of(name))?;
         // Without overwrite, anything at the name (even a dangling link,
@@ -107,13 +107,13 @@ impl Store {
     }
 
     /// Bytes available to uploads on the root's file system.
-    pub fn available_space(&self) -> io::Result<u64> {
+    pub(super) fn available_space(&self) -> io::Result<u64> {
         let stat = rustix::fs::fstatvfs(&self.root)?;
         Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// Creates a fresh temporary file in the staging area.
-    pub fn begin_upload(&self) -> Result<LocalUpload, StoreError> {
+    pub(super) fn begin_upload(&self) -> Result<LocalUpload, StoreError> {
         let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
         let temp = format!("upload-{}-{id}.part", std::process::id());
         let file = self
@@ -137,7 +137,7 @@ impl Store {
     /// or starts afresh. When it cannot be kept (the key is in use by
     /// another upload, or the size is over the quota), it is an ordinary
     /// upload.
-    pub fn begin_resumable(
+    pub(super) fn begin_resumable(
         &self,
         key: Hash,
         name: &str,
@@ -182,7 +182,7 @@ impl Store {
     /// the meantime. Creates missing parent directories and syncs the
     /// directory that received the file. `hash` is the file's verified
     /// BLAKE3 hash, recorded for downloads.
-    pub fn publish(
+    pub(super) fn publish(
         &self,
         mut upload: LocalUpload,
         name: &str,
@@ -241,7 +241,7 @@ impl Store {
 
     /// Checks, hashes, verifies, writes, syncs and publishes one small
     /// upload received whole.
-    pub fn store_small(&self, put: SmallPut) -> Result<blake3::Hash, StoreError> {
+    pub(super) fn store_small(&self, put: SmallPut) -> Result<blake3::Hash, StoreError> {
         let SmallPut {
             name,
             overwrite,
@@ -268,7 +268,7 @@ impl Store {
 
     /// Opens a regular file for reading. Returns it with its size and
     /// modification time.
-    pub fn open_read(&self, name: &str) -> Result<(File, Entry), StoreError> {
+    pub(super) fn open_read(&self, name: &str) -> Result<(File, Entry), StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
         // O_NONBLOCK: opening a FIFO placed in the root must not hang the
@@ -295,13 +295,13 @@ impl Store {
     /// The BLAKE3 hash of the file `name`, opened as `file` by
     /// [`Store::open_read`], if it was recorded when the file was
     /// published and the file has not changed since.
-    pub fn known_hash(&self, name: &str, file: &File) -> Option<blake3::Hash> {
+    pub(super) fn known_hash(&self, name: &str, file: &File) -> Option<blake3::Hash> {
         let meta = file.metadata().ok()?;
         self.digests.lookup(name, &meta)
     }
 
     /// Describes one regular file.
-    pub fn stat(&self, name: &str) -> Result<Entry, StoreError> {
+    pub(super) fn stat(&self, name: &str) -> Result<Entry, StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
         let meta = self.root.metadata(name)?;
@@ -316,7 +316,7 @@ impl Store {
     }
 
     /// Deletes one file (a symlink is removed itself, never its target).
-    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+    pub(super) fn delete(&self, name: &str) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(parent_of(name))?;
         let meta = self.root.symlink_metadata(name)?;
@@ -338,7 +338,7 @@ impl Store {
     /// in byte order of the names, until it returns `false`. Symlinks are
     /// not followed and the staging area is never listed; names that the
     /// protocol could not address are skipped.
-    pub fn list(
+    pub(super) fn list(
         &self,
         prefix: &str,
         each: &mut dyn FnMut(Entry) -> bool,
@@ -357,7 +357,11 @@ impl Store {
     /// with a `/` appended), until it returns `false`. What [`Store::list`]
     /// leaves out is left out, and so are directories whose names the
     /// protocol could not address, with their content.
-    pub fn tree(&self, dir: &str, each: &mut dyn FnMut(Found) -> bool) -> Result<(), StoreError> {
+    pub(super) fn tree(
+        &self,
+        dir: &str,
+        each: &mut dyn FnMut(Found) -> bool,
+    ) -> Result<(), StoreError> {
         if dir.is_empty() {
             let root = self.root.try_clone()?;
             walk(&root, "", "", true, each)?;
@@ -372,7 +376,7 @@ impl Store {
 
     /// Creates the directory `name` and its missing parents; fine if it
     /// exists already.
-    pub fn make_dir(&self, name: &str) -> Result<(), StoreError> {
+    pub(super) fn make_dir(&self, name: &str) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
         if let Err(e) = self.root.create_dir_all(name) {
@@ -390,7 +394,7 @@ impl Store {
     /// (symlinks inside are removed, never followed), otherwise only if it
     /// is empty. Then removes the directories this left empty, as
     /// [`Store::delete`] does.
-    pub fn delete_dir(&self, name: &str, recursive: bool) -> Result<(), StoreError> {
+    pub(super) fn delete_dir(&self, name: &str, recursive: bool) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
         // A symlink to a directory is not a directory here.
@@ -421,7 +425,7 @@ impl Store {
     /// removes the directories `from` leaves empty, and syncs both
     /// parents. A moved file's recorded hash is dropped (moving it changes
     /// its change time): it is hashed when it is next read.
-    pub fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<(), StoreError> {
+    pub(super) fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<(), StoreError> {
         validate_name(from)?;
         validate_name(to)?;
         let (from_parent, to_parent) = (parent_of(from), parent_of(to));
@@ -619,7 +623,7 @@ fn std_mtime_ns(meta: &std::fs::Metadata) -> u64 {
 ///
 /// Dropped without being published, an ordinary upload removes its
 /// temporary file, and a resumable one is kept for resuming with what it
-/// received, unless [`LocalUpload::discard`]ed. Keeping syncs the file: drop
+/// received, unless [discarded](crate::storage::Upload::discard). Keeping syncs the file: drop
 /// it where blocking is fine.
 #[derive(Debug)]
 pub struct LocalUpload {
@@ -649,12 +653,12 @@ struct Resume {
 
 impl LocalUpload {
     /// Bytes of the file the upload already holds: the body starts there.
-    pub fn offset(&self) -> u64 {
+    pub(super) fn offset(&self) -> u64 {
         self.offset
     }
 
     /// Appends body bytes to the file.
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(super) fn write(&mut self, data: &[u8]) -> io::Result<()> {
         if let Some(file) = self.file.as_mut() {
             file.write_all(data)?;
         }
@@ -663,7 +667,7 @@ impl LocalUpload {
     }
 
     /// Flushes the file to disk.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(super) fn sync(&self) -> io::Result<()> {
         match &self.file {
             Some(file) => file.sync_all(),
             None => Ok(()),
@@ -671,7 +675,7 @@ impl LocalUpload {
     }
 
     /// Writes and syncs `data`, if there is any.
-    pub fn write_whole(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(super) fn write_whole(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -680,13 +684,17 @@ impl LocalUpload {
     }
 
     /// Keeps `body` to be written when the upload is published.
-    pub fn hold(&mut self, body: Vec<u8>) {
+    pub(super) fn hold(&mut self, body: Vec<u8>) {
         self.held = body;
     }
 
     /// Feeds the first [`LocalUpload::offset`] bytes of the file to
     /// `hasher`, unless `stop` is raised meanwhile.
-    pub fn hash_held(&self, hasher: &mut blake3::Hasher, stop: &AtomicBool) -> io::Result<()> {
+    pub(super) fn hash_held(
+        &self,
+        hasher: &mut blake3::Hasher,
+        stop: &AtomicBool,
+    ) -> io::Result<()> {
         // Outside the body buffers' budget, so kept small: resumed uploads
         // are few.
         const CHUNK: usize = 256 * 1024;
@@ -706,7 +714,7 @@ impl LocalUpload {
 
     /// Drops the upload without keeping anything, resumable or not: for
     /// an upload that failed and must start over.
-    pub fn discard(mut self) {
+    pub(super) fn discard(mut self) {
         if let Some(resume) = self.resume.as_mut() {
             resume.discard = true;
         }
@@ -716,7 +724,7 @@ impl LocalUpload {
 #[cfg(test)]
 impl Store {
     /// An upload whose data goes to `file` instead of a staged file.
-    pub(crate) fn upload_into(&self, file: File) -> LocalUpload {
+    pub(super) fn upload_into(&self, file: File) -> LocalUpload {
         LocalUpload {
             file: Some(file),
             temp: "never-created".to_owned(),
