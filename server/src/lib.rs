@@ -3,7 +3,9 @@
 //! [`Server::run`] takes an already bound listener and a shutdown future,
 //! so tests bind port 0 and drive it directly; [`handler::serve`] serves
 //! one connection over any `AsyncRead + AsyncWrite` stream (TCP, TLS, or an
-//! in-memory pipe).
+//! in-memory pipe). Files are kept by a [`storage::Storage`] backend: a
+//! local directory ([`storage::LocalStore`]) unless
+//! [`Server::with_storage`] is given another.
 
 mod accept;
 mod body;

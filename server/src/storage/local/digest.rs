@@ -1,31 +1,17 @@
-//! The BLAKE3 hashes of published files, kept so that a download does not
-//! have to hash the file again.
+//! The BLAKE3 hashes of published files, so that a download need not hash
+//! the file again: hashing is about half of the server's CPU time for a
+//! download (docs/BENCHMARKS.md).
 //!
-//! A download ends with the hash of the whole file, which the client checks
-//! against what it received. Computing it means hashing every byte on the
-//! server, about half of the server's CPU time for a download (see
-//! docs/BENCHMARKS.md). But the server already knows the hash of every
-//! file it published: it verified it on upload. So when a verified upload
-//! of [`MIN_SIZE`] bytes or more is published, its hash is recorded in `.framekit/digests/`, with
-//! what identifies the content it belongs to: device, inode, size, and
-//! modification and change times, as `fstat` reports them once the file is
-//! in place.
-//!
-//! A download uses the record only if the file it opened still matches it
-//! in every one of those. Writing to a file through any name updates its
-//! change time (which no system call sets back), and replacing it gives
-//! the name another inode; either way the record no longer matches and the
-//! file is hashed as it is sent, as it would be without records.
-//!
-//! A record cannot make a client accept wrong bytes: the client compares
-//! what it received with the hash, so a stale or damaged record can only
-//! make a download fail. This also reports a file that changed on disk
-//! behind the server's back with its times intact (bit rot, a raw write to
-//! the device), which hashing at read time would have passed as good.
-//!
-//! Records are named after the BLAKE3 hash of the file's name, so a name's
-//! record is replaced when the name is uploaded again and removed when the
-//! file is deleted through the server.
+//! A verified upload of [`MIN_SIZE`] bytes or more is recorded in
+//! `.framekit/digests/`, under the hash of its name, with the device,
+//! inode, size, and modification and change times of the file once it is
+//! in place. A download uses the record only if the file it opened still
+//! matches all of them: a write through any name moves the change time
+//! (which no system call sets back), a replacement changes the inode. A
+//! stale or damaged record can only make a download fail: the client
+//! checks the hash. It also catches content that changed behind the
+//! server's back with its times intact (bit rot), which hashing at read
+//! time would pass.
 
 use cap_std::fs::{Dir, OpenOptions};
 use std::fs::{File, Metadata};

@@ -623,8 +623,8 @@ fn std_mtime_ns(meta: &std::fs::Metadata) -> u64 {
 ///
 /// Dropped without being published, an ordinary upload removes its
 /// temporary file, and a resumable one is kept for resuming with what it
-/// received, unless [discarded](crate::storage::Upload::discard). Keeping syncs the file: drop
-/// it where blocking is fine.
+/// received, unless [discarded](crate::storage::Upload::discard). Keeping
+/// syncs the file: drop it where blocking is fine.
 #[derive(Debug)]
 pub struct LocalUpload {
     file: Option<File>,
