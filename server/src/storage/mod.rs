@@ -246,7 +246,8 @@ pub trait Storage: Send + Sync + 'static {
         recursive: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Moves the file or directory `from` to `to` in one step: failing with
+    /// Moves the file or directory `from` to `to`, which appears whole or
+    /// not at all (in one step where the backend can): failing with
     /// [`StoreError::AlreadyExists`] if `to` exists, unless `overwrite`.
     /// Missing parents of `to` are created; the directories `from` leaves
     /// empty go.

@@ -20,6 +20,15 @@ fn stopped() -> io::Error {
     io::Error::other(Stopped)
 }
 
+/// `buffers`, or one small buffer if there are none: a ring without
+/// buffers would never move a byte.
+fn at_least_one(mut buffers: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    if buffers.is_empty() {
+        buffers.push(vec![0; 64 * 1024]);
+    }
+    buffers
+}
+
 /// What the disk worker of an upload ends with.
 #[derive(Debug)]
 struct Written {
@@ -41,7 +50,8 @@ pub struct LocalSink {
 impl LocalSink {
     /// Starts the disk worker of a body of `size` bytes.
     pub(super) fn start(mut upload: LocalUpload, size: u64, buffers: Vec<Vec<u8>>) -> LocalSink {
-        let count = buffers.len().max(1);
+        let buffers = at_least_one(buffers);
+        let count = buffers.len();
         let (to_disk, mut from_conn) = mpsc::channel::<Chunk>(count);
         let (to_conn, free) = mpsc::channel::<Vec<u8>>(count);
         for buf in buffers {
@@ -194,7 +204,8 @@ impl LocalSource {
         known: Option<blake3::Hash>,
         buffers: Vec<Vec<u8>>,
     ) -> LocalSource {
-        let count = buffers.len().max(1);
+        let buffers = at_least_one(buffers);
+        let count = buffers.len();
         let (to_conn, from_disk) = mpsc::channel::<Chunk>(count);
         let (to_disk, free) = std::sync::mpsc::sync_channel::<Vec<u8>>(count);
         for buf in buffers {
