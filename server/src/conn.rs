@@ -11,6 +11,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout, timeout_at};
 
+/// A connection stream the server speaks over: plain TCP, TLS, or an
+/// in-memory stream in tests.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for S {}
+
 /// Room kept free in the read buffer before each read.
 const READ_RESERVE: usize = 8 * 1024;
 
@@ -49,7 +55,7 @@ impl ConnError {
 
 /// A framed connection that can also carry raw body bytes.
 #[derive(Debug)]
-pub struct Conn<S> {
+pub(crate) struct Conn<S> {
     stream: S,
     codec: FrameCodec,
     read_buf: BytesMut,
@@ -63,7 +69,7 @@ pub struct Conn<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Wraps a stream. Every read or write that waits longer than `idle`
     /// fails with [`ConnError::Timeout`].
-    pub fn new(stream: S, idle: Duration) -> Self {
+    pub(crate) fn new(stream: S, idle: Duration) -> Self {
         Conn {
             stream,
             codec: FrameCodec::with_config(frame_config()),
@@ -78,7 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// connection cleanly between frames. The whole frame must arrive
     /// within the idle timeout, so a peer that trickles bytes cannot hold a
     /// connection forever with one message.
-    pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ConnError> {
+    pub(crate) async fn read_frame(&mut self) -> Result<Option<Bytes>, ConnError> {
         if let Some(pending) = self.pending.take() {
             return Ok(Some(pending?));
         }
@@ -112,7 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Bytes received and not consumed yet.
-    pub fn buffered(&self) -> &[u8] {
+    pub(crate) fn buffered(&self) -> &[u8] {
         &self.read_buf
     }
 
@@ -120,7 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// from the stream. Give it back with [`Conn::unread`] if it is not
     /// for the caller. A broken frame is kept for [`Conn::read_frame`] to
     /// report, and this returns `None`.
-    pub fn buffered_frame(&mut self) -> Option<Bytes> {
+    pub(crate) fn buffered_frame(&mut self) -> Option<Bytes> {
         match self.pending.take() {
             Some(Ok(frame)) => return Some(frame),
             Some(Err(e)) => {
@@ -140,12 +146,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Gives back a frame from [`Conn::buffered_frame`]: the next
     /// [`Conn::read_frame`] returns it.
-    pub fn unread(&mut self, frame: Bytes) {
+    pub(crate) fn unread(&mut self, frame: Bytes) {
         self.pending = Some(Ok(frame));
     }
 
     /// Takes the first `len` buffered bytes, without copying them.
-    pub fn take_buffered_bytes(&mut self, len: usize) -> Bytes {
+    pub(crate) fn take_buffered_bytes(&mut self, len: usize) -> Bytes {
         let len = len.min(self.read_buf.len());
         self.read_buf.split_to(len).freeze()
     }
@@ -156,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// pipelining client) arrives in the same read. The whole of it must
     /// arrive within the idle timeout. On a failure, says how many bytes
     /// had arrived.
-    pub async fn read_body_bytes(
+    pub(crate) async fn read_body_bytes(
         &mut self,
         len: usize,
         room: usize,
@@ -173,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Moves received bytes not consumed yet to the start of `buf`, as many
     /// as fit, and returns how many.
-    pub fn take_buffered(&mut self, buf: &mut [u8]) -> usize {
+    pub(crate) fn take_buffered(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.read_buf.len());
         buf[..n].copy_from_slice(&self.read_buf[..n]);
         self.read_buf.advance(n);
@@ -182,7 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Reads the next frame as a `T`; a clean end of stream here is an
     /// error, since a message was expected.
-    pub async fn read_message<T: DeserializeOwned>(&mut self) -> Result<T, ConnError> {
+    pub(crate) async fn read_message<T: DeserializeOwned>(&mut self) -> Result<T, ConnError> {
         match self.read_frame().await? {
             Some(frame) => Ok(message::decode(&frame)?),
             None => Err(ConnError::Closed),
@@ -190,24 +196,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Writes one message and flushes it.
-    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ConnError> {
+    pub(crate) async fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ConnError> {
         self.queue(msg)?;
         self.flush().await
     }
 
     /// Adds one message to the write buffer without sending it.
-    pub fn queue<T: Serialize>(&mut self, msg: &T) -> Result<(), ConnError> {
+    pub(crate) fn queue<T: Serialize>(&mut self, msg: &T) -> Result<(), ConnError> {
         message::encode_frame(self.codec.config(), msg, &mut self.write_buf)?;
         Ok(())
     }
 
     /// Bytes queued and not yet sent.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.write_buf.len()
     }
 
     /// Sends everything queued.
-    pub async fn flush(&mut self) -> Result<(), ConnError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.write_buf.is_empty() {
             let buf = &mut self.write_buf;
             timeout(self.idle, self.stream.write_all_buf(buf))
@@ -223,14 +229,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Fills `buf` with body bytes: first what is already buffered, then
     /// from the stream. The whole buffer must arrive within the idle
     /// timeout, so a peer cannot hold the connection by trickling bytes.
-    pub async fn read_body_exact(&mut self, buf: &mut [u8]) -> Result<(), ConnError> {
-        self.read_body_fill(buf).await.1
-    }
-
-    /// Like [`Conn::read_body_exact`], and also says how many bytes of
-    /// `buf` were filled, which is all of them unless it fails: on a
-    /// failure, the bytes that did arrive are still there.
-    pub async fn read_body_fill(&mut self, buf: &mut [u8]) -> (usize, Result<(), ConnError>) {
+    /// Says how many bytes of `buf` were filled, which is all of them
+    /// unless it fails: on a failure, the bytes that did arrive are still
+    /// there.
+    pub(crate) async fn read_body_fill(
+        &mut self,
+        buf: &mut [u8],
+    ) -> (usize, Result<(), ConnError>) {
         let mut filled = self.take_buffered(buf);
         let deadline = Instant::now() + self.idle;
         while filled < buf.len() {
@@ -243,13 +248,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         (filled, Ok(()))
     }
 
-    /// The stream itself.
-    pub fn stream(&self) -> &S {
-        &self.stream
-    }
-
     /// Writes body bytes, all of them.
-    pub async fn write_body(&mut self, body: &[u8]) -> Result<(), ConnError> {
+    pub(crate) async fn write_body(&mut self, body: &[u8]) -> Result<(), ConnError> {
         timeout(self.idle, self.stream.write_all(body))
             .await
             .map_err(|_| ConnError::Timeout)??;
@@ -261,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Closing a socket with unread input makes the kernel reset the
     /// connection, which can destroy the last reply before the peer reads
     /// it; lingering avoids that.
-    pub async fn shutdown(&mut self) {
+    pub(crate) async fn shutdown(&mut self) {
         const LINGER: Duration = Duration::from_secs(1);
         const LINGER_BYTES: usize = 256 * 1024;
         let _ = timeout(self.idle, self.stream.shutdown()).await;

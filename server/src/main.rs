@@ -6,8 +6,8 @@
 //! the TLS or token files cannot be used.
 
 use clap::Parser;
-use framekit_server::partial::Retention;
 use framekit_server::security::{Tokens, generate_self_signed, load_tls};
+use framekit_server::storage::Retention;
 use framekit_server::{Config, Server};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

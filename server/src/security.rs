@@ -13,7 +13,7 @@ use subtle::{Choice, ConstantTimeEq};
 
 /// What a connection may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Everything.
     ReadWrite,
     /// get, list and stat only.
@@ -137,7 +137,7 @@ impl Tokens {
     /// the same time whichever token matches, or none, and whatever the
     /// presented token's length: digests of equal length are compared in
     /// constant time.
-    pub fn check(&self, presented: Option<&str>) -> Option<Access> {
+    pub(crate) fn check(&self, presented: Option<&str>) -> Option<Access> {
         let presented = digest(presented?);
         let mut read_write = Choice::from(0);
         let mut read_only = Choice::from(0);
@@ -166,7 +166,7 @@ fn digest(token: &str) -> [u8; 32] {
 /// failure is answered after a delay that doubles with the address's recent
 /// failures, so tokens cannot be guessed quickly.
 #[derive(Debug, Default)]
-pub struct FailureLimiter {
+pub(crate) struct FailureLimiter {
     failures: Mutex<HashMap<IpAddr, Failures>>,
 }
 
@@ -178,17 +178,17 @@ struct Failures {
 
 impl FailureLimiter {
     /// The delay before the first failure is answered.
-    pub const BASE_DELAY: Duration = Duration::from_millis(200);
+    pub(crate) const BASE_DELAY: Duration = Duration::from_millis(200);
     /// The longest delay.
-    pub const MAX_DELAY: Duration = Duration::from_secs(10);
+    pub(crate) const MAX_DELAY: Duration = Duration::from_secs(10);
     /// Failures older than this are forgotten.
-    pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+    pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
     /// How many addresses are remembered; the oldest is forgotten first.
     const MAX_TRACKED: usize = 4096;
 
     /// Records a failure from `ip` at `now`; returns how long to wait before
     /// answering it.
-    pub fn failure(&self, ip: IpAddr, now: Instant) -> Duration {
+    pub(crate) fn failure(&self, ip: IpAddr, now: Instant) -> Duration {
         let mut failures = self
             .failures
             .lock()
@@ -217,7 +217,7 @@ impl FailureLimiter {
     }
 
     /// Forgets the failures of an address that authenticated.
-    pub fn success(&self, ip: IpAddr) {
+    pub(crate) fn success(&self, ip: IpAddr) {
         let mut failures = self
             .failures
             .lock()

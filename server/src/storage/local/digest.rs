@@ -1,31 +1,17 @@
-//! The BLAKE3 hashes of published files, kept so that a download does not
-//! have to hash the file again.
+//! The BLAKE3 hashes of published files, so that a download need not hash
+//! the file again: hashing is about half of the server's CPU time for a
+//! download (docs/BENCHMARKS.md).
 //!
-//! A download ends with the hash of the whole file, which the client checks
-//! against what it received. Computing it means hashing every byte on the
-//! server, about half of the server's CPU time for a download (see
-//! docs/BENCHMARKS.md). But the server already knows the hash of every
-//! file it published: it verified it on upload. So when a verified upload
-//! of [`MIN_SIZE`] bytes or more is published, its hash is recorded in `.framekit/digests/`, with
-//! what identifies the content it belongs to: device, inode, size, and
-//! modification and change times, as `fstat` reports them once the file is
-//! in place.
-//!
-//! A download uses the record only if the file it opened still matches it
-//! in every one of those. Writing to a file through any name updates its
-//! change time (which no system call sets back), and replacing it gives
-//! the name another inode; either way the record no longer matches and the
-//! file is hashed as it is sent, as it would be without records.
-//!
-//! A record cannot make a client accept wrong bytes: the client compares
-//! what it received with the hash, so a stale or damaged record can only
-//! make a download fail. This also reports a file that changed on disk
-//! behind the server's back with its times intact (bit rot, a raw write to
-//! the device), which hashing at read time would have passed as good.
-//!
-//! Records are named after the BLAKE3 hash of the file's name, so a name's
-//! record is replaced when the name is uploaded again and removed when the
-//! file is deleted through the server.
+//! A verified upload of [`MIN_SIZE`] bytes or more is recorded in
+//! `.framekit/digests/`, under the hash of its name, with the device,
+//! inode, size, and modification and change times of the file once it is
+//! in place. A download uses the record only if the file it opened still
+//! matches all of them: a write through any name moves the change time
+//! (which no system call sets back), a replacement changes the inode. A
+//! stale or damaged record can only make a download fail: the client
+//! checks the hash. It also catches content that changed behind the
+//! server's back with its times intact (bit rot), which hashing at read
+//! time would pass.
 
 use cap_std::fs::{Dir, OpenOptions};
 use std::fs::{File, Metadata};
@@ -39,7 +25,7 @@ const DIGESTS: &str = ".framekit/digests";
 /// Files smaller than this are not recorded: hashing them costs less than
 /// writing and reading a record, and small uploads are the ones whose rate
 /// matters.
-pub const MIN_SIZE: u64 = 1024 * 1024;
+pub(super) const MIN_SIZE: u64 = 1024 * 1024;
 
 /// The first bytes of a record, with its format's version.
 const MAGIC: &[u8; 8] = b"fkdgst01";
@@ -119,7 +105,7 @@ fn record_name(name: &str) -> String {
 
 /// The recorded hashes of published files.
 #[derive(Debug)]
-pub struct Digests {
+pub(super) struct Digests {
     dir: Dir,
     next_temp: AtomicU64,
 }
@@ -127,7 +113,7 @@ pub struct Digests {
 impl Digests {
     /// Opens (creating it if needed) the records' directory under `root`
     /// and removes records a previous server left half-written.
-    pub fn open(root: &Dir) -> io::Result<Digests> {
+    pub(super) fn open(root: &Dir) -> io::Result<Digests> {
         root.create_dir_all(DIGESTS)?;
         let dir = root.open_dir(DIGESTS)?;
         for entry in dir.entries()? {
@@ -150,7 +136,7 @@ impl Digests {
     ///
     /// The record is not synced: one lost in a crash only means the file
     /// is hashed again when it is read.
-    pub fn record(&self, name: &str, file: &File, hash: &blake3::Hash) -> io::Result<()> {
+    pub(super) fn record(&self, name: &str, file: &File, hash: &blake3::Hash) -> io::Result<()> {
         let meta = file.metadata()?;
         if meta.size() < MIN_SIZE {
             return Ok(());
@@ -168,7 +154,7 @@ impl Digests {
 
     /// The recorded hash of the file `name`, if `meta` (of the file as it
     /// was opened for reading) still matches the record.
-    pub fn lookup(&self, name: &str, meta: &Metadata) -> Option<blake3::Hash> {
+    pub(super) fn lookup(&self, name: &str, meta: &Metadata) -> Option<blake3::Hash> {
         if meta.size() < MIN_SIZE {
             return None;
         }
@@ -186,7 +172,7 @@ impl Digests {
     }
 
     /// Removes the record of `name`, if there is one.
-    pub fn forget(&self, name: &str) -> io::Result<()> {
+    pub(super) fn forget(&self, name: &str) -> io::Result<()> {
         match self.dir.remove_file(record_name(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

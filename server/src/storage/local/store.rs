@@ -10,98 +10,31 @@
 //!
 //! Uploads are written to a temporary file under `.framekit/staging/`, a
 //! directory no client name can reach; uploads that may be resumed go to
-//! `.framekit/partial/` instead (see [`crate::partial`]). Publishing is a
+//! `.framekit/partial/` instead (see [`super::partial`]). Publishing is a
 //! single `rename` (replace) or `link` (create only if absent), so readers
 //! see the old file or the new one, never a partial one, and two uploads of
 //! the same new name cannot both succeed. The hash of a big published
-//! file is recorded under `.framekit/digests/` (see [`crate::digest`]).
+//! file is recorded under `.framekit/digests/` (see [`super::digest`]).
 
-use crate::digest::Digests;
-use crate::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
+use super::digest::Digests;
+use super::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
+use crate::storage::{Found, SmallPut, StoreError};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
-use framekit_transfer::{
-    Entry, ErrorCode, Hash, MAX_NAME_LEN, NameError, RESERVED_NAME, validate_name,
-};
+use framekit_transfer::{Entry, Hash, MAX_NAME_LEN, RESERVED_NAME, validate_name};
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Where uploads in progress live, relative to the root.
 const STAGING: &str = ".framekit/staging";
 
-/// Why a storage operation failed, in terms a client can be told.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The name breaks the protocol's rules.
-    #[error("invalid name: {0}")]
-    InvalidName(#[from] NameError),
-    /// No file of that name.
-    #[error("no such file")]
-    NotFound,
-    /// A file of that name exists and overwriting was not requested.
-    #[error("a file of that name already exists")]
-    AlreadyExists,
-    /// The name is a directory, or one of its parents is a file.
-    #[error("the name is a directory or lies under a file")]
-    NotAFile,
-    /// Access was denied: resolving the name would leave the root
-    /// (through a symlink), or the file system refused.
-    #[error("access to that name is denied")]
-    Denied,
-    /// The disk is full.
-    #[error("no space left on the server's disk")]
-    NoSpace,
-    /// Any other I/O failure.
-    #[error("storage error: {0}")]
-    Io(io::Error),
-}
-
-impl StoreError {
-    /// The protocol error code for this failure.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            StoreError::InvalidName(_) => ErrorCode::InvalidName,
-            StoreError::NotFound => ErrorCode::NotFound,
-            StoreError::AlreadyExists => ErrorCode::AlreadyExists,
-            StoreError::NotAFile => ErrorCode::NotAFile,
-            StoreError::Denied => ErrorCode::Forbidden,
-            StoreError::NoSpace => ErrorCode::NoSpace,
-            StoreError::Io(_) => ErrorCode::Internal,
-        }
-    }
-
-    /// The message sent to the client: no server-side paths or OS details
-    /// for internal errors.
-    pub fn client_message(&self) -> String {
-        match self {
-            StoreError::Io(_) => "the server could not complete the operation".to_owned(),
-            other => other.to_string(),
-        }
-    }
-}
-
-impl From<io::Error> for StoreError {
-    fn from(error: io::Error) -> Self {
-        match error.kind() {
-            io::ErrorKind::NotFound => StoreError::NotFound,
-            io::ErrorKind::AlreadyExists => StoreError::AlreadyExists,
-            io::ErrorKind::IsADirectory
-            | io::ErrorKind::NotADirectory
-            | io::ErrorKind::DirectoryNotEmpty => StoreError::NotAFile,
-            // cap-std reports an attempt to leave the root as PermissionDenied.
-            io::ErrorKind::PermissionDenied => StoreError::Denied,
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::NoSpace,
-            _ => StoreError::Io(error),
-        }
-    }
-}
-
 /// The served root.
 #[derive(Debug)]
-pub struct Store {
+pub(super) struct Store {
     root: Dir,
     staging: Dir,
     partials: Arc<Partials>,
@@ -112,7 +45,8 @@ pub struct Store {
 impl Store {
     /// Opens (creating it if needed) the directory to serve, with the
     /// default retention of interrupted uploads. See [`Store::open_with`].
-    pub fn open(path: &Path) -> io::Result<Store> {
+    #[cfg(test)]
+    pub(super) fn open(path: &Path) -> io::Result<Store> {
         Store::open_with(path, Retention::default())
     }
 
@@ -120,7 +54,7 @@ impl Store {
     /// leftovers of uploads that were in progress when a previous server
     /// stopped, and keeps the interrupted uploads that can still be
     /// resumed under `retention`.
-    pub fn open_with(path: &Path, retention: Retention) -> io::Result<Store> {
+    pub(super) fn open_with(path: &Path, retention: Retention) -> io::Result<Store> {
         std::fs::create_dir_all(path)?;
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
         root.create_dir_all(STAGING)?;
@@ -146,14 +80,14 @@ impl Store {
     }
 
     /// The interrupted uploads kept for resuming.
-    pub fn partials(&self) -> &Partials {
+    pub(super) fn partials(&self) -> &Partials {
         &self.partials
     }
 
     /// Checks, before any body byte is sent, that `name` could be published:
     /// a valid name, not a directory, not under a file, not outside the
     /// root, and absent unless `overwrite`.
-    pub fn check_put(&self, name: &str, overwrite: bool) -> Result<(), StoreError> {
+    pub(super) fn check_put(&self, name: &str, overwrite: bool) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(parent_of(name))?;
         // Without overwrite, anything at the name (even a dangling link,
@@ -173,36 +107,42 @@ impl Store {
     }
 
     /// Bytes available to uploads on the root's file system.
-    pub fn available_space(&self) -> io::Result<u64> {
+    pub(super) fn available_space(&self) -> io::Result<u64> {
         let stat = rustix::fs::fstatvfs(&self.root)?;
         Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// Creates a fresh temporary file in the staging area.
-    pub fn begin_upload(&self) -> Result<Upload, StoreError> {
+    pub(super) fn begin_upload(&self) -> Result<LocalUpload, StoreError> {
         let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
         let temp = format!("upload-{}-{id}.part", std::process::id());
         let file = self
             .staging
             .open_with(&temp, OpenOptions::new().write(true).create_new(true))?;
-        Ok(Upload {
+        Ok(LocalUpload {
             file: Some(file.into_std()),
             temp,
             dir: self.staging.try_clone()?,
             published: false,
             offset: 0,
             written: 0,
+            held: Vec::new(),
             resume: None,
         })
     }
 
     /// Starts an upload of `size` bytes as `name` that can be resumed with
     /// `key` if it is interrupted: it continues an interrupted upload of
-    /// the same name and size with the same key (see [`Upload::offset`]),
+    /// the same name and size with the same key (see [`LocalUpload::offset`]),
     /// or starts afresh. When it cannot be kept (the key is in use by
     /// another upload, or the size is over the quota), it is an ordinary
     /// upload.
-    pub fn begin_resumable(&self, key: Hash, name: &str, size: u64) -> Result<Upload, StoreError> {
+    pub(super) fn begin_resumable(
+        &self,
+        key: Hash,
+        name: &str,
+        size: u64,
+    ) -> Result<LocalUpload, StoreError> {
         let dir = self.partials.dir().try_clone()?;
         let (offset, created_ms) = match self.partials.claim(&key, name, size) {
             Claim::NotResumable => return self.begin_upload(),
@@ -216,13 +156,14 @@ impl Store {
                 return Err(e.into());
             }
         };
-        Ok(Upload {
+        Ok(LocalUpload {
             file: Some(file),
             temp: data_name(&key),
             dir,
             published: false,
             offset,
             written: 0,
+            held: Vec::new(),
             resume: Some(Resume {
                 partials: Arc::clone(&self.partials),
                 key,
@@ -234,19 +175,25 @@ impl Store {
         })
     }
 
-    /// Makes a complete, verified and synced upload visible as `name`:
+    /// Makes a complete, verified and synced upload visible as `name`
+    /// (writing and syncing first the body it holds in memory, if any):
     /// atomically replacing an existing file if `overwrite`, otherwise
     /// failing with [`StoreError::AlreadyExists`] if the name was taken in
     /// the meantime. Creates missing parent directories and syncs the
     /// directory that received the file. `hash` is the file's verified
     /// BLAKE3 hash, recorded for downloads.
-    pub fn publish(
+    pub(super) fn publish(
         &self,
-        mut upload: Upload,
+        mut upload: LocalUpload,
         name: &str,
         overwrite: bool,
         hash: &blake3::Hash,
     ) -> Result<(), StoreError> {
+        let held = std::mem::take(&mut upload.held);
+        if let Err(e) = upload.write_whole(&held) {
+            upload.discard();
+            return Err(e.into());
+        }
         validate_name(name)?;
         // The file's content is synced by the caller and nothing more is
         // written through this handle; it is kept to describe the
@@ -284,7 +231,7 @@ impl Store {
         // the record holds. The file is published whatever happens here;
         // without a record, downloads hash it as they send it.
         let size = upload.offset + upload.written;
-        if let Some(file) = file.as_ref().filter(|_| size >= crate::digest::MIN_SIZE)
+        if let Some(file) = file.as_ref().filter(|_| size >= super::digest::MIN_SIZE)
             && let Err(e) = self.digests.record(name, file, hash)
         {
             tracing::warn!(name, error = %e, "could not record the hash of a published file");
@@ -292,9 +239,36 @@ impl Store {
         Ok(())
     }
 
+    /// Checks, hashes, verifies, writes, syncs and publishes one small
+    /// upload received whole.
+    pub(super) fn store_small(&self, put: SmallPut) -> Result<blake3::Hash, StoreError> {
+        let SmallPut {
+            name,
+            overwrite,
+            body,
+            expected,
+        } = put;
+        self.check_put(&name, overwrite)?;
+        let hash = blake3::hash(&body);
+        if expected != *hash.as_bytes() {
+            return Err(StoreError::Mismatch);
+        }
+        let mut upload = self.begin_upload()?;
+        if self.available_space()? < body.len() as u64 {
+            upload.discard();
+            return Err(StoreError::NoSpace);
+        }
+        if let Err(e) = upload.write_whole(&body) {
+            upload.discard();
+            return Err(e.into());
+        }
+        self.publish(upload, &name, overwrite, &hash)?;
+        Ok(hash)
+    }
+
     /// Opens a regular file for reading. Returns it with its size and
     /// modification time.
-    pub fn open_read(&self, name: &str) -> Result<(File, Entry), StoreError> {
+    pub(super) fn open_read(&self, name: &str) -> Result<(File, Entry), StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
         // O_NONBLOCK: opening a FIFO placed in the root must not hang the
@@ -321,13 +295,13 @@ impl Store {
     /// The BLAKE3 hash of the file `name`, opened as `file` by
     /// [`Store::open_read`], if it was recorded when the file was
     /// published and the file has not changed since.
-    pub fn known_hash(&self, name: &str, file: &File) -> Option<blake3::Hash> {
+    pub(super) fn known_hash(&self, name: &str, file: &File) -> Option<blake3::Hash> {
         let meta = file.metadata().ok()?;
         self.digests.lookup(name, &meta)
     }
 
     /// Describes one regular file.
-    pub fn stat(&self, name: &str) -> Result<Entry, StoreError> {
+    pub(super) fn stat(&self, name: &str) -> Result<Entry, StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
         let meta = self.root.metadata(name)?;
@@ -342,7 +316,7 @@ impl Store {
     }
 
     /// Deletes one file (a symlink is removed itself, never its target).
-    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+    pub(super) fn delete(&self, name: &str) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(parent_of(name))?;
         let meta = self.root.symlink_metadata(name)?;
@@ -355,13 +329,7 @@ impl Store {
         let _ = self.digests.forget(name);
         // Directories exist only to hold files: remove the ones this left
         // empty, so the name can become a file again.
-        let mut parent = parent_of(name);
-        while let Some(dir) = parent {
-            if self.root.remove_dir(dir).is_err() {
-                break;
-            }
-            parent = parent_of(dir);
-        }
+        let parent = self.remove_empty_parents(name);
         self.sync_dir(parent)?;
         Ok(())
     }
@@ -370,7 +338,7 @@ impl Store {
     /// in byte order of the names, until it returns `false`. Symlinks are
     /// not followed and the staging area is never listed; names that the
     /// protocol could not address are skipped.
-    pub fn list(
+    pub(super) fn list(
         &self,
         prefix: &str,
         each: &mut dyn FnMut(Entry) -> bool,
@@ -389,7 +357,11 @@ impl Store {
     /// with a `/` appended), until it returns `false`. What [`Store::list`]
     /// leaves out is left out, and so are directories whose names the
     /// protocol could not address, with their content.
-    pub fn tree(&self, dir: &str, each: &mut dyn FnMut(Found) -> bool) -> Result<(), StoreError> {
+    pub(super) fn tree(
+        &self,
+        dir: &str,
+        each: &mut dyn FnMut(Found) -> bool,
+    ) -> Result<(), StoreError> {
         if dir.is_empty() {
             let root = self.root.try_clone()?;
             walk(&root, "", "", true, each)?;
@@ -404,7 +376,7 @@ impl Store {
 
     /// Creates the directory `name` and its missing parents; fine if it
     /// exists already.
-    pub fn make_dir(&self, name: &str) -> Result<(), StoreError> {
+    pub(super) fn make_dir(&self, name: &str) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
         if let Err(e) = self.root.create_dir_all(name) {
@@ -416,6 +388,98 @@ impl Store {
         }
         self.sync_dir(parent_of(name))?;
         Ok(())
+    }
+
+    /// Deletes the directory `name`: with everything in it if `recursive`
+    /// (symlinks inside are removed, never followed), otherwise only if it
+    /// is empty. Then removes the directories this left empty, as
+    /// [`Store::delete`] does.
+    pub(super) fn delete_dir(&self, name: &str, recursive: bool) -> Result<(), StoreError> {
+        validate_name(name)?;
+        self.outside_reserved(Some(name))?;
+        // A symlink to a directory is not a directory here.
+        if !self.root.symlink_metadata(name)?.is_dir() {
+            return Err(StoreError::NotAFile);
+        }
+        let removed = if recursive {
+            self.root.remove_dir_all(name)
+        } else {
+            self.root.remove_dir(name)
+        };
+        match removed {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                return Err(StoreError::NotEmpty);
+            }
+            result => result?,
+        }
+        let parent = self.remove_empty_parents(name);
+        self.sync_dir(parent)?;
+        Ok(())
+    }
+
+    /// Moves the file or directory `from` to `to` in one step
+    /// (`renameat2`; a symlink is moved itself). Without `overwrite`,
+    /// fails with [`StoreError::AlreadyExists`] if anything is at `to`
+    /// (`RENAME_NOREPLACE`: the check and the move are one step). With it,
+    /// a file at `to` is replaced. Creates the missing parents of `to`,
+    /// removes the directories `from` leaves empty, and syncs both
+    /// parents. A moved file's recorded hash is dropped (moving it changes
+    /// its change time): it is hashed when it is next read.
+    pub(super) fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<(), StoreError> {
+        validate_name(from)?;
+        validate_name(to)?;
+        let (from_parent, to_parent) = (parent_of(from), parent_of(to));
+        self.outside_reserved(from_parent)?;
+        self.outside_reserved(to_parent)?;
+        let flags = if overwrite {
+            rustix::fs::RenameFlags::empty()
+        } else {
+            rustix::fs::RenameFlags::NOREPLACE
+        };
+        // The parents are opened beneath the root; the last components are
+        // single names, which `renameat2` does not follow.
+        let place = || -> io::Result<()> {
+            if let Some(parent) = to_parent {
+                self.root.create_dir_all(parent)?;
+            }
+            let source = self.open_parent(from_parent)?;
+            let target = self.open_parent(to_parent)?;
+            rustix::fs::renameat_with(&source, base_of(from), &target, base_of(to), flags)?;
+            Ok(())
+        };
+        match place() {
+            // A delete may have removed the new parent, left empty, in
+            // between.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && to_parent.is_some() => place()?,
+            result => result?,
+        }
+        let _ = self.digests.forget(from);
+        let _ = self.digests.forget(to);
+        self.sync_dir(to_parent)?;
+        let from_parent = self.remove_empty_parents(from);
+        self.sync_dir(from_parent)?;
+        Ok(())
+    }
+
+    /// The directory `dir` (the root for `None`), opened beneath the root.
+    fn open_parent(&self, dir: Option<&str>) -> io::Result<Dir> {
+        match dir {
+            Some(dir) => self.root.open_dir(dir),
+            None => self.root.try_clone(),
+        }
+    }
+
+    /// Removes the parents of `name` that are empty, innermost first;
+    /// returns the first one that stays (`None` for the root).
+    fn remove_empty_parents<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let mut parent = parent_of(name);
+        while let Some(dir) = parent {
+            if self.root.remove_dir(dir).is_err() {
+                break;
+            }
+            parent = parent_of(dir);
+        }
+        parent
     }
 
     /// Refuses a path that resolves into the reserved area through a
@@ -448,15 +512,6 @@ impl Store {
         dir.sync_all()?;
         Ok(())
     }
-}
-
-/// What a walk of the tree finds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found {
-    /// A regular file.
-    File(Entry),
-    /// A directory, by its full name.
-    Dir(String),
 }
 
 /// Visits `dir` (whose name relative to the root is `path`, empty for the
@@ -548,6 +603,11 @@ fn parent_of(name: &str) -> Option<&str> {
     name.rsplit_once('/').map(|(parent, _)| parent)
 }
 
+/// The last component of a name.
+fn base_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or(name, |(_, base)| base)
+}
+
 fn mtime_ns(secs: i64, nsec: i64) -> u64 {
     let ns = i128::from(secs) * 1_000_000_000 + i128::from(nsec);
     u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
@@ -563,10 +623,10 @@ fn std_mtime_ns(meta: &std::fs::Metadata) -> u64 {
 ///
 /// Dropped without being published, an ordinary upload removes its
 /// temporary file, and a resumable one is kept for resuming with what it
-/// received, unless [`Upload::discard`]ed. Keeping syncs the file: drop
-/// it where blocking is fine.
+/// received, unless [discarded](crate::storage::Upload::discard). Keeping
+/// syncs the file: drop it where blocking is fine.
 #[derive(Debug)]
-pub struct Upload {
+pub struct LocalUpload {
     file: Option<File>,
     temp: String,
     dir: Dir,
@@ -575,6 +635,8 @@ pub struct Upload {
     offset: u64,
     /// Bytes written since.
     written: u64,
+    /// A body received whole, written when the upload is published.
+    held: Vec<u8>,
     resume: Option<Resume>,
 }
 
@@ -589,14 +651,14 @@ struct Resume {
     discard: bool,
 }
 
-impl Upload {
+impl LocalUpload {
     /// Bytes of the file the upload already holds: the body starts there.
-    pub fn offset(&self) -> u64 {
+    pub(super) fn offset(&self) -> u64 {
         self.offset
     }
 
     /// Appends body bytes to the file.
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    pub(super) fn write(&mut self, data: &[u8]) -> io::Result<()> {
         if let Some(file) = self.file.as_mut() {
             file.write_all(data)?;
         }
@@ -605,22 +667,54 @@ impl Upload {
     }
 
     /// Flushes the file to disk.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(super) fn sync(&self) -> io::Result<()> {
         match &self.file {
             Some(file) => file.sync_all(),
             None => Ok(()),
         }
     }
 
-    /// A second handle on the file, to read the first [`Upload::offset`]
-    /// bytes while the rest is written.
-    pub fn reader(&self) -> io::Result<Option<File>> {
-        self.file.as_ref().map(File::try_clone).transpose()
+    /// Writes and syncs `data`, if there is any.
+    pub(super) fn write_whole(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.write(data)?;
+        self.sync()
+    }
+
+    /// Keeps `body` to be written when the upload is published.
+    pub(super) fn hold(&mut self, body: Vec<u8>) {
+        self.held = body;
+    }
+
+    /// Feeds the first [`LocalUpload::offset`] bytes of the file to
+    /// `hasher`, unless `stop` is raised meanwhile.
+    pub(super) fn hash_held(
+        &self,
+        hasher: &mut blake3::Hasher,
+        stop: &AtomicBool,
+    ) -> io::Result<()> {
+        // Outside the body buffers' budget, so kept small: resumed uploads
+        // are few.
+        const CHUNK: usize = 256 * 1024;
+        let (Some(file), len @ 1..) = (&self.file, self.offset) else {
+            return Ok(());
+        };
+        let mut buf = vec![0u8; usize::try_from(len).map_or(CHUNK, |n| n.clamp(1, CHUNK))];
+        let mut offset = 0u64;
+        while offset < len && !stop.load(Ordering::Relaxed) {
+            let want = usize::try_from(len - offset).map_or(buf.len(), |n| n.min(buf.len()));
+            file.read_exact_at(&mut buf[..want], offset)?;
+            hasher.update(&buf[..want]);
+            offset += want as u64;
+        }
+        Ok(())
     }
 
     /// Drops the upload without keeping anything, resumable or not: for
     /// an upload that failed and must start over.
-    pub fn discard(mut self) {
+    pub(super) fn discard(mut self) {
         if let Some(resume) = self.resume.as_mut() {
             resume.discard = true;
         }
@@ -630,20 +724,21 @@ impl Upload {
 #[cfg(test)]
 impl Store {
     /// An upload whose data goes to `file` instead of a staged file.
-    pub(crate) fn upload_into(&self, file: File) -> Upload {
-        Upload {
+    pub(super) fn upload_into(&self, file: File) -> LocalUpload {
+        LocalUpload {
             file: Some(file),
             temp: "never-created".to_owned(),
             dir: self.staging.try_clone().unwrap(),
             published: false,
             offset: 0,
             written: 0,
+            held: Vec::new(),
             resume: None,
         }
     }
 }
 
-impl Drop for Upload {
+impl Drop for LocalUpload {
     fn drop(&mut self) {
         if self.published {
             return;
@@ -711,7 +806,7 @@ mod tests {
     #[test]
     fn the_hash_of_a_big_published_file_is_known_until_it_changes() {
         let (dir, store) = store();
-        let big = vec![3u8; usize::try_from(crate::digest::MIN_SIZE).unwrap()];
+        let big = vec![3u8; usize::try_from(super::super::digest::MIN_SIZE).unwrap()];
         put(&store, "d/big", &big, false).unwrap();
         assert_eq!(known_hash(&store, "d/big"), Some(blake3::hash(&big)));
         put(&store, "small", b"small", false).unwrap();
@@ -1177,5 +1272,171 @@ mod tests {
             store.check_put("d/f/g", false),
             Err(StoreError::NotAFile)
         ));
+    }
+
+    #[test]
+    fn rename_moves_a_file_and_replaces_only_when_asked() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        put(&store, "a/x", b"x", false).unwrap();
+        put(&store, "b", b"b", false).unwrap();
+        store.rename("a/x", "c/d/y", false).unwrap();
+        assert_eq!(std::fs::read(root.join("c/d/y")).unwrap(), b"x");
+        // The directory the file left, now empty, went with it.
+        assert!(!root.join("a").exists());
+
+        assert!(matches!(
+            store.rename("c/d/y", "b", false),
+            Err(StoreError::AlreadyExists)
+        ));
+        assert_eq!(std::fs::read(root.join("b")).unwrap(), b"b");
+        assert_eq!(std::fs::read(root.join("c/d/y")).unwrap(), b"x");
+
+        store.rename("c/d/y", "b", true).unwrap();
+        assert_eq!(std::fs::read(root.join("b")).unwrap(), b"x");
+        assert!(!root.join("c").exists());
+        assert!(matches!(
+            store.rename("gone", "g", false),
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.rename("b", "b/under", false),
+            Err(StoreError::NotAFile | StoreError::AlreadyExists)
+        ));
+    }
+
+    #[test]
+    fn rename_moves_directories_whole_and_symlinks_themselves() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        put(&store, "d/e/f", b"f", false).unwrap();
+        store.make_dir("d/empty").unwrap();
+        store.rename("d", "moved/d", false).unwrap();
+        assert_eq!(std::fs::read(root.join("moved/d/e/f")).unwrap(), b"f");
+        assert!(root.join("moved/d/empty").is_dir());
+        assert!(!root.join("d").exists());
+
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        store.rename("link", "moved/link", false).unwrap();
+        let moved = std::fs::symlink_metadata(root.join("moved/link")).unwrap();
+        assert!(moved.file_type().is_symlink());
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn rename_stays_inside_the_root_and_out_of_the_reserved_area() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        put(&store, "f", b"f", false).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("out_dir")).unwrap();
+        std::os::unix::fs::symlink(".framekit", root.join("area")).unwrap();
+        for (from, to) in [
+            ("f", "out_dir/f"),
+            ("out_dir/secret", "here"),
+            ("f", "area/staging/f"),
+            ("area/digests", "taken"),
+        ] {
+            assert!(
+                matches!(store.rename(from, to, true), Err(StoreError::Denied)),
+                "{from} -> {to}"
+            );
+        }
+        for (from, to) in [("f", ".framekit/f"), ("../f", "g"), ("f", "a/../g")] {
+            assert!(
+                matches!(
+                    store.rename(from, to, true),
+                    Err(StoreError::InvalidName(_))
+                ),
+                "{from} -> {to}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        assert_eq!(std::fs::read(root.join("f")).unwrap(), b"f");
+        assert!(!root.join("here").exists() && !root.join("taken").exists());
+    }
+
+    #[test]
+    fn a_renamed_file_loses_its_recorded_hash() {
+        let (_dir, store) = store();
+        let big = vec![5u8; usize::try_from(super::super::digest::MIN_SIZE).unwrap()];
+        put(&store, "big", &big, false).unwrap();
+        assert_eq!(known_hash(&store, "big"), Some(blake3::hash(&big)));
+        store.rename("big", "moved", false).unwrap();
+        assert_eq!(known_hash(&store, "moved"), None);
+        store.rename("moved", "big", false).unwrap();
+        assert_eq!(known_hash(&store, "big"), None);
+    }
+
+    #[test]
+    fn a_directory_is_deleted_alone_only_when_empty_and_whole_when_recursive() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        put(&store, "a/b/f", b"f", false).unwrap();
+        put(&store, "a/b/c/g", b"g", false).unwrap();
+        store.make_dir("a/b/empty").unwrap();
+        store.delete_dir("a/b/empty", false).unwrap();
+        assert!(!root.join("a/b/empty").exists());
+        assert!(matches!(
+            store.delete_dir("a/b", false),
+            Err(StoreError::NotEmpty)
+        ));
+        assert!(root.join("a/b/f").exists());
+        store.delete_dir("a/b", true).unwrap();
+        // Its parent, left empty, went too.
+        assert!(!root.join("a").exists());
+        assert!(matches!(
+            store.delete_dir("a", true),
+            Err(StoreError::NotFound)
+        ));
+        put(&store, "file", b"x", false).unwrap();
+        assert!(matches!(
+            store.delete_dir("file", true),
+            Err(StoreError::NotAFile)
+        ));
+        assert!(root.join("file").exists());
+    }
+
+    #[test]
+    fn a_recursive_delete_removes_symlinks_and_never_what_they_point_to() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        put(&store, "d/f", b"f", false).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d/out_dir")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), root.join("d/out_file")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("out_dir")).unwrap();
+        std::os::unix::fs::symlink("d", root.join("in_dir")).unwrap();
+        std::os::unix::fs::symlink(".framekit", root.join("area")).unwrap();
+
+        // A symlink is not a directory here, whatever it points to.
+        assert!(matches!(
+            store.delete_dir("in_dir", true),
+            Err(StoreError::NotAFile)
+        ));
+        assert!(matches!(
+            store.delete_dir("out_dir", true),
+            Err(StoreError::Denied)
+        ));
+        assert!(root.join("d/f").exists());
+        assert!(matches!(
+            store.delete_dir("area/staging", true),
+            Err(StoreError::Denied)
+        ));
+        assert!(matches!(
+            store.delete_dir(".framekit", true),
+            Err(StoreError::InvalidName(_))
+        ));
+        store.delete_dir("d", true).unwrap();
+        assert!(!root.join("d").exists());
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"secret");
+        assert!(root.join(".framekit/staging").is_dir());
     }
 }

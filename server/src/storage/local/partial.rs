@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 /// Where interrupted uploads are kept, relative to the root.
-pub const PARTIAL: &str = ".framekit/partial";
+pub(super) const PARTIAL: &str = ".framekit/partial";
 
 /// The first line of every record.
 const HEADER: &str = "framekit partial upload 1";
@@ -52,7 +52,7 @@ impl Default for Retention {
 
 /// What is known of a kept upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(super) struct Record {
     /// The name it is being uploaded as.
     pub name: String,
     /// Its announced size.
@@ -100,7 +100,7 @@ impl Record {
 
 /// The outcome of [`Partials::claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(super) enum Claim {
     /// Continue the kept upload after its first `offset` bytes.
     Resume {
         /// Bytes already held.
@@ -125,14 +125,14 @@ struct State {
 
 /// The directory of interrupted uploads and its index.
 #[derive(Debug)]
-pub struct Partials {
+pub(super) struct Partials {
     dir: Dir,
     retention: Retention,
     state: Mutex<State>,
 }
 
 /// The file name of a key's data.
-pub fn data_name(key: &Hash) -> String {
+pub(super) fn data_name(key: &Hash) -> String {
     blake3::Hash::from_bytes(*key).to_hex().to_string()
 }
 
@@ -148,7 +148,7 @@ fn parse_key(hex: &str) -> Option<Hash> {
 }
 
 /// Now, in milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -167,7 +167,7 @@ impl Partials {
     /// Opens the directory of kept uploads under `root` (creating it),
     /// and keeps only what is complete, consistent and not expired: each
     /// record with its data, cut back to the recorded length.
-    pub fn open(root: &Dir, retention: Retention) -> io::Result<Partials> {
+    pub(super) fn open(root: &Dir, retention: Retention) -> io::Result<Partials> {
         root.create_dir_all(PARTIAL)?;
         let dir = root.open_dir(PARTIAL)?;
         let now = now_ms();
@@ -244,12 +244,13 @@ impl Partials {
     }
 
     /// The directory the data files are in.
-    pub fn dir(&self) -> &Dir {
+    pub(super) fn dir(&self) -> &Dir {
         &self.dir
     }
 
-    /// The kept uploads, by key: for tests and logs.
-    pub fn kept(&self) -> Vec<(Hash, Record)> {
+    /// The kept uploads, by key.
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> Vec<(Hash, Record)> {
         let state = self.lock();
         state.kept.iter().map(|(k, r)| (*k, r.clone())).collect()
     }
@@ -264,7 +265,7 @@ impl Partials {
     /// expired (an expired one is dropped). An upload kept under this key
     /// for another name or size is left alone, and this upload cannot be
     /// kept: the key is not its own.
-    pub fn claim(&self, key: &Hash, name: &str, size: u64) -> Claim {
+    pub(super) fn claim(&self, key: &Hash, name: &str, size: u64) -> Claim {
         if size > self.retention.quota {
             return Claim::NotResumable;
         }
@@ -297,7 +298,7 @@ impl Partials {
     /// Opens the data file of a claimed key: the kept one, cut to `offset`
     /// bytes, or a new empty one. Returns the file and the offset it
     /// really has (0 if the kept data went missing).
-    pub fn open_data(&self, key: &Hash, offset: u64) -> io::Result<(File, u64)> {
+    pub(super) fn open_data(&self, key: &Hash, offset: u64) -> io::Result<(File, u64)> {
         let name = data_name(key);
         if offset > 0 {
             match self
@@ -332,7 +333,7 @@ impl Partials {
     /// Keeps the first `received` bytes of a claimed upload, whose data is
     /// in `file` (`None` if already synced and closed), for a later resume.
     /// Keeps nothing if `received` is 0.
-    pub fn keep(&self, key: &Hash, file: Option<&File>, mut record: Record) {
+    pub(super) fn keep(&self, key: &Hash, file: Option<&File>, mut record: Record) {
         if record.received == 0 {
             self.discard(key);
             return;
@@ -418,7 +419,7 @@ impl Partials {
     }
 
     /// Forgets a claimed upload and removes its files.
-    pub fn discard(&self, key: &Hash) {
+    pub(super) fn discard(&self, key: &Hash) {
         self.remove_files(key);
         let mut state = self.lock();
         state.active.remove(key);
@@ -427,14 +428,14 @@ impl Partials {
 
     /// A claimed upload was published (its data file renamed away): its
     /// record goes.
-    pub fn published(&self, key: &Hash) {
+    pub(super) fn published(&self, key: &Hash) {
         self.remove_files(key);
         self.lock().active.remove(key);
     }
 
     /// Drops kept uploads of `name`, which was just published: they were
     /// for an older content.
-    pub fn forget_name(&self, name: &str) {
+    pub(super) fn forget_name(&self, name: &str) {
         let mut state = self.lock();
         let stale: Vec<Hash> = state
             .kept
@@ -450,7 +451,7 @@ impl Partials {
 
     /// Removes the kept uploads whose time to live is over; returns how
     /// many.
-    pub fn sweep(&self) -> usize {
+    pub(super) fn sweep(&self) -> usize {
         let now = now_ms();
         let mut state = self.lock();
         let expired: Vec<Hash> = state

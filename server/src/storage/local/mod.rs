@@ -1,0 +1,413 @@
+//! Storage in a directory of the local file system: names confined to the
+//! root, uploads staged, synced and published atomically, interrupted
+//! uploads kept for resuming, and the hashes of published files recorded.
+//! `store.rs` says how.
+//!
+//! The file system's calls block: each operation runs as one blocking task
+//! on the runtime's blocking pool, and each body transfer has a worker
+//! thread of its own (`pipeline.rs`).
+
+mod digest;
+mod partial;
+mod pipeline;
+mod store;
+
+pub use partial::Retention;
+pub use pipeline::{LocalSink, LocalSource};
+pub use store::LocalUpload;
+
+use crate::storage::{Download, FileInfo, Found, Listing, SmallPut, Storage, StoreError, Upload};
+use framekit_transfer::{Entry, FileVersion, Hash};
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use store::Store;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A directory on the local file system, served.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    store: Arc<Store>,
+}
+
+impl LocalStore {
+    /// Opens (creating it if needed) the directory to serve, removes the
+    /// leftovers of uploads that were in progress when a previous server
+    /// stopped, and keeps the interrupted uploads that can still be
+    /// resumed under `retention`.
+    pub fn open(path: &Path, retention: Retention) -> io::Result<LocalStore> {
+        Ok(LocalStore {
+            store: Arc::new(Store::open_with(path, retention)?),
+        })
+    }
+
+    /// Runs `work` on the blocking pool.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(io::Error::other(e))))
+    }
+
+    /// Starts a listing: `walk` runs on the blocking pool and hands what
+    /// it finds over a channel, stopping when the listing is dropped.
+    fn listing<F>(&self, walk: F) -> LocalListing
+    where
+        F: FnOnce(&Store, &mut dyn FnMut(Found) -> bool) -> Result<(), StoreError> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(256);
+        let store = Arc::clone(&self.store);
+        let walker = tokio::task::spawn_blocking(move || {
+            walk(&store, &mut |found| tx.blocking_send(found).is_ok())
+        });
+        LocalListing {
+            found: rx,
+            walker: Some(walker),
+        }
+    }
+
+    /// An upload whose data goes to `file` instead of a staged file.
+    #[cfg(test)]
+    pub(crate) fn upload_into(&self, file: File) -> LocalUpload {
+        self.store.upload_into(file)
+    }
+}
+
+impl Storage for LocalStore {
+    type Upload = LocalUpload;
+    type Download = LocalDownload;
+    type Listing = LocalListing;
+
+    async fn open_read(&self, name: &str) -> Result<LocalDownload, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| {
+            let (file, entry) = store.open_read(&name)?;
+            let hash = store.known_hash(&name, &file);
+            Ok(LocalDownload {
+                file,
+                info: FileInfo {
+                    size: entry.size,
+                    modified_ns: entry.modified_ns,
+                    hash,
+                },
+            })
+        })
+        .await
+    }
+
+    async fn create_upload(
+        &self,
+        name: &str,
+        size: u64,
+        overwrite: bool,
+    ) -> Result<LocalUpload, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| {
+            store.check_put(&name, overwrite)?;
+            let upload = store.begin_upload()?;
+            fits(store, upload, size)
+        })
+        .await
+    }
+
+    async fn resume_upload(
+        &self,
+        key: Hash,
+        name: &str,
+        size: u64,
+        overwrite: bool,
+    ) -> Result<LocalUpload, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| {
+            store.check_put(&name, overwrite)?;
+            let upload = store.begin_resumable(key, &name, size)?;
+            fits(store, upload, size)
+        })
+        .await
+    }
+
+    async fn publish(
+        &self,
+        upload: LocalUpload,
+        name: &str,
+        overwrite: bool,
+        hash: blake3::Hash,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.publish(upload, &name, overwrite, &hash))
+            .await
+    }
+
+    async fn store_batch(&self, batch: Vec<SmallPut>) -> Vec<Result<blake3::Hash, StoreError>> {
+        let count = batch.len();
+        let stored = self
+            .blocking(move |store| {
+                Ok(batch
+                    .into_iter()
+                    .map(|put| store.store_small(put))
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        stored.unwrap_or_else(|e| {
+            let message = e.to_string();
+            (0..count)
+                .map(|_| Err(StoreError::Io(io::Error::other(message.clone()))))
+                .collect()
+        })
+    }
+
+    fn list(&self, prefix: &str) -> LocalListing {
+        let prefix = prefix.to_owned();
+        self.listing(move |store, each| store.list(&prefix, &mut |entry| each(Found::File(entry))))
+    }
+
+    fn tree(&self, dir: &str) -> LocalListing {
+        let dir = dir.to_owned();
+        self.listing(move |store, each| store.tree(&dir, each))
+    }
+
+    async fn stat(&self, name: &str) -> Result<Entry, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.stat(&name)).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.delete(&name)).await
+    }
+
+    async fn make_dir(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.make_dir(&name)).await
+    }
+
+    async fn delete_dir(&self, name: &str, recursive: bool) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.delete_dir(&name, recursive))
+            .await
+    }
+
+    async fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<(), StoreError> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.blocking(move |store| store.rename(&from, &to, overwrite))
+            .await
+    }
+
+    async fn sweep(&self) -> usize {
+        self.blocking(|store| Ok(store.partials().sweep()))
+            .await
+            .unwrap_or(0)
+    }
+}
+
+/// `upload`, if the disk has room for the `size` bytes it still needs;
+/// refused for space, a resumable upload stays as it was.
+fn fits(store: &Store, upload: LocalUpload, size: u64) -> Result<LocalUpload, StoreError> {
+    if store.available_space()? < size - upload.offset() {
+        return Err(StoreError::NoSpace);
+    }
+    Ok(upload)
+}
+
+impl Upload for LocalUpload {
+    type Sink = LocalSink;
+
+    fn offset(&self) -> u64 {
+        LocalUpload::offset(self)
+    }
+
+    fn hold(&mut self, body: Vec<u8>) {
+        LocalUpload::hold(self, body);
+    }
+
+    fn sink(self, size: u64, buffers: Vec<Vec<u8>>) -> LocalSink {
+        LocalSink::start(self, size, buffers)
+    }
+
+    async fn discard(self) {
+        LocalUpload::discard(self);
+    }
+
+    async fn abandon(self) {
+        // Keeping an upload syncs its file.
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
+    }
+}
+
+/// A local file opened for reading.
+#[derive(Debug)]
+pub struct LocalDownload {
+    file: File,
+    info: FileInfo,
+}
+
+impl Download for LocalDownload {
+    type Source = LocalSource;
+
+    fn info(&self) -> &FileInfo {
+        &self.info
+    }
+
+    fn has_version(&self, version: &FileVersion) -> bool {
+        version.size == self.info.size && version.modified_ns == self.info.modified_ns
+    }
+
+    async fn read_small(self) -> io::Result<(Vec<u8>, blake3::Hash)> {
+        pipeline::read_small(self.file, self.info.size, self.info.hash).await
+    }
+
+    fn source(self, offset: u64, buffers: Vec<Vec<u8>>) -> LocalSource {
+        LocalSource::start(self.file, self.info.size, offset, self.info.hash, buffers)
+    }
+}
+
+/// A walk of the local directory in progress, on a blocking thread that
+/// runs at most a channel's worth ahead of the connection.
+#[derive(Debug)]
+pub struct LocalListing {
+    found: mpsc::Receiver<Found>,
+    walker: Option<JoinHandle<Result<(), StoreError>>>,
+}
+
+impl Listing for LocalListing {
+    async fn next(&mut self) -> Option<Result<Found, StoreError>> {
+        if let Some(found) = self.found.recv().await {
+            return Some(Ok(found));
+        }
+        match self.walker.take()?.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(StoreError::Io(io::Error::other(e)))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{BodySink, BodySource, Chunk};
+
+    fn local() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("root"), Retention::default()).unwrap();
+        (dir, store)
+    }
+
+    async fn found(mut listing: LocalListing) -> Result<Vec<String>, StoreError> {
+        let mut names = Vec::new();
+        while let Some(found) = listing.next().await {
+            names.push(match found? {
+                Found::File(entry) => entry.name,
+                Found::Dir(name) => format!("{name}/"),
+            });
+        }
+        Ok(names)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_upload_is_published_and_read_back_from_an_offset() {
+        let (_dir, store) = local();
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let upload = store.create_upload("d/f", 300_000, false).await.unwrap();
+        let mut sink = upload.sink(300_000, vec![vec![0; 64 * 1024]; 2]);
+        for piece in body.chunks(100_000) {
+            let mut buf = sink.buffer().await.unwrap();
+            buf.clear();
+            buf.extend_from_slice(piece);
+            let range = 0..buf.len();
+            sink.take(Chunk { buf, range }).await.unwrap();
+        }
+        let end = sink.finish(true).await;
+        assert!(end.error.is_none());
+        assert_eq!(end.buffers.len(), 2);
+        let hash = end.hash.unwrap();
+        assert_eq!(hash, blake3::hash(&body));
+        store
+            .publish(end.upload.unwrap(), "d/f", false, hash)
+            .await
+            .unwrap();
+
+        let download = store.open_read("d/f").await.unwrap();
+        assert_eq!(download.info().size, 300_000);
+        let version = FileVersion {
+            size: 300_000,
+            modified_ns: download.info().modified_ns,
+        };
+        assert!(download.has_version(&version));
+        let mut source = download.source(123_456, vec![vec![0; 64 * 1024]; 2]);
+        let mut read = Vec::new();
+        while let Some(chunk) = source.next().await {
+            read.extend_from_slice(chunk.data());
+            source.recycle(chunk.buf);
+        }
+        let end = source.finish().await;
+        assert_eq!(end.hash.unwrap(), hash);
+        assert_eq!(read, &body[123_456..]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_stored_in_order_with_a_result_for_each() {
+        let (dir, store) = local();
+        let small = |name: &str, body: &'static [u8], expected: &[u8]| SmallPut {
+            name: name.into(),
+            overwrite: false,
+            body: bytes::Bytes::from_static(body),
+            expected: *blake3::hash(expected).as_bytes(),
+        };
+        let results = store
+            .store_batch(vec![
+                small("a", b"one", b"one"),
+                small("a", b"two", b"two"),
+                small("b", b"three", b"not three"),
+                small("../c", b"four", b"four"),
+            ])
+            .await;
+        assert!(matches!(results[0], Ok(hash) if hash == blake3::hash(b"one")));
+        assert!(matches!(results[1], Err(StoreError::AlreadyExists)));
+        assert!(matches!(results[2], Err(StoreError::Mismatch)));
+        assert!(matches!(results[3], Err(StoreError::InvalidName(_))));
+        assert_eq!(std::fs::read(dir.path().join("root/a")).unwrap(), b"one");
+        assert!(!dir.path().join("root/b").exists());
+    }
+
+    #[tokio::test]
+    async fn listings_stream_and_directories_move_and_go() {
+        let (_dir, store) = local();
+        for name in ["x/a", "x/b/c", "y"] {
+            let mut upload = store.create_upload(name, 1, false).await.unwrap();
+            upload.hold(b"1".to_vec());
+            store
+                .publish(upload, name, false, blake3::hash(b"1"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(found(store.list("x/")).await.unwrap(), ["x/a", "x/b/c"]);
+        assert_eq!(
+            found(store.tree("")).await.unwrap(),
+            ["x/", "x/a", "x/b/", "x/b/c", "y"]
+        );
+        assert!(matches!(
+            found(store.tree("missing")).await,
+            Err(StoreError::NotFound)
+        ));
+
+        store.rename("x", "z/x", false).await.unwrap();
+        assert!(matches!(
+            store.rename("y", "z/x/a", false).await,
+            Err(StoreError::AlreadyExists)
+        ));
+        assert!(matches!(
+            store.delete_dir("z/x", false).await,
+            Err(StoreError::NotEmpty)
+        ));
+        store.delete_dir("z/x", true).await.unwrap();
+        assert_eq!(found(store.tree("")).await.unwrap(), ["y"]);
+        assert_eq!(store.stat("y").await.unwrap().size, 1);
+    }
+}
