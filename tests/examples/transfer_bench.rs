@@ -258,6 +258,7 @@ fn run_client(server: &ServerProcess, cwd: &Path, args: &[&str]) -> Duration {
     elapsed
 }
 
+#[allow(clippy::too_many_lines)] // one measurement section, read top to bottom
 fn big(settings: &Settings) {
     let dir = tempfile::tempdir_in(&settings.dir).unwrap();
     let src = dir.path().join("source.bin");
@@ -475,6 +476,7 @@ fn rss(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+#[allow(clippy::too_many_lines)] // one measurement section, read top to bottom
 fn memory(settings: &Settings) {
     println!("## server memory");
     let dir = tempfile::tempdir_in(&settings.dir).unwrap();
