@@ -456,6 +456,7 @@ fn compare(name: &str, count: usize, len: usize, case: &str, rounds: usize, src:
     );
 }
 
+#[allow(clippy::too_many_lines)] // the argument handling and the table, read top to bottom
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let positional: Vec<&str> = args
