@@ -378,7 +378,11 @@ impl RawPeer {
 
     /// Connects and completes the handshake, presenting `token`.
     pub fn connect_with_token(addr: SocketAddr, token: Option<&str>) -> RawPeer {
-        let mut stream = TcpStream::connect(addr).expect("connect");
+        RawPeer::handshake(TcpStream::connect(addr).expect("connect"), token)
+    }
+
+    /// Completes the handshake on `stream`, presenting `token`.
+    pub fn handshake(mut stream: TcpStream, token: Option<&str>) -> RawPeer {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -411,6 +415,33 @@ impl RawPeer {
     pub fn raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
     }
+}
+
+/// Opens a TCP connection to `addr` from the local address `from` (any
+/// port), with a receive buffer of `window` bytes if given: set before
+/// connecting, so that the window the peer sees stays that small and a
+/// peer that does not read holds the other side's data back instead of
+/// taking it all into its kernel buffers.
+pub fn connect_from(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    window: Option<usize>,
+) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let socket = rustix::net::socket(family, SocketType::STREAM, None)?;
+    if let Some(window) = window {
+        rustix::net::sockopt::set_socket_recv_buffer_size(&socket, window)?;
+    }
+    if let Some(from) = from {
+        rustix::net::bind(&socket, &SocketAddr::new(from, 0))?;
+    }
+    rustix::net::connect(&socket, &addr)?;
+    Ok(TcpStream::from(socket))
 }
 
 /// Deterministic pseudo-random bytes (splitmix64), fast enough for

@@ -11,9 +11,9 @@
 use framekit_tests::hostile::{
     GIB, Intact, MIB, error_code, log_peer, put_request, read_to_close, wait_for_line,
 };
-use framekit_tests::{RawPeer, ServerProcess, random_bytes, staging};
+use framekit_tests::{RawPeer, ServerProcess, connect_from, random_bytes, staging};
 use framekit_transfer::{
-    Delete, ErrorCode, Get, List, Request, Response, Stat, Trailer, frame_config,
+    Delete, ErrorCode, Get, List, Request, Response, Stat, Trailer, Tree, frame_config,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -358,6 +358,76 @@ fn thousand_idle_connections_leave_the_server_responsive_and_small() {
     );
 
     // Served while all of them are held.
+    intact.check(&server, &[], None);
+    drop(peers);
+}
+
+/// Files in the directory of the listing tests.
+const HUGE_DIRECTORY: usize = 300_000;
+
+#[test]
+fn listings_of_a_huge_directory_to_peers_that_never_read_hold_bounded_memory() {
+    // On a tmpfs where there is one: 300,000 files are made faster there.
+    let dir = match Path::new("/dev/shm") {
+        shm if shm.is_dir() => tempfile::tempdir_in(shm),
+        _ => tempfile::tempdir(),
+    }
+    .unwrap();
+    let root = dir.path().join("root");
+    let many = root.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    // Created in an order unlike the names': the listing sorts them.
+    for i in 0..HUGE_DIRECTORY {
+        let n = (i * 7919) % HUGE_DIRECTORY;
+        std::fs::File::create(many.join(format!("file-{n:06}"))).unwrap();
+    }
+    std::fs::write(root.join("many.txt"), b"sorts before many/").unwrap();
+    std::fs::write(root.join("many0"), b"sorts after many/").unwrap();
+    let server = ServerProcess::start(&root, &["--max-connections-per-ip", "100"]);
+    let intact = Intact::new(&server);
+
+    // 64 peers ask for everything and read only the start of the answer
+    // (so the listing is known to be under way), then nothing more. Their
+    // receive windows are small, so that the listings stop midway rather
+    // than all go into the kernel's buffers.
+    let peers: Vec<RawPeer> = (0..64)
+        .map(|i| {
+            let stream = connect_from(None, server.addr, Some(16 * 1024)).unwrap();
+            let mut peer = RawPeer::handshake(stream, None);
+            let request = if i % 2 == 0 {
+                Request::List(List { prefix: "".into() })
+            } else {
+                Request::Tree(Tree { dir: "".into() })
+            };
+            peer.send(&request);
+            assert!(
+                matches!(peer.recv(), Response::Entry(_) | Response::Directory { .. }),
+                "a listing starts"
+            );
+            peer
+        })
+        .collect();
+    // Meanwhile a client that reads gets everything, in byte order.
+    let mut reader = server.connect();
+    let names = list(&mut reader, "").unwrap();
+    let expected_count =
+        HUGE_DIRECTORY + 2 + names.iter().filter(|n| n.starts_with("intact-")).count();
+    assert_eq!(names.len(), expected_count);
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "not in byte order");
+    let many_txt = names.iter().position(|n| n == "many.txt").unwrap();
+    assert_eq!(names[many_txt + 1], "many/file-000000");
+    assert_eq!(names[many_txt + HUGE_DIRECTORY], "many/file-299999");
+    assert_eq!(names[many_txt + HUGE_DIRECTORY + 1], "many0");
+
+    let memory = server.memory();
+    eprintln!(
+        "server memory with 64 listings of {HUGE_DIRECTORY} files held by peers that do not read: {memory} (before: {})",
+        intact.memory()
+    );
+    assert!(
+        memory.peak <= 64 * MIB,
+        "64 unread listings of {HUGE_DIRECTORY} files took the server's peak memory to {memory}"
+    );
     intact.check(&server, &[], None);
     drop(peers);
 }

@@ -18,10 +18,11 @@
 
 use super::digest::Digests;
 use super::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
-use crate::storage::{Found, SmallPut, StoreError};
+use super::walk::{ListingMemory, Walk};
+use crate::storage::{SmallPut, StoreError};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
-use framekit_transfer::{Entry, Hash, MAX_NAME_LEN, RESERVED_NAME, validate_name};
+use framekit_transfer::{Entry, Hash, RESERVED_NAME, validate_name};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -40,6 +41,8 @@ pub(super) struct Store {
     partials: Arc<Partials>,
     digests: Digests,
     next_upload: AtomicU64,
+    /// The memory of listings in progress.
+    listings: Arc<ListingMemory>,
 }
 
 impl Store {
@@ -76,6 +79,7 @@ impl Store {
             partials,
             digests,
             next_upload: AtomicU64::new(0),
+            listings: Arc::default(),
         })
     }
 
@@ -334,44 +338,46 @@ impl Store {
         Ok(())
     }
 
-    /// Calls `each` for every regular file whose name starts with `prefix`,
-    /// in byte order of the names, until it returns `false`. Symlinks are
-    /// not followed and the staging area is never listed; names that the
-    /// protocol could not address are skipped.
-    pub(super) fn list(
-        &self,
-        prefix: &str,
-        each: &mut dyn FnMut(Entry) -> bool,
-    ) -> Result<(), StoreError> {
-        let root = self.root.try_clone()?;
-        walk(&root, "", prefix, false, &mut |found| match found {
-            Found::File(entry) => each(entry),
-            Found::Dir(_) => true,
-        })?;
-        Ok(())
+    /// A listing of every regular file whose name starts with `prefix`, in
+    /// byte order of the names (see [`Walk`]). Symlinks are not followed
+    /// and the reserved area is never listed; names that the protocol
+    /// could not address are skipped.
+    pub(super) fn list(&self, prefix: &str) -> Result<Walk, StoreError> {
+        Ok(Walk::new(
+            &self.root,
+            String::new(),
+            prefix.to_owned(),
+            false,
+            Arc::clone(&self.listings),
+        )?)
     }
 
-    /// Calls `each` for every directory and regular file below the
-    /// directory `dir` (the root if empty), depth first, a directory before
-    /// its content, siblings in byte order of their names (a directory's
-    /// with a `/` appended), until it returns `false`. What [`Store::list`]
-    /// leaves out is left out, and so are directories whose names the
-    /// protocol could not address, with their content.
-    pub(super) fn tree(
-        &self,
-        dir: &str,
-        each: &mut dyn FnMut(Found) -> bool,
-    ) -> Result<(), StoreError> {
+    /// A listing of every directory and regular file below the directory
+    /// `dir` (the root if empty), depth first, a directory before its
+    /// content, siblings in byte order of their names (a directory's with
+    /// a `/` appended). What [`Store::list`] leaves out is left out, and
+    /// so are directories whose names the protocol could not address, with
+    /// their content.
+    pub(super) fn tree(&self, dir: &str) -> Result<Walk, StoreError> {
         if dir.is_empty() {
-            let root = self.root.try_clone()?;
-            walk(&root, "", "", true, each)?;
-            return Ok(());
+            return Ok(Walk::new(
+                &self.root,
+                String::new(),
+                String::new(),
+                true,
+                Arc::clone(&self.listings),
+            )?);
         }
         validate_name(dir)?;
         self.outside_reserved(Some(dir))?;
         let handle = self.root.open_dir(dir)?;
-        walk(&handle, &format!("{dir}/"), "", true, each)?;
-        Ok(())
+        Ok(Walk::new(
+            &handle,
+            format!("{dir}/"),
+            String::new(),
+            true,
+            Arc::clone(&self.listings),
+        )?)
     }
 
     /// Creates the directory `name` and its missing parents; fine if it
@@ -514,91 +520,6 @@ impl Store {
     }
 }
 
-/// Visits `dir` (whose name relative to the root is `path`, empty for the
-/// root, else ending in `/`), reporting directories too if `dirs`. Returns
-/// `false` once `each` asked to stop.
-fn walk(
-    dir: &Dir,
-    path: &str,
-    prefix: &str,
-    dirs: bool,
-    each: &mut dyn FnMut(Found) -> bool,
-) -> io::Result<bool> {
-    // Siblings sorted by their name, with a '/' appended to directories: a
-    // depth-first walk in this order yields full names in byte order
-    // ("a.txt" < "a/b" because '.' < '/').
-    let mut children = Vec::new();
-    for entry in dir.entries()? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if path.is_empty() && name == RESERVED_NAME {
-            continue;
-        }
-        let file_type = match vanished(entry.file_type())? {
-            Some(file_type) => file_type,
-            None => continue,
-        };
-        if file_type.is_dir() {
-            children.push((format!("{name}/"), entry));
-        } else if file_type.is_file() {
-            children.push((name, entry));
-        }
-    }
-    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-
-    for (key, entry) in children {
-        let full = format!("{path}{key}");
-        if full.len() > MAX_NAME_LEN + 1 {
-            continue;
-        }
-        if let Some(dir_name) = full.strip_suffix('/') {
-            if dirs {
-                // A directory that cannot be named is left out whole.
-                if validate_name(dir_name).is_err() {
-                    continue;
-                }
-                if dir_name.starts_with(prefix) && !each(Found::Dir(dir_name.to_owned())) {
-                    return Ok(false);
-                }
-            }
-            // Descend only where names matching the prefix can be.
-            if full.starts_with(prefix) || prefix.starts_with(&full) {
-                // A directory removed since it was listed is skipped.
-                let Some(sub) = vanished(entry.open_dir())? else {
-                    continue;
-                };
-                if !walk(&sub, &full, prefix, dirs, each)? {
-                    return Ok(false);
-                }
-            }
-        } else if full.starts_with(prefix) && validate_name(&full).is_ok() {
-            let Some(meta) = vanished(entry.metadata())? else {
-                continue;
-            };
-            let keep_going = each(Found::File(Entry {
-                name: full,
-                size: meta.len(),
-                modified_ns: mtime_ns(meta.mtime(), meta.mtime_nsec()),
-            }));
-            if !keep_going {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
-}
-
-/// `None` for an entry that disappeared while the directory was walked.
-fn vanished<T>(result: io::Result<T>) -> io::Result<Option<T>> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn parent_of(name: &str) -> Option<&str> {
     name.rsplit_once('/').map(|(parent, _)| parent)
 }
@@ -608,7 +529,7 @@ fn base_of(name: &str) -> &str {
     name.rsplit_once('/').map_or(name, |(_, base)| base)
 }
 
-fn mtime_ns(secs: i64, nsec: i64) -> u64 {
+pub(super) fn mtime_ns(secs: i64, nsec: i64) -> u64 {
     let ns = i128::from(secs) * 1_000_000_000 + i128::from(nsec);
     u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
 }
@@ -772,6 +693,7 @@ impl Drop for LocalUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Found;
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("root")).unwrap();
@@ -906,13 +828,7 @@ mod tests {
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"secret");
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
 
-        let mut names = Vec::new();
-        store
-            .list("", &mut |e| {
-                names.push(e.name);
-                true
-            })
-            .unwrap();
+        let names = list_of(&store, "");
         assert!(names.is_empty(), "{names:?}");
     }
 
@@ -955,25 +871,13 @@ mod tests {
         for name in ["b", "a/z", "a.txt", "a/b/c", "ab", "a-"] {
             put(&store, name, name.as_bytes(), false).unwrap();
         }
-        let mut names = Vec::new();
-        store
-            .list("", &mut |e| {
-                names.push(e.name);
-                true
-            })
-            .unwrap();
+        let names = list_of(&store, "");
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
         assert_eq!(names, ["a-", "a.txt", "a/b/c", "a/z", "ab", "b"]);
 
-        let mut under_a = Vec::new();
-        store
-            .list("a/", &mut |e| {
-                under_a.push(e.name);
-                true
-            })
-            .unwrap();
+        let under_a = list_of(&store, "a/");
         assert_eq!(under_a, ["a/b/c", "a/z"]);
     }
 
@@ -1002,16 +906,27 @@ mod tests {
         store.check_put("link", true).unwrap();
     }
 
-    fn tree_of(store: &Store, dir: &str) -> Result<Vec<String>, StoreError> {
+    /// Everything a listing finds, directories with a `/` appended.
+    fn walked(mut walk: Walk) -> Result<Vec<String>, StoreError> {
         let mut found = Vec::new();
-        store.tree(dir, &mut |f| {
-            found.push(match f {
+        while !walk.is_done() {
+            walk.step(&mut found, crate::storage::local::walk::STEP)?;
+        }
+        Ok(found
+            .into_iter()
+            .map(|f| match f {
                 Found::File(e) => e.name,
                 Found::Dir(d) => format!("{d}/"),
-            });
-            true
-        })?;
-        Ok(found)
+            })
+            .collect())
+    }
+
+    fn tree_of(store: &Store, dir: &str) -> Result<Vec<String>, StoreError> {
+        walked(store.tree(dir)?)
+    }
+
+    fn list_of(store: &Store, prefix: &str) -> Vec<String> {
+        walked(store.list(prefix).unwrap()).unwrap()
     }
 
     #[test]
