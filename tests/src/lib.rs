@@ -564,6 +564,18 @@ pub fn staged_bytes(root: &Path) -> u64 {
         .sum()
 }
 
+/// A temporary directory on a tmpfs (`/dev/shm`) where there is one, else
+/// in the usual place: for tests that make many files or sync many times,
+/// where a disk only adds time.
+pub fn memory_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
 /// Waits until `check` holds; panics with `what` after 20 s.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -691,14 +703,26 @@ impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. `"4m"`) at `path`; `None` when not
     /// allowed to (not root).
     pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        Tmpfs::mount_with(path, &format!("size={size}")).ok()
+    }
+
+    /// Mounts a tmpfs with mount `options` (e.g. `"size=4m,nr_inodes=64"`)
+    /// at `path`, or says why it cannot.
+    pub fn mount_with(path: &Path, options: &str) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(path)
-            .stderr(Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs {
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs -o {options} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
             path: path.to_owned(),
         })
     }
@@ -708,6 +732,22 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
+}
+
+/// A small file system for a test of what happens when a disk is full: a
+/// tmpfs mounted with `options` (e.g. `"size=4m"`) under a new temporary
+/// directory, returned with that directory. Panics, saying why, when it
+/// cannot be mounted (the tests must run as root): a test that needs a
+/// full disk fails rather than pass without one.
+pub fn small_disk(options: &str) -> (tempfile::TempDir, Tmpfs) {
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs, which needs root: run the tests as root (e.g. in a container)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = Tmpfs::mount_with(&dir.path().join("mnt"), options)
+        .unwrap_or_else(|reason| panic!("this test needs a small tmpfs: {reason}"));
+    (dir, mnt)
 }
 
 /// Whether the tests run as root (and may mount file systems).

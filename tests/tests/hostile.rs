@@ -11,9 +11,9 @@
 use framekit_tests::hostile::{
     GIB, Intact, MIB, error_code, log_peer, put_request, read_to_close, wait_for_line,
 };
-use framekit_tests::{RawPeer, ServerProcess, connect_from, random_bytes, staging};
+use framekit_tests::{RawPeer, ServerProcess, connect_from, memory_tempdir, random_bytes, staging};
 use framekit_transfer::{
-    Delete, ErrorCode, Get, List, Request, Response, Stat, Trailer, Tree, frame_config,
+    Delete, ErrorCode, Get, List, MakeDir, Request, Response, Stat, Trailer, Tree, frame_config,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -367,12 +367,8 @@ const HUGE_DIRECTORY: usize = 300_000;
 
 #[test]
 fn listings_of_a_huge_directory_to_peers_that_never_read_hold_bounded_memory() {
-    // On a tmpfs where there is one: 300,000 files are made faster there.
-    let dir = match Path::new("/dev/shm") {
-        shm if shm.is_dir() => tempfile::tempdir_in(shm),
-        _ => tempfile::tempdir(),
-    }
-    .unwrap();
+    // 300,000 files are made faster in memory.
+    let dir = memory_tempdir();
     let root = dir.path().join("root");
     let many = root.join("many");
     std::fs::create_dir_all(&many).unwrap();
@@ -709,4 +705,38 @@ fn symlinks_pointing_out_of_the_root_are_never_followed() {
     intact.check(&server, &["root/file_link"], None);
     assert_eq!(std::fs::read(outside.join("secret")).unwrap(), secret);
     assert!(!outside.join("new").exists());
+}
+
+#[test]
+fn a_link_to_nothing_where_a_directory_must_be_is_not_a_file_and_never_already_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut intact = Intact::new(&server);
+    std::os::unix::fs::symlink("nowhere", root.join("d")).unwrap();
+    intact.record_disk();
+
+    let mut peer = server.connect();
+    for name in ["d", "d/e"] {
+        peer.send(&Request::MakeDir(MakeDir { name: name.into() }));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotAFile, "make {name}");
+    }
+    for (name, overwrite) in [("d/x", false), ("d/x", true), ("d/e/x", false)] {
+        let body = random_bytes(12, 100_000);
+        peer.send(&put_request(name, body.len() as u64, overwrite));
+        assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
+        peer.raw(&body);
+        peer.send(&Trailer {
+            hash: *blake3::hash(&body).as_bytes(),
+        });
+        assert_eq!(
+            error_code(peer.recv()),
+            ErrorCode::NotAFile,
+            "put {name} overwrite={overwrite}"
+        );
+        peer.send(&stat(name));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotFound, "stat {name}");
+    }
+
+    intact.check(&server, &[], None);
 }

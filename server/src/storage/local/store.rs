@@ -33,6 +33,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Where uploads in progress live, relative to the root.
 const STAGING: &str = ".framekit/staging";
 
+/// How many times a step that a concurrent delete undid (removing a
+/// directory, left empty, between its making and its use) is tried again.
+const RETRIES: usize = 16;
+
+/// What [`Store::make_one`] found.
+enum Made {
+    /// It made the directory.
+    Created,
+    /// A directory (or a link to one) was there.
+    Existed,
+    /// Its parent is missing, or what was in the way went meanwhile.
+    Vanished,
+    /// Something else is in the way, or the file system refused.
+    Failed(StoreError),
+}
+
 /// The served root.
 #[derive(Debug)]
 pub(super) struct Store {
@@ -118,11 +134,26 @@ impl Store {
 
     /// Creates a fresh temporary file in the staging area.
     pub(super) fn begin_upload(&self) -> Result<LocalUpload, StoreError> {
-        let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
-        let temp = format!("upload-{}-{id}.part", std::process::id());
-        let file = self
-            .staging
-            .open_with(&temp, OpenOptions::new().write(true).create_new(true))?;
+        // A name left by another process (which the start would have
+        // removed) is skipped, not taken for a client's name in the way.
+        let mut attempt = 0;
+        let (temp, file) = loop {
+            let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
+            let temp = format!("upload-{}-{id}.part", std::process::id());
+            match self
+                .staging
+                .open_with(&temp, OpenOptions::new().write(true).create_new(true))
+            {
+                Ok(file) => break (temp, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < RETRIES => {
+                    attempt += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::Io(io::Error::other(e)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(LocalUpload {
             file: Some(file.into_std()),
             temp,
@@ -205,22 +236,13 @@ impl Store {
         let file = upload.file.take();
         let parent = parent_of(name);
         self.outside_reserved(parent)?;
-        let place = || -> io::Result<()> {
-            if let Some(parent) = parent {
-                self.root.create_dir_all(parent)?;
-            }
-            if overwrite {
-                upload.dir.rename(&upload.temp, &self.root, name)
-            } else {
-                // `link` fails if the name exists: the check and the publish
-                // are one step. The staged name is removed afterwards.
-                upload.dir.hard_link(&upload.temp, &self.root, name)
-            }
-        };
-        match place() {
-            // A delete may have removed the parent, left empty, in between.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => place()?,
-            result => result?,
+        let mut made = Vec::new();
+        let placed = self.place(&upload, name, overwrite, &mut made);
+        if let Err(e) = placed {
+            // Directories made for it go again (if nothing else went in
+            // them meanwhile): a failed put leaves nothing behind.
+            self.remove_made(&made);
+            return Err(e);
         }
         upload.published = true;
         match &upload.resume {
@@ -230,7 +252,7 @@ impl Store {
         }
         // Interrupted uploads of this name were for an older content.
         self.partials.forget_name(name);
-        self.sync_dir(parent)?;
+        self.sync_existing(parent)?;
         // Last: linking, moving and unlinking the file change the time
         // the record holds. The file is published whatever happens here;
         // without a record, downloads hash it as they send it.
@@ -241,6 +263,125 @@ impl Store {
             tracing::warn!(name, error = %e, "could not record the hash of a published file");
         }
         Ok(())
+    }
+
+    /// Moves (`overwrite`) or links a staged upload to `name`, making its
+    /// missing parents (recorded in `made`). A parent that a concurrent
+    /// delete removes again in between is made again, a few times; a name
+    /// taken meanwhile is [`StoreError::AlreadyExists`] only if something
+    /// other than a directory is there when the link failed.
+    fn place<'a>(
+        &self,
+        upload: &LocalUpload,
+        name: &'a str,
+        overwrite: bool,
+        made: &mut Vec<&'a str>,
+    ) -> Result<(), StoreError> {
+        let parent = parent_of(name);
+        for _ in 0..RETRIES {
+            if let Some(parent) = parent {
+                made.extend(self.create_dirs(parent)?);
+            }
+            let placed = if overwrite {
+                upload.dir.rename(&upload.temp, &self.root, name)
+            } else {
+                // `link` fails if the name exists: the check and the publish
+                // are one step. The staged name is removed afterwards.
+                upload.dir.hard_link(&upload.temp, &self.root, name)
+            };
+            match placed {
+                Ok(()) => return Ok(()),
+                // A delete removed the parent, left empty, in between.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match self.root.symlink_metadata(name) {
+                        Ok(meta) if meta.is_dir() => return Err(StoreError::NotAFile),
+                        Ok(_) => return Err(StoreError::AlreadyExists),
+                        // Gone again: try again.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::NotFound)
+    }
+
+    /// Creates the directory `path` and its missing parents, inside the
+    /// root; a directory already there is fine, and so is a symlink to one
+    /// inside the root. Returns the directories it created, outermost
+    /// first. A directory that a concurrent delete removes while this
+    /// works is made again, a few times, and then the answer is
+    /// [`StoreError::NotFound`]; what is in the way and is not a
+    /// directory (a file, a link to nothing) is [`StoreError::NotAFile`].
+    /// On a failure, the directories it created are removed again.
+    fn create_dirs<'a>(&self, path: &'a str) -> Result<Vec<&'a str>, StoreError> {
+        // Most often the parents exist: one call.
+        match self.make_one(path) {
+            Made::Created => return Ok(vec![path]),
+            Made::Existed => return Ok(Vec::new()),
+            Made::Failed(e) => return Err(e),
+            Made::Vanished => {}
+        }
+        let mut created = Vec::new();
+        for _ in 0..RETRIES {
+            let mut vanished = false;
+            let ancestors = path
+                .match_indices('/')
+                .map(|(at, _)| &path[..at])
+                .chain(std::iter::once(path));
+            for dir in ancestors {
+                match self.make_one(dir) {
+                    Made::Created => created.push(dir),
+                    Made::Existed => {}
+                    Made::Vanished => {
+                        vanished = true;
+                        break;
+                    }
+                    Made::Failed(e) => {
+                        self.remove_made(&created);
+                        return Err(e);
+                    }
+                }
+            }
+            if !vanished {
+                return Ok(created);
+            }
+        }
+        self.remove_made(&created);
+        Err(StoreError::NotFound)
+    }
+
+    /// Creates the directory `dir`, whose parent should exist.
+    fn make_one(&self, dir: &str) -> Made {
+        match self.root.create_dir(dir) {
+            Ok(()) => Made::Created,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.root.metadata(dir) {
+                Ok(meta) if meta.is_dir() => Made::Existed,
+                Ok(_) => Made::Failed(StoreError::NotAFile),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match self.root.symlink_metadata(dir) {
+                        // A link to nothing is in the way.
+                        Ok(_) => Made::Failed(StoreError::NotAFile),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Made::Vanished,
+                        Err(e) => Made::Failed(e.into()),
+                    }
+                }
+                Err(e) => Made::Failed(e.into()),
+            },
+            // The parent is missing, or was removed since it was made.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Made::Vanished,
+            Err(e) => Made::Failed(e.into()),
+        }
+    }
+
+    /// Removes directories `create_dirs` made, innermost first, those
+    /// that are still empty.
+    fn remove_made(&self, made: &[&str]) {
+        for dir in made.iter().rev() {
+            let _ = self.root.remove_dir(dir);
+        }
     }
 
     /// Checks, hashes, verifies, writes, syncs and publishes one small
@@ -334,7 +475,7 @@ impl Store {
         // Directories exist only to hold files: remove the ones this left
         // empty, so the name can become a file again.
         let parent = self.remove_empty_parents(name);
-        self.sync_dir(parent)?;
+        self.sync_existing(parent)?;
         Ok(())
     }
 
@@ -385,14 +526,11 @@ impl Store {
     pub(super) fn make_dir(&self, name: &str) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
-        if let Err(e) = self.root.create_dir_all(name) {
-            // Something that is not a directory is in the way.
-            return Err(match self.root.metadata(name) {
-                Ok(meta) if !meta.is_dir() => StoreError::NotAFile,
-                _ => e.into(),
-            });
+        let made = self.create_dirs(name)?;
+        if let Err(e) = self.sync_existing(parent_of(name)) {
+            self.remove_made(&made);
+            return Err(e);
         }
-        self.sync_dir(parent_of(name))?;
         Ok(())
     }
 
@@ -444,26 +582,27 @@ impl Store {
         };
         // The parents are opened beneath the root; the last components are
         // single names, which `renameat2` does not follow.
-        let place = || -> io::Result<()> {
+        let place = || -> Result<(), StoreError> {
             if let Some(parent) = to_parent {
-                self.root.create_dir_all(parent)?;
+                self.create_dirs(parent)?;
             }
             let source = self.open_parent(from_parent)?;
             let target = self.open_parent(to_parent)?;
-            rustix::fs::renameat_with(&source, base_of(from), &target, base_of(to), flags)?;
+            rustix::fs::renameat_with(&source, base_of(from), &target, base_of(to), flags)
+                .map_err(io::Error::from)?;
             Ok(())
         };
         match place() {
             // A delete may have removed the new parent, left empty, in
             // between.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && to_parent.is_some() => place()?,
+            Err(StoreError::NotFound) if to_parent.is_some() => place()?,
             result => result?,
         }
         let _ = self.digests.forget(from);
         let _ = self.digests.forget(to);
-        self.sync_dir(to_parent)?;
+        self.sync_existing(to_parent)?;
         let from_parent = self.remove_empty_parents(from);
-        self.sync_dir(from_parent)?;
+        self.sync_existing(from_parent)?;
         Ok(())
     }
 
@@ -509,6 +648,18 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Syncs the directory `dir` (the root for `None`), or, if a
+    /// concurrent delete removed it, the nearest parent that is still there
+    /// (which recorded the removal).
+    fn sync_existing(&self, mut dir: Option<&str>) -> Result<(), StoreError> {
+        loop {
+            match self.sync_dir(dir) {
+                Err(StoreError::NotFound) if dir.is_some() => dir = dir.and_then(parent_of),
+                result => return result,
+            }
+        }
     }
 
     fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
@@ -975,6 +1126,51 @@ mod tests {
             Err(StoreError::Denied)
         ));
         assert!(!root.join(".framekit/deep").exists());
+    }
+
+    #[test]
+    fn a_link_to_nothing_where_a_directory_must_be_is_not_a_file() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        std::os::unix::fs::symlink("nowhere", root.join("d")).unwrap();
+        assert!(matches!(store.make_dir("d"), Err(StoreError::NotAFile)));
+        assert!(matches!(store.make_dir("d/e"), Err(StoreError::NotAFile)));
+        assert!(matches!(
+            put(&store, "d/f", b"x", true),
+            Err(StoreError::NotAFile)
+        ));
+        assert!(matches!(
+            put(&store, "d/e/f", b"x", false),
+            Err(StoreError::NotAFile)
+        ));
+        // A link to a directory inside the root is a directory.
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", root.join("to_real")).unwrap();
+        store.make_dir("to_real/sub").unwrap();
+        put(&store, "to_real/sub/f", b"x", false).unwrap();
+        assert_eq!(std::fs::read(root.join("real/sub/f")).unwrap(), b"x");
+        assert!(staging_is_empty(&store));
+    }
+
+    #[test]
+    fn a_publish_that_fails_removes_the_directories_it_made() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        put(&store, "a/keep", b"1", false).unwrap();
+        for overwrite in [false, true] {
+            let mut upload = store.begin_upload().unwrap();
+            upload.write(b"x").unwrap();
+            // The staged file goes: placing it fails once its directories
+            // are made.
+            upload.dir.remove_file(&upload.temp).unwrap();
+            assert!(matches!(
+                store.publish(upload, "a/b/c/x", overwrite, &blake3::hash(b"x")),
+                Err(StoreError::NotFound)
+            ));
+            assert!(!root.join("a/b").exists());
+            assert!(root.join("a/keep").exists());
+        }
+        assert!(staging_is_empty(&store));
     }
 
     fn retained(ttl_ms: u64, quota: u64) -> (tempfile::TempDir, Store) {
