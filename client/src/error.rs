@@ -557,6 +557,7 @@ mod tests {
                 "the server refused the delete: forbidden: no",
                 "the server refused the directory creation: forbidden: no",
                 "the server refused the directory listing: forbidden: no",
+                "the server refused the rename: forbidden: no",
             ]
         );
     }

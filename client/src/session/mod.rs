@@ -301,6 +301,8 @@ fn unexpected(expected: &'static str, got: &Response) -> ProtocolError {
             Response::Deleted => "Deleted",
             Response::DirMade => "DirMade",
             Response::Directory { .. } => "Directory",
+            Response::Renamed => "Renamed",
+            Response::Described(_) => "Described",
         },
     }
 }
