@@ -386,8 +386,10 @@ pub enum ClientError {
     #[error("{0} (a bug in the caller)")]
     Misuse(&'static str),
     /// Some transfers of a set failed; each was reported.
-    #[error("{failed} of {total} transfers failed")]
+    #[error("{failed} of {total} {what} failed")]
     SomeFailed {
+        /// What they were: "transfers", "deletions".
+        what: &'static str,
         /// How many failed.
         failed: usize,
         /// How many there were.
@@ -396,6 +398,9 @@ pub enum ClientError {
     /// A request could not be encoded (too large for a frame).
     #[error("cannot encode the request")]
     Encode(#[source] framekit_codec::Error),
+    /// Arguments that go together badly (those clap cannot check).
+    #[error("{0}")]
+    Usage(&'static str),
     /// `$FRAMEKIT_TOKEN` is not valid UTF-8.
     #[error("$FRAMEKIT_TOKEN is not valid UTF-8")]
     TokenNotUtf8,
@@ -449,7 +454,7 @@ impl ClientError {
             ClientError::Local { .. }
             | ClientError::FileChanged { .. }
             | ClientError::Ca { .. } => Exit::LocalFile,
-            ClientError::TokenNotUtf8 => Exit::Usage,
+            ClientError::TokenNotUtf8 | ClientError::Usage(_) => Exit::Usage,
             ClientError::SomeFailed { .. } => Exit::SomeFailed,
             ClientError::BodyOverrun { .. }
             | ClientError::BodyIncomplete { .. }
