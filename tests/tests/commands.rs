@@ -502,3 +502,29 @@ fn completions_and_the_manual_page_are_generated_from_the_command_line() {
     );
     assert!(man.contains("FRAMEKIT_SERVER"));
 }
+
+#[test]
+fn the_extras_install_with_one_command() {
+    let home = tempfile::tempdir().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-cli-extras");
+    let out = Command::new(script)
+        .args(["--client", bin("client").to_str().unwrap()])
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let data = home.path().join(".local/share");
+    let bash = std::fs::read_to_string(data.join("bash-completion/completions/client")).unwrap();
+    assert!(bash.contains("_client()"));
+    let man = std::fs::read_to_string(data.join("man/man1/client.1")).unwrap();
+    assert!(man.contains(".TH client 1"));
+    assert!(
+        home.path()
+            .join(".config/fish/completions/client.fish")
+            .is_file()
+    );
+    assert!(data.join("zsh/site-functions/_client").is_file());
+}
