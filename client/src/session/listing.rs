@@ -224,7 +224,10 @@ impl<S: Read + Write> Session<S> {
                 };
                 let name = &names[i];
                 if !asked {
-                    each(i, check_name(name).map(|()| Remote::Dir(name.clone())));
+                    let invalid = check_name(name).err().unwrap_or(ClientError::Misuse(
+                        "a name was left out of the descriptions though it is valid",
+                    ));
+                    each(i, Err(invalid));
                     continue;
                 }
                 let result = match self.receive()? {
