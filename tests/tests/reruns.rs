@@ -50,6 +50,7 @@ fn a_rerun_of_a_completed_put_of_1000_files_sends_under_5_percent() {
 
     let rerun = CountingProxy::start(server.addr);
     let out = loud_client_at(rerun.addr, &work)
+        .env("XDG_CACHE_HOME", &cache)
         .args(["put", "many"])
         .output()
         .unwrap();

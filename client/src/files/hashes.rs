@@ -12,12 +12,14 @@
 //! be taken for what it was.
 //!
 //! The records live in one file, `$XDG_CACHE_HOME/framekit/hashes` (or
-//! `~/.cache/framekit/hashes`), read when a command first needs it and
-//! written back, whole, at its end (through a temporary file and a
-//! rename, so that a reader sees the old file or the new one). At most
-//! [`MAX_RECORDS`] are kept, the most recently used: about 10 MB. Two
-//! commands running at once may each drop the other's new records; it is
-//! only a cache.
+//! `~/.cache/framekit/hashes`). A command that only adds records (a first
+//! upload) appends them at its end without reading the file; one that
+//! looks records up reads the file once, and writes it back whole at its
+//! end (through a temporary file and a rename, so that a reader sees the
+//! old file or the new one), keeping at most [`MAX_RECORDS`], the most
+//! recently used: about 10 MB. A file grown past twice that by appends is
+//! rewritten the same way. Two commands running at once may each drop
+//! the other's new records; it is only a cache.
 
 use framekit_transfer::Hash;
 use std::collections::HashMap;
@@ -72,7 +74,7 @@ impl Stamp {
 struct Record {
     stamp: Stamp,
     hash: Hash,
-    /// The run that last used it: the higher, the more recent.
+    /// When it was last used, in seconds since the Unix epoch.
     used: u64,
 }
 
@@ -85,8 +87,11 @@ pub struct LocalHashes {
     /// Whether [`LocalHashes::records`] was read from the file yet.
     loaded: bool,
     changed: bool,
+    /// Records added before the file was read: appended at the end unless
+    /// it is read meanwhile.
+    pending: Vec<Record>,
     /// This run's mark for the records it uses.
-    run: u64,
+    now: u64,
     /// How many files this run read to hash them.
     hashed: u64,
 }
@@ -115,7 +120,10 @@ impl LocalHashes {
             records: HashMap::new(),
             loaded: false,
             changed: false,
-            run: 1,
+            pending: Vec::new(),
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             hashed: 0,
         }
     }
@@ -126,12 +134,21 @@ impl LocalHashes {
     }
 
     /// Reads the file once; a missing or damaged file (or line) is no
-    /// record.
+    /// record. The records added before come on top.
     fn load(&mut self) {
         if self.loaded {
             return;
         }
         self.loaded = true;
+        self.read_file();
+        for record in std::mem::take(&mut self.pending) {
+            self.records
+                .insert((record.stamp.dev, record.stamp.ino), record);
+            self.changed = true;
+        }
+    }
+
+    fn read_file(&mut self) {
         let Some(path) = &self.path else {
             return;
         };
@@ -148,7 +165,6 @@ impl LocalHashes {
         }
         for line in lines {
             if let Some(record) = parse(line) {
-                self.run = self.run.max(record.used + 1);
                 self.records
                     .insert((record.stamp.dev, record.stamp.ino), record);
             }
@@ -159,13 +175,13 @@ impl LocalHashes {
     /// recorded with that very stamp.
     pub fn lookup(&mut self, stamp: &Stamp) -> Option<Hash> {
         self.load();
-        let run = self.run;
+        let now = self.now;
         let record = self.records.get_mut(&(stamp.dev, stamp.ino))?;
         if record.stamp != *stamp {
             return None;
         }
-        if record.used != run {
-            record.used = run;
+        if record.used != now {
+            record.used = now;
             self.changed = true;
         }
         Some(record.hash)
@@ -173,14 +189,17 @@ impl LocalHashes {
 
     /// Records that the file whose stamp is `stamp` hashes to `hash`.
     pub fn record(&mut self, stamp: Stamp, hash: Hash) {
-        self.load();
         let record = Record {
             stamp,
             hash,
-            used: self.run,
+            used: self.now,
         };
-        self.records.insert((stamp.dev, stamp.ino), record);
-        self.changed = true;
+        if self.loaded {
+            self.records.insert((stamp.dev, stamp.ino), record);
+            self.changed = true;
+        } else {
+            self.pending.push(record);
+        }
     }
 
     /// The hash of the regular file at `path`: the recorded one if the
@@ -207,9 +226,17 @@ impl LocalHashes {
     /// [`MAX_RECORDS`]. Failing to is not an error worth reporting: the
     /// next run hashes again.
     pub fn save(&mut self) -> io::Result<()> {
-        let Some(path) = &self.path else {
+        let Some(path) = self.path.clone() else {
             return Ok(());
         };
+        if !self.loaded && !self.pending.is_empty() {
+            let len = fs::metadata(&path).map_or(0, |m| m.len());
+            if len <= MAX_FILE_LEN / 2 {
+                return self.append(&path);
+            }
+            // Grown past its bound: read, and written back bounded.
+            self.load();
+        }
         if !self.changed {
             return Ok(());
         }
@@ -234,12 +261,37 @@ impl LocalHashes {
         let temp = path.with_extension(format!("tmp.{}", std::process::id()));
         let written = File::create(&temp)
             .and_then(|mut file| file.write_all(text.as_bytes()))
-            .and_then(|()| fs::rename(&temp, path));
+            .and_then(|()| fs::rename(&temp, &path));
         if written.is_err() {
             let _ = fs::remove_file(&temp);
         }
         self.changed = false;
         written
+    }
+
+    /// Appends the records added to the file, in one write (starting the
+    /// file if there is none).
+    fn append(&mut self, path: &Path) -> io::Result<()> {
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let mut text = String::new();
+        if file.metadata()?.len() == 0 {
+            text.push_str(HEADER);
+            text.push('\n');
+        }
+        for record in self.pending.drain(..) {
+            text.push_str(&format_record(&record));
+            text.push('\n');
+        }
+        file.write_all(text.as_bytes())
     }
 }
 
@@ -384,6 +436,7 @@ mod tests {
         }
         old.save().unwrap();
         let mut new = LocalHashes::at(Some(store.clone()));
+        new.now += 1;
         // Used again in this run, and one more: the others are older.
         assert!(new.lookup(&stamp(5)).is_some());
         new.record(stamp(u64::MAX), [9; 32]);
@@ -393,5 +446,31 @@ mod tests {
         assert_eq!(last.records.len(), MAX_RECORDS);
         assert!(last.lookup(&stamp(5)).is_some());
         assert_eq!(last.lookup(&stamp(u64::MAX)), Some([9; 32]));
+    }
+}
+
+#[cfg(test)]
+mod append_tests {
+    use super::*;
+
+    #[test]
+    fn records_added_without_a_lookup_are_appended_and_found_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("c/hashes");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        for (path, hash) in [(&a, [1; 32]), (&b, [2; 32])] {
+            let mut run = LocalHashes::at(Some(store.clone()));
+            run.record(Stamp::of(&fs::metadata(path).unwrap()), hash);
+            run.save().unwrap();
+            assert!(!run.loaded, "appending reads nothing");
+        }
+        let text = fs::read_to_string(&store).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        let mut later = LocalHashes::at(Some(store));
+        assert_eq!(later.hash_of(&a).unwrap(), [1; 32]);
+        assert_eq!(later.hash_of(&b).unwrap(), [2; 32]);
+        assert_eq!(later.hashed(), 0);
     }
 }
