@@ -159,9 +159,9 @@ impl Storage for LocalStore {
         })
     }
 
-    fn list(&self, prefix: &str) -> LocalListing {
+    fn list(&self, prefix: &str, dirs: bool) -> LocalListing {
         let prefix = prefix.to_owned();
-        self.listing(move |store| store.list(&prefix))
+        self.listing(move |store| store.list(&prefix, dirs))
     }
 
     fn tree(&self, dir: &str) -> LocalListing {
@@ -172,6 +172,11 @@ impl Storage for LocalStore {
     async fn stat(&self, name: &str) -> Result<Entry, StoreError> {
         let name = name.to_owned();
         self.blocking(move |store| store.stat(&name)).await
+    }
+
+    async fn describe(&self, name: &str) -> Result<Found, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.describe(&name)).await
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -438,7 +443,30 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(found(store.list("x/")).await.unwrap(), ["x/a", "x/b/c"]);
+        assert_eq!(
+            found(store.list("x/", false)).await.unwrap(),
+            ["x/a", "x/b/c"]
+        );
+        assert_eq!(
+            found(store.list("x", true)).await.unwrap(),
+            ["x/", "x/a", "x/b/", "x/b/c"]
+        );
+        assert_eq!(
+            store.describe("x/b").await.unwrap(),
+            Found::Dir("x/b".into())
+        );
+        assert!(matches!(
+            store.describe("x/a").await.unwrap(),
+            Found::File(Entry { size: 1, .. })
+        ));
+        assert!(matches!(
+            store.describe("x/a/under").await,
+            Err(StoreError::NotAFile)
+        ));
+        assert!(matches!(
+            store.describe("x/none").await,
+            Err(StoreError::NotFound)
+        ));
         assert_eq!(
             found(store.tree("")).await.unwrap(),
             ["x/", "x/a", "x/b/", "x/b/c", "y"]

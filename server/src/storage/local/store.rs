@@ -19,7 +19,7 @@
 use super::digest::Digests;
 use super::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
 use super::walk::{ListingMemory, Walk};
-use crate::storage::{SmallPut, StoreError};
+use crate::storage::{Found, SmallPut, StoreError};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
 use framekit_transfer::{Entry, Hash, RESERVED_NAME, validate_name};
@@ -479,16 +479,36 @@ impl Store {
         Ok(())
     }
 
-    /// A listing of every regular file whose name starts with `prefix`, in
-    /// byte order of the names (see [`Walk`]). Symlinks are not followed
-    /// and the reserved area is never listed; names that the protocol
-    /// could not address are skipped.
-    pub(super) fn list(&self, prefix: &str) -> Result<Walk, StoreError> {
+    /// Describes a regular file or a directory (a symlink inside the root
+    /// is followed, as for [`Store::stat`]).
+    pub(super) fn describe(&self, name: &str) -> Result<Found, StoreError> {
+        validate_name(name)?;
+        self.outside_reserved(Some(name))?;
+        let meta = self.root.metadata(name)?;
+        if meta.is_dir() {
+            return Ok(Found::Dir(name.to_owned()));
+        }
+        if !meta.is_file() {
+            return Err(StoreError::NotAFile);
+        }
+        Ok(Found::File(Entry {
+            name: name.to_owned(),
+            size: meta.len(),
+            modified_ns: mtime_ns(meta.mtime(), meta.mtime_nsec()),
+        }))
+    }
+
+    /// A listing of every regular file whose name starts with `prefix`,
+    /// and every directory too if `dirs`, in byte order of the names (a
+    /// directory's with a `/` appended; see [`Walk`]). Symlinks are not
+    /// followed and the reserved area is never listed; names that the
+    /// protocol could not address are skipped.
+    pub(super) fn list(&self, prefix: &str, dirs: bool) -> Result<Walk, StoreError> {
         Ok(Walk::new(
             &self.root,
             String::new(),
             prefix.to_owned(),
-            false,
+            dirs,
             Arc::clone(&self.listings),
         )?)
     }
@@ -844,7 +864,6 @@ impl Drop for LocalUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Found;
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("root")).unwrap();
@@ -979,7 +998,9 @@ mod tests {
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"secret");
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
 
-        let names = list_of(&store, "");
+        let names = listed(&store, "", false);
+        assert!(names.is_empty(), "{names:?}");
+        let names = listed(&store, "", true);
         assert!(names.is_empty(), "{names:?}");
     }
 
@@ -1016,20 +1037,61 @@ mod tests {
         drop(upload);
     }
 
+    fn listed(store: &Store, prefix: &str, dirs: bool) -> Vec<String> {
+        walked(store.list(prefix, dirs).unwrap()).unwrap()
+    }
+
     #[test]
     fn list_is_in_byte_order_and_honours_the_prefix() {
         let (_dir, store) = store();
         for name in ["b", "a/z", "a.txt", "a/b/c", "ab", "a-"] {
             put(&store, name, name.as_bytes(), false).unwrap();
         }
-        let names = list_of(&store, "");
+        let names = listed(&store, "", false);
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
         assert_eq!(names, ["a-", "a.txt", "a/b/c", "a/z", "ab", "b"]);
+        assert_eq!(listed(&store, "a/", false), ["a/b/c", "a/z"]);
+    }
 
-        let under_a = list_of(&store, "a/");
-        assert_eq!(under_a, ["a/b/c", "a/z"]);
+    #[test]
+    fn a_list_with_directories_shows_empty_ones_in_name_order() {
+        let (_dir, store) = store();
+        for name in ["b", "a/z", "a.txt", "a/b/c", "ab", "a-"] {
+            put(&store, name, name.as_bytes(), false).unwrap();
+        }
+        store.make_dir("a/empty").unwrap();
+        store.make_dir("e").unwrap();
+        assert_eq!(
+            listed(&store, "", true),
+            [
+                "a-", "a.txt", "a/", "a/b/", "a/b/c", "a/empty/", "a/z", "ab", "b", "e/"
+            ]
+        );
+        // The directory itself matches a prefix without its slash only.
+        assert_eq!(
+            listed(&store, "a/", true),
+            ["a/b/", "a/b/c", "a/empty/", "a/z"]
+        );
+        assert_eq!(listed(&store, "a/e", true), ["a/empty/"]);
+    }
+
+    #[test]
+    fn describe_tells_files_from_directories() {
+        let (_dir, store) = store();
+        put(&store, "d/f", b"12345", false).unwrap();
+        assert!(matches!(
+            store.describe("d/f"),
+            Ok(Found::File(Entry { size: 5, .. }))
+        ));
+        assert_eq!(store.describe("d").unwrap(), Found::Dir("d".into()));
+        assert!(matches!(store.describe("d/f/x"), Err(StoreError::NotAFile)));
+        assert!(matches!(store.describe("d/g"), Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.describe("../x"),
+            Err(StoreError::InvalidName(_))
+        ));
     }
 
     #[test]
@@ -1076,9 +1138,6 @@ mod tests {
         walked(store.tree(dir)?)
     }
 
-    fn list_of(store: &Store, prefix: &str) -> Vec<String> {
-        walked(store.list(prefix).unwrap()).unwrap()
-    }
 
     #[test]
     fn tree_reports_directories_before_their_content_in_order() {
