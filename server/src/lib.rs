@@ -25,7 +25,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::{LocalStore, Retention, Storage};
+use storage::{LocalStore, MinFree, Retention, Storage};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -52,6 +52,8 @@ pub struct Config {
     /// How long interrupted uploads are kept for resuming, and how much of
     /// them.
     pub retention: Retention,
+    /// How much of the disk uploads must leave free.
+    pub min_free: MinFree,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             tokens: None,
             tls: None,
             retention: Retention::default(),
+            min_free: MinFree::default(),
         }
     }
 }
@@ -95,7 +98,7 @@ impl Server<LocalStore> {
     /// server stopped, and keeps the interrupted uploads that can still be
     /// resumed.
     pub fn new(config: Config) -> io::Result<Server> {
-        let storage = LocalStore::open(&config.root, config.retention)?;
+        let storage = LocalStore::open_with(&config.root, config.retention, config.min_free)?;
         Ok(Server::with_storage(config, storage))
     }
 }

@@ -7,7 +7,7 @@
 
 use clap::Parser;
 use framekit_server::security::{Tokens, generate_self_signed, load_tls};
-use framekit_server::storage::Retention;
+use framekit_server::storage::{MinFree, Retention};
 use framekit_server::{Config, Server};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -58,11 +58,21 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     partial_ttl: u64,
 
-    /// The most bytes interrupted uploads may hold together; keeping one
-    /// more removes the oldest first, and a file larger than this is not
-    /// kept when interrupted. K, M, G and T suffixes are accepted.
-    #[arg(long, value_name = "BYTES", default_value = "64G", value_parser = parse_size)]
-    staging_quota: u64,
+    /// The most bytes interrupted uploads may hold together, counting each
+    /// resumable upload in progress at its whole size; keeping one more
+    /// removes the oldest first, and an upload that does not fit is not
+    /// kept when interrupted. K, M, G and T suffixes are accepted. Default:
+    /// a quarter of the space free when the server starts.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    staging_quota: Option<u64>,
+
+    /// Free space every upload must leave on the disk, in bytes (K, M, G,
+    /// T suffixes) or as a share of the disk (e.g. 5%). An upload that
+    /// would leave less is refused before its body, once interrupted
+    /// uploads kept for resuming have been dropped, oldest first, to make
+    /// room.
+    #[arg(long, value_name = "BYTES|PERCENT", default_value = "1%", value_parser = parse_min_free)]
+    min_free: MinFree,
 
     /// Encrypt connections with TLS, using this certificate chain (PEM,
     /// the server's certificate first).
@@ -119,6 +129,26 @@ fn parse_size(text: &str) -> Result<u64, String> {
     value
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// A `--min-free`: a size, or a percentage with up to two decimals.
+fn parse_min_free(text: &str) -> Result<MinFree, String> {
+    let Some(percent) = text.trim().strip_suffix('%') else {
+        return parse_size(text).map(MinFree::Bytes);
+    };
+    let invalid = || format!("'{text}' is not a share of the disk (e.g. 1%, 0.5%, 10%)");
+    let (whole, decimals) = percent.split_once('.').unwrap_or((percent, ""));
+    if decimals.len() > 2 || !decimals.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let whole: u16 = whole.parse().map_err(|_| invalid())?;
+    let decimals: u16 = format!("{decimals:0<2}").parse().map_err(|_| invalid())?;
+    let share = whole
+        .checked_mul(100)
+        .and_then(|w| w.checked_add(decimals))
+        .filter(|&share| share <= 10_000)
+        .ok_or_else(invalid)?;
+    Ok(MinFree::Share(share))
 }
 
 fn main() -> ExitCode {
@@ -203,6 +233,7 @@ async fn serve(args: Args) -> ExitCode {
             ttl: Duration::from_secs(args.partial_ttl),
             quota: args.staging_quota,
         },
+        min_free: args.min_free,
     };
     let root = config.root.clone();
     let server = match Server::new(config) {
@@ -300,5 +331,18 @@ mod tests {
         assert!(parse_size("12X").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn min_free_is_a_size_or_a_percentage() {
+        assert_eq!(parse_min_free("512M"), Ok(MinFree::Bytes(512 << 20)));
+        assert_eq!(parse_min_free("0"), Ok(MinFree::Bytes(0)));
+        assert_eq!(parse_min_free("1%"), Ok(MinFree::Share(100)));
+        assert_eq!(parse_min_free("0.5%"), Ok(MinFree::Share(50)));
+        assert_eq!(parse_min_free("12.34%"), Ok(MinFree::Share(1234)));
+        assert_eq!(parse_min_free("100%"), Ok(MinFree::Share(10_000)));
+        for bad in ["101%", "1.234%", "%", "-1%", "x%", "1.x%", "12X"] {
+            assert!(parse_min_free(bad).is_err(), "{bad}");
+        }
     }
 }

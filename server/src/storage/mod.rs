@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io;
 use std::ops::Range;
 
-pub use local::{LocalStore, Retention};
+pub use local::{LocalStore, MinFree, Retention};
 
 /// Bodies up to this size are moved in one piece, held in memory.
 pub const SMALL_BODY: usize = 64 * 1024;

@@ -10,11 +10,13 @@
 mod digest;
 mod partial;
 mod pipeline;
+mod space;
 mod store;
 mod walk;
 
 pub use partial::Retention;
 pub use pipeline::{LocalSink, LocalSource};
+pub use space::MinFree;
 pub use store::LocalUpload;
 
 use crate::storage::{Download, FileInfo, Found, Listing, SmallPut, Storage, StoreError, Upload};
@@ -39,8 +41,18 @@ impl LocalStore {
     /// stopped, and keeps the interrupted uploads that can still be
     /// resumed under `retention`.
     pub fn open(path: &Path, retention: Retention) -> io::Result<LocalStore> {
+        LocalStore::open_with(path, retention, MinFree::default())
+    }
+
+    /// Opens the directory to serve as [`LocalStore::open`] does; uploads
+    /// must leave `min_free` of its disk free (see [`MinFree`]).
+    pub fn open_with(
+        path: &Path,
+        retention: Retention,
+        min_free: MinFree,
+    ) -> io::Result<LocalStore> {
         Ok(LocalStore {
-            store: Arc::new(Store::open_with(path, retention)?),
+            store: Arc::new(Store::open_with(path, retention, min_free)?),
         })
     }
 
@@ -107,8 +119,7 @@ impl Storage for LocalStore {
         let name = name.to_owned();
         self.blocking(move |store| {
             store.check_put(&name, overwrite)?;
-            let upload = store.begin_upload()?;
-            fits(store, upload, size)
+            store.begin_upload(size)
         })
         .await
     }
@@ -123,8 +134,7 @@ impl Storage for LocalStore {
         let name = name.to_owned();
         self.blocking(move |store| {
             store.check_put(&name, overwrite)?;
-            let upload = store.begin_resumable(key, &name, size)?;
-            fits(store, upload, size)
+            store.begin_resumable(key, &name, size)
         })
         .await
     }
@@ -208,15 +218,6 @@ impl Storage for LocalStore {
     }
 }
 
-/// `upload`, if the disk has room for the `size` bytes it still needs;
-/// refused for space, a resumable upload stays as it was.
-fn fits(store: &Store, upload: LocalUpload, size: u64) -> Result<LocalUpload, StoreError> {
-    if store.available_space()? < size - upload.offset() {
-        return Err(StoreError::NoSpace);
-    }
-    Ok(upload)
-}
-
 impl Upload for LocalUpload {
     type Sink = LocalSink;
 
@@ -237,6 +238,7 @@ impl Upload for LocalUpload {
     }
 
     async fn abandon(self) {
+        self.ending();
         // Keeping an upload syncs its file.
         let _ = tokio::task::spawn_blocking(move || drop(self)).await;
     }

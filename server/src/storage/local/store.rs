@@ -18,6 +18,7 @@
 
 use super::digest::Digests;
 use super::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
+use super::space::{MinFree, Reservation, Space};
 use super::walk::{ListingMemory, Walk};
 use crate::storage::{Found, SmallPut, StoreError};
 use cap_std::ambient_authority;
@@ -59,6 +60,8 @@ pub(super) struct Store {
     next_upload: AtomicU64,
     /// The memory of listings in progress.
     listings: Arc<ListingMemory>,
+    /// The room uploads take on the disk.
+    space: Arc<Space>,
 }
 
 impl Store {
@@ -66,14 +69,19 @@ impl Store {
     /// default retention of interrupted uploads. See [`Store::open_with`].
     #[cfg(test)]
     pub(super) fn open(path: &Path) -> io::Result<Store> {
-        Store::open_with(path, Retention::default())
+        Store::open_with(path, Retention::default(), MinFree::Bytes(0))
     }
 
     /// Opens (creating it if needed) the directory to serve, removes the
     /// leftovers of uploads that were in progress when a previous server
     /// stopped, and keeps the interrupted uploads that can still be
-    /// resumed under `retention`.
-    pub(super) fn open_with(path: &Path, retention: Retention) -> io::Result<Store> {
+    /// resumed under `retention`. Uploads must leave `min_free` of the disk
+    /// free.
+    pub(super) fn open_with(
+        path: &Path,
+        retention: Retention,
+        min_free: MinFree,
+    ) -> io::Result<Store> {
         std::fs::create_dir_all(path)?;
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
         root.create_dir_all(STAGING)?;
@@ -87,7 +95,8 @@ impl Store {
                 staging.remove_file(&name)?;
             }
         }
-        let partials = Arc::new(Partials::open(&root, retention)?);
+        let (available, _) = Space::available(&root)?;
+        let partials = Arc::new(Partials::open(&root, retention, available)?);
         let digests = Digests::open(&root)?;
         Ok(Store {
             root,
@@ -96,6 +105,7 @@ impl Store {
             digests,
             next_upload: AtomicU64::new(0),
             listings: Arc::default(),
+            space: Arc::new(Space::new(min_free)),
         })
     }
 
@@ -126,14 +136,16 @@ impl Store {
         }
     }
 
-    /// Bytes available to uploads on the root's file system.
-    pub(super) fn available_space(&self) -> io::Result<u64> {
-        let stat = rustix::fs::fstatvfs(&self.root)?;
-        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    /// Creates a fresh temporary file in the staging area for an upload
+    /// that will write `size` bytes, if the disk has room for them (see
+    /// [`Space::admit`]).
+    pub(super) fn begin_upload(&self, size: u64) -> Result<LocalUpload, StoreError> {
+        let reservation = self.space.admit(&self.root, size, &self.partials, None)?;
+        self.staged(reservation)
     }
 
     /// Creates a fresh temporary file in the staging area.
-    pub(super) fn begin_upload(&self) -> Result<LocalUpload, StoreError> {
+    fn staged(&self, reservation: Reservation) -> Result<LocalUpload, StoreError> {
         // A name left by another process (which the start would have
         // removed) is skipped, not taken for a client's name in the way.
         let mut attempt = 0;
@@ -163,6 +175,7 @@ impl Store {
             written: 0,
             held: Vec::new(),
             resume: None,
+            reservation: Some(reservation),
         })
     }
 
@@ -170,8 +183,9 @@ impl Store {
     /// `key` if it is interrupted: it continues an interrupted upload of
     /// the same name and size with the same key (see [`LocalUpload::offset`]),
     /// or starts afresh. When it cannot be kept (the key is in use by
-    /// another upload, or the size is over the quota), it is an ordinary
-    /// upload.
+    /// another upload, or it does not fit the staging quota), it is an
+    /// ordinary upload. Either way, only if the disk has room for what it
+    /// still needs.
     pub(super) fn begin_resumable(
         &self,
         key: Hash,
@@ -179,15 +193,23 @@ impl Store {
         size: u64,
     ) -> Result<LocalUpload, StoreError> {
         let dir = self.partials.dir().try_clone()?;
+        // What is kept for it is not dropped to make room for it.
+        let held = self.partials.kept_for(&key, name, size);
+        let reservation = self
+            .space
+            .admit(&self.root, size - held, &self.partials, Some(&key))?;
         let (offset, created_ms) = match self.partials.claim(&key, name, size) {
-            Claim::NotResumable => return self.begin_upload(),
+            Claim::NotResumable => {
+                drop(reservation);
+                return self.begin_upload(size);
+            }
             Claim::Resume { offset, created_ms } => (offset, created_ms),
             Claim::Fresh => (0, now_ms()),
         };
         let (file, offset) = match self.partials.open_data(&key, offset) {
             Ok(opened) => opened,
             Err(e) => {
-                self.partials.discard(&key);
+                self.partials.discard(&key, "its data could not be opened");
                 return Err(e.into());
             }
         };
@@ -205,8 +227,9 @@ impl Store {
                 name: name.to_owned(),
                 size,
                 created_ms: if offset > 0 { created_ms } else { now_ms() },
-                discard: false,
+                discard: None,
             }),
+            reservation: Some(reservation),
         })
     }
 
@@ -229,19 +252,23 @@ impl Store {
             upload.discard();
             return Err(e.into());
         }
-        validate_name(name)?;
         // The file's content is synced by the caller and nothing more is
         // written through this handle; it is kept to describe the
         // published file in its hash's record.
         let file = upload.file.take();
         let parent = parent_of(name);
-        self.outside_reserved(parent)?;
         let mut made = Vec::new();
-        let placed = self.place(&upload, name, overwrite, &mut made);
+        let placed = validate_name(name)
+            .map_err(StoreError::from)
+            .and_then(|()| self.outside_reserved(parent))
+            .and_then(|()| self.place(&upload, name, overwrite, &mut made));
         if let Err(e) = placed {
             // Directories made for it go again (if nothing else went in
-            // them meanwhile): a failed put leaves nothing behind.
+            // them meanwhile): a failed put leaves nothing behind. Nor is
+            // a complete upload that lost its publish kept: the name has
+            // another content, or cannot have this one.
             self.remove_made(&made);
+            upload.discard_because("its publish failed");
             return Err(e);
         }
         upload.published = true;
@@ -398,11 +425,7 @@ impl Store {
         if expected != *hash.as_bytes() {
             return Err(StoreError::Mismatch);
         }
-        let mut upload = self.begin_upload()?;
-        if self.available_space()? < body.len() as u64 {
-            upload.discard();
-            return Err(StoreError::NoSpace);
-        }
+        let mut upload = self.begin_upload(body.len() as u64)?;
         if let Err(e) = upload.write_whole(&body) {
             upload.discard();
             return Err(e.into());
@@ -730,6 +753,8 @@ pub struct LocalUpload {
     /// A body received whole, written when the upload is published.
     held: Vec<u8>,
     resume: Option<Resume>,
+    /// The room on the disk it was promised and has not written yet.
+    reservation: Option<Reservation>,
 }
 
 /// What a resumable upload needs to be kept.
@@ -740,7 +765,8 @@ struct Resume {
     name: String,
     size: u64,
     created_ms: u64,
-    discard: bool,
+    /// Why it is not to be kept, if it is not.
+    discard: Option<&'static str>,
 }
 
 impl LocalUpload {
@@ -755,6 +781,9 @@ impl LocalUpload {
             file.write_all(data)?;
         }
         self.written += data.len() as u64;
+        if let Some(reservation) = self.reservation.as_mut() {
+            reservation.wrote(data.len() as u64);
+        }
         Ok(())
     }
 
@@ -806,10 +835,30 @@ impl LocalUpload {
 
     /// Drops the upload without keeping anything, resumable or not: for
     /// an upload that failed and must start over.
-    pub(super) fn discard(mut self) {
+    pub(super) fn discard(self) {
+        self.discard_because("the upload failed");
+    }
+
+    /// Drops the upload without keeping anything, for the reason given.
+    pub(super) fn discard_because(mut self, why: &'static str) {
         if let Some(resume) = self.resume.as_mut() {
-            resume.discard = true;
+            resume.discard = Some(why);
         }
+    }
+
+    /// Its connection broke: a put with its key waits for it to be kept.
+    pub(super) fn ending(&self) {
+        if let Some(resume) = &self.resume {
+            resume.partials.ending(&resume.key);
+        }
+    }
+
+    /// What to tell when the connection of a resumable upload breaks (see
+    /// [`LocalUpload::ending`]), for a sink that has taken the upload.
+    pub(super) fn ending_handle(&self) -> Option<(Arc<Partials>, Hash)> {
+        self.resume
+            .as_ref()
+            .map(|resume| (Arc::clone(&resume.partials), resume.key))
     }
 }
 
@@ -826,6 +875,7 @@ impl Store {
             written: 0,
             held: Vec::new(),
             resume: None,
+            reservation: None,
         }
     }
 }
@@ -836,7 +886,7 @@ impl Drop for LocalUpload {
             return;
         }
         match &self.resume {
-            Some(resume) if !resume.discard => {
+            Some(resume) if resume.discard.is_none() => {
                 let record = Record {
                     name: resume.name.clone(),
                     size: resume.size,
@@ -850,7 +900,8 @@ impl Drop for LocalUpload {
             }
             Some(resume) => {
                 drop(self.file.take());
-                resume.partials.discard(&resume.key);
+                let why = resume.discard.unwrap_or("the upload failed");
+                resume.partials.discard(&resume.key, why);
             }
             None => {
                 drop(self.file.take());
@@ -872,7 +923,7 @@ mod tests {
 
     fn put(store: &Store, name: &str, body: &[u8], overwrite: bool) -> Result<(), StoreError> {
         store.check_put(name, overwrite)?;
-        let mut upload = store.begin_upload()?;
+        let mut upload = store.begin_upload(0)?;
         upload.write(body).unwrap();
         store.publish(upload, name, overwrite, &blake3::hash(body))
     }
@@ -924,9 +975,9 @@ mod tests {
     fn publish_without_overwrite_refuses_a_name_taken_meanwhile() {
         let (dir, store) = store();
         store.check_put("x", false).unwrap();
-        let mut first = store.begin_upload().unwrap();
+        let mut first = store.begin_upload(0).unwrap();
         first.write(b"first").unwrap();
-        let mut second = store.begin_upload().unwrap();
+        let mut second = store.begin_upload(0).unwrap();
         second.write(b"second").unwrap();
         store
             .publish(first, "x", false, &blake3::hash(b"first"))
@@ -942,7 +993,7 @@ mod tests {
     #[test]
     fn dropped_upload_removes_its_temporary_file() {
         let (_dir, store) = store();
-        let mut upload = store.begin_upload().unwrap();
+        let mut upload = store.begin_upload(0).unwrap();
         upload.write(b"partial").unwrap();
         assert!(!staging_is_empty(&store));
         drop(upload);
@@ -952,7 +1003,7 @@ mod tests {
     #[test]
     fn reopening_removes_leftover_uploads() {
         let (dir, store) = store();
-        let upload = store.begin_upload().unwrap();
+        let upload = store.begin_upload(0).unwrap();
         std::mem::forget(upload);
         drop(store);
         let store = Store::open(&dir.path().join("root")).unwrap();
@@ -1008,7 +1059,7 @@ mod tests {
     fn symlinks_into_the_reserved_area_are_not_followed() {
         let (dir, store) = store();
         let root = dir.path().join("root");
-        let mut upload = store.begin_upload().unwrap();
+        let mut upload = store.begin_upload(0).unwrap();
         upload.write(b"in progress").unwrap();
         let staged = std::fs::read_dir(root.join(".framekit/staging"))
             .unwrap()
@@ -1138,7 +1189,6 @@ mod tests {
         walked(store.tree(dir)?)
     }
 
-
     #[test]
     fn tree_reports_directories_before_their_content_in_order() {
         let (_dir, store) = store();
@@ -1217,7 +1267,7 @@ mod tests {
         let root = dir.path().join("root");
         put(&store, "a/keep", b"1", false).unwrap();
         for overwrite in [false, true] {
-            let mut upload = store.begin_upload().unwrap();
+            let mut upload = store.begin_upload(0).unwrap();
             upload.write(b"x").unwrap();
             // The staged file goes: placing it fails once its directories
             // are made.
@@ -1236,9 +1286,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let retention = Retention {
             ttl: std::time::Duration::from_millis(ttl_ms),
-            quota,
+            quota: Some(quota),
         };
-        let store = Store::open_with(&dir.path().join("root"), retention).unwrap();
+        let store =
+            Store::open_with(&dir.path().join("root"), retention, MinFree::Bytes(0)).unwrap();
         (dir, store)
     }
 
@@ -1388,6 +1439,83 @@ mod tests {
     }
 
     #[test]
+    fn the_quota_counts_uploads_in_progress_at_their_whole_size() {
+        let (dir, store) = retained(DAY, 10);
+        let mut first = store.begin_resumable([1u8; 32], "a", 6).unwrap();
+        first.write(b"a").unwrap();
+        // 6 + 6 is over the quota: the second goes to the staging area.
+        let mut second = store.begin_resumable([2u8; 32], "b", 6).unwrap();
+        second.write(b"b").unwrap();
+        assert!(!staging_is_empty(&store));
+        drop(second);
+        assert!(staging_is_empty(&store));
+        drop(first);
+        assert_eq!(store.partials().kept().len(), 1);
+        // A kept upload makes room for one in progress, oldest first.
+        let third = store.begin_resumable([3u8; 32], "c", 10).unwrap();
+        assert!(store.partials().kept().is_empty());
+        assert_eq!(partial_files(&dir), [data_name(&[3u8; 32])]);
+        drop(third);
+    }
+
+    #[test]
+    fn an_upload_interrupted_after_its_name_was_published_is_not_kept() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let mut upload = store.begin_resumable([1u8; 32], "n", 10).unwrap();
+        upload.write(b"old").unwrap();
+        put(&store, "n", b"newer", true).unwrap();
+        drop(upload);
+        assert!(store.partials().kept().is_empty());
+        assert!(partial_files(&dir).is_empty());
+        // Another name is not concerned.
+        let mut upload = store.begin_resumable([2u8; 32], "m", 10).unwrap();
+        upload.write(b"kept").unwrap();
+        put(&store, "n", b"newest", true).unwrap();
+        drop(upload);
+        assert_eq!(store.partials().kept().len(), 1);
+    }
+
+    #[test]
+    fn a_complete_upload_that_loses_its_publish_is_not_kept() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let mut upload = store.begin_resumable([1u8; 32], "n", 5).unwrap();
+        upload.write(b"mine!").unwrap();
+        put(&store, "n", b"first", false).unwrap();
+        assert!(matches!(
+            store.publish(upload, "n", false, &blake3::hash(b"mine!")),
+            Err(StoreError::AlreadyExists)
+        ));
+        assert!(store.partials().kept().is_empty());
+        assert!(partial_files(&dir).is_empty());
+    }
+
+    #[test]
+    fn a_put_waits_for_an_upload_of_its_key_that_is_being_kept() {
+        let (_dir, store) = retained(DAY, 1 << 20);
+        let store = Arc::new(store);
+        let key = [9u8; 32];
+        let mut upload = store.begin_resumable(key, "n", 100).unwrap();
+        upload.write(&[7u8; 40]).unwrap();
+        // Its connection broke; it is kept a moment later.
+        upload.ending();
+        let keeper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(upload);
+        });
+        let resumed = store.begin_resumable(key, "n", 100).unwrap();
+        assert_eq!(resumed.offset(), 40);
+        keeper.join().unwrap();
+        // One still receiving is waited for only a short while: then the
+        // put is an ordinary one.
+        let mut other = store.begin_resumable(key, "n", 100).unwrap();
+        assert_eq!(other.offset(), 0);
+        other.write(b"x").unwrap();
+        assert!(!staging_is_empty(&store));
+        drop(other);
+        drop(resumed);
+    }
+
+    #[test]
     fn a_smaller_quota_at_restart_drops_what_no_longer_fits() {
         let (dir, store) = retained(DAY, 10);
         let mut upload = store.begin_resumable([1u8; 32], "a", 10).unwrap();
@@ -1396,9 +1524,10 @@ mod tests {
         drop(store);
         let retention = Retention {
             ttl: std::time::Duration::from_millis(DAY),
-            quota: 4,
+            quota: Some(4),
         };
-        let store = Store::open_with(&dir.path().join("root"), retention).unwrap();
+        let store =
+            Store::open_with(&dir.path().join("root"), retention, MinFree::Bytes(0)).unwrap();
         assert!(store.partials().kept().is_empty());
         assert!(partial_files(&dir).is_empty());
     }
