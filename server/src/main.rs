@@ -36,13 +36,25 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value = "64G", value_parser = parse_size)]
     max_file_size: u64,
 
-    /// Connections served at once; more are refused with a busy error.
+    /// Connections served at once, once they said hello; more are refused
+    /// with a busy error.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
     /// Connections served at once from one address.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_ip: u32,
+
+    /// Connections saying hello at once (TLS handshake, hello, token
+    /// check), an eighth of them from one address; a newer connection
+    /// pushes out the oldest that has not finished in a second.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending: u32,
+
+    /// Seconds a new connection has to say hello, TLS handshake included
+    /// (at most the idle timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    hello_timeout: u64,
 
     /// Seconds a silent peer is waited for before being dropped.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -70,9 +82,9 @@ struct Args {
     /// T suffixes) or as a share of the disk (e.g. 5%). An upload that
     /// would leave less is refused before its body, once interrupted
     /// uploads kept for resuming have been dropped, oldest first, to make
-    /// room.
-    #[arg(long, value_name = "BYTES|PERCENT", default_value = "1%", value_parser = parse_min_free)]
-    min_free: MinFree,
+    /// room. Default: 1% of the disk, at most 1 GiB.
+    #[arg(long, value_name = "BYTES|PERCENT", value_parser = parse_min_free)]
+    min_free: Option<MinFree>,
 
     /// Encrypt connections with TLS, using this certificate chain (PEM,
     /// the server's certificate first).
@@ -225,6 +237,8 @@ async fn serve(args: Args) -> ExitCode {
         max_file_size: args.max_file_size,
         max_connections: args.max_connections as usize,
         max_connections_per_ip: args.max_connections_per_ip as usize,
+        max_pending: args.max_pending as usize,
+        hello_timeout: Duration::from_secs(args.hello_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         grace_period: Duration::from_secs(args.grace_period),
         tokens,
@@ -233,7 +247,7 @@ async fn serve(args: Args) -> ExitCode {
             ttl: Duration::from_secs(args.partial_ttl),
             quota: args.staging_quota,
         },
-        min_free: args.min_free,
+        min_free: args.min_free.unwrap_or_default(),
     };
     let root = config.root.clone();
     let server = match Server::new(config) {

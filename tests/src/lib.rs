@@ -468,6 +468,23 @@ pub fn connect_from(
     Ok(TcpStream::from(socket))
 }
 
+/// Raises this process's limit of open files to its hard limit (a server
+/// started afterwards inherits it), as `scripts/bench` does with `ulimit
+/// -n`; returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if setrlimit(Resource::Nofile, raised).is_ok() {
+        limit.maximum.unwrap_or(u64::MAX)
+    } else {
+        limit.current.unwrap_or(u64::MAX)
+    }
+}
+
 /// Deterministic pseudo-random bytes (splitmix64), fast enough for
 /// hundreds of MiB.
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {

@@ -171,7 +171,11 @@ fn a_client_over_the_connection_limit_exits_7_with_busy() {
     let first = server.connect();
     let _second = server.connect();
 
-    let out = server.client(dir.path()).arg("list").output().unwrap();
+    let out = server
+        .client(dir.path())
+        .args(["list", "--no-retry"])
+        .output()
+        .unwrap();
     assert_error(
         &out,
         7,
@@ -188,6 +192,21 @@ fn a_client_over_the_connection_limit_exits_7_with_busy() {
             .status
             .success()
     });
+}
+
+#[test]
+fn a_client_turned_away_as_busy_tries_again_and_gets_in_when_a_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &["--max-connections", "1"]);
+    let held = server.connect();
+    let client = Running::spawn(server.client(dir.path()).arg("list"));
+    // Once it has been turned away, the slot frees.
+    eventually("the client is refused", || {
+        server.log().contains("refused after its hello")
+    });
+    drop(held);
+    let out = client.wait();
+    assert_success(&out);
 }
 
 #[test]

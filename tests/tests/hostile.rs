@@ -158,7 +158,9 @@ fn put_over_the_size_limit_is_refused_before_any_body_byte() {
 
 #[test]
 fn put_declaring_four_gib_and_sending_little_holds_only_fixed_buffers() {
-    let dir = tempfile::tempdir().unwrap();
+    // The put needs 4 GiB free, and the server's minimum free space on
+    // top: a tmpfs has them where a full build disk may not.
+    let dir = memory_tempdir();
     let root = dir.path().join("root");
     let server = ServerProcess::start(&root, &[]);
     let intact = Intact::new(&server);
@@ -490,6 +492,50 @@ fn trickle(handshake: bool, frame: Vec<u8>) {
     intact.check(&server, &[], None);
 }
 
+#[test]
+fn a_connection_saying_hello_slowly_holds_no_session_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &["--max-connections", "1"]);
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    let hello = frame_of(&framekit_transfer::Hello::new(Some("t".repeat(200))));
+    slow.write_all(&hello[..10]).unwrap();
+    // The one session slot is free for a client that says hello at once.
+    let out = server
+        .client(dir.path())
+        .args(["list", "--no-retry"])
+        .output()
+        .unwrap();
+    framekit_tests::assert_success(&out);
+    drop(slow);
+}
+
+#[test]
+fn a_hello_must_arrive_whole_within_the_hello_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &dir.path().join("root"),
+        &["--hello-timeout", "1", "--idle-timeout", "300"],
+    );
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    let hello = frame_of(&framekit_transfer::Hello::new(Some("t".repeat(200))));
+    // A byte at a time, each well within the idle timeout: the server
+    // hangs up once the hello's second is over, without a word.
+    let mut sent = 0;
+    for byte in &hello {
+        if slow.write_all(&[*byte]).is_err() {
+            break;
+        }
+        sent += 1;
+        if server.log().contains(&log_peer(&slow)) && server.log().contains("idle timeout") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sent < hello.len(), "the whole hello went through");
+    assert_eq!(read_to_close(&mut slow), 0);
+    wait_for_line(&server, &[&log_peer(&slow), "idle timeout"]);
+}
+
 /// The trickled frames are at least this long: 100 seconds at one byte per
 /// second, far beyond the idle timeout.
 const MIN_TRICKLED: usize = 100;
@@ -738,5 +784,154 @@ fn a_link_to_nothing_where_a_directory_must_be_is_not_a_file_and_never_already_e
         assert_eq!(error_code(peer.recv()), ErrorCode::NotFound, "stat {name}");
     }
 
+    intact.check(&server, &[], None);
+}
+
+/// A loopback address other than 127.0.0.1: the `n`th after it.
+fn loopback(n: u16) -> std::net::IpAddr {
+    let [high, low] = (n + 1).to_be_bytes();
+    std::net::IpAddr::from([127, 0, high, low])
+}
+
+#[test]
+fn a_client_with_a_token_gets_in_past_idle_connections_and_slowloris_hellos_from_many_addresses() {
+    const IDLE: u16 = 2_000;
+    const IDLE_ADDRESSES: u16 = 40;
+    const SLOWLORIS: u16 = 300;
+    let limit = framekit_tests::raise_open_files_limit();
+    assert!(
+        limit >= u64::from(IDLE + SLOWLORIS) + 1024,
+        "the open-files limit ({limit}) is too low for this test: raise the hard limit"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "the-valid-token\n").unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let server = ServerProcess::start(
+        &dir.path().join("root"),
+        &["--token-file", tokens.to_str().unwrap()],
+    );
+
+    // 2,000 connections from 127.0.0.2-127.0.0.41 that never say a word.
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .map(|i| connect_from(Some(loopback(1 + i % IDLE_ADDRESSES)), server.addr, None).unwrap())
+        .collect();
+    // 300 more, each from an address of its own, trickling a hello a
+    // byte a second.
+    let hello = frame_of(&framekit_transfer::Hello::new(Some("t".repeat(200))));
+    let slow: Vec<TcpStream> = (0..SLOWLORIS)
+        .map(|i| connect_from(Some(loopback(1 + IDLE_ADDRESSES + i)), server.addr, None).unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut slow = slow;
+            for byte in hello {
+                for stream in &mut slow {
+                    let _ = stream.write_all(&[byte]);
+                }
+                for _ in 0..10 {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+
+    // Meanwhile a client with the token puts a file: done within 10 s.
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let content = random_bytes(40, 300_000);
+    std::fs::write(work.join("in"), &content).unwrap();
+    let started = std::time::Instant::now();
+    let mut client = framekit_tests::Running::spawn(
+        server
+            .client(&work)
+            .env("FRAMEKIT_TOKEN", "the-valid-token")
+            .args(["put", "in", "--name", "got-in"]),
+    );
+    while !client.has_exited() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let finished = client.has_exited();
+    let out = if finished {
+        client.wait()
+    } else {
+        client.kill()
+    };
+    stop.store(true, Ordering::SeqCst);
+    trickler.join().unwrap();
+    eprintln!(
+        "the client's put {} after {:.1} s",
+        if finished {
+            "finished"
+        } else {
+            "was still running"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        finished,
+        "the put did not complete within 10 s\nserver log:\n{}",
+        server.log()
+    );
+    framekit_tests::assert_success(&out);
+    assert_eq!(std::fs::read(server.root.join("got-in")).unwrap(), content);
+    drop(idle);
+}
+
+#[test]
+fn a_flood_of_malformed_connections_is_logged_in_a_few_lines_and_summaries() {
+    const FLOOD: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let intact = Intact::new(&server);
+    for _ in 0..FLOOD {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        // A length far over the maximum: not this protocol at all.
+        let _ = stream.write_all(&u32::MAX.to_be_bytes());
+        read_to_close(&mut stream);
+    }
+    const WHAT: &str = "connection closed on protocol error";
+    let count = |log: &str| -> (u64, u64) {
+        let written = log
+            .lines()
+            .filter(|line| line.contains(WHAT) && !line.contains("left out"))
+            .count() as u64;
+        let left_out = log
+            .lines()
+            .filter(|line| line.contains("log lines left out") && line.contains(WHAT))
+            .filter_map(|line| {
+                line.split("left_out=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum::<u64>();
+        (written, left_out)
+    };
+    // Every one is accounted for, once its window's summary is out.
+    framekit_tests::eventually("the summaries account for every connection", || {
+        let (written, left_out) = count(&server.log());
+        written + left_out == FLOOD
+    });
+    let (written, left_out) = count(&server.log());
+    eprintln!(
+        "{FLOOD} malformed connections: {written} lines written, {left_out} left out and counted"
+    );
+    assert!(
+        written <= FLOOD / 20,
+        "{written} lines for {FLOOD} connections"
+    );
+    assert!(
+        server.log().lines().count() < 500,
+        "{}",
+        server.log().lines().count()
+    );
     intact.check(&server, &[], None);
 }

@@ -23,12 +23,23 @@ pub enum MinFree {
     /// This share of the file system's size, in hundredths of a percent
     /// (100 is 1%).
     Share(u16),
+    /// A share of the file system's size, but at most so many bytes.
+    ShareAtMost {
+        /// The share, in hundredths of a percent.
+        share: u16,
+        /// The most bytes.
+        bytes: u64,
+    },
 }
 
 impl Default for MinFree {
-    /// 1% of the file system.
+    /// 1% of the file system, at most 1 GiB: a small disk keeps a
+    /// proportionate margin, a large one no more than a gigabyte.
     fn default() -> Self {
-        MinFree::Share(100)
+        MinFree::ShareAtMost {
+            share: 100,
+            bytes: 1 << 30,
+        }
     }
 }
 
@@ -41,6 +52,7 @@ impl MinFree {
                 let bytes = u128::from(total) * u128::from(share.min(10_000)) / 10_000;
                 u64::try_from(bytes).unwrap_or(u64::MAX)
             }
+            MinFree::ShareAtMost { share, bytes } => MinFree::Share(share).bytes(total).min(bytes),
         }
     }
 }
@@ -152,5 +164,8 @@ mod tests {
         assert_eq!(MinFree::Share(50).bytes(1_000_000), 5_000);
         assert_eq!(MinFree::Share(10_000).bytes(u64::MAX), u64::MAX);
         assert_eq!(MinFree::Share(u16::MAX).bytes(1000), 1000);
+        // The default: 1%, at most 1 GiB.
+        assert_eq!(MinFree::default().bytes(20 << 20), 209_715);
+        assert_eq!(MinFree::default().bytes(1 << 40), 1 << 30);
     }
 }
