@@ -935,3 +935,75 @@ fn a_flood_of_malformed_connections_is_logged_in_a_few_lines_and_summaries() {
     );
     intact.check(&server, &[], None);
 }
+
+#[test]
+fn a_socket_and_a_loop_of_links_in_the_root_are_not_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut intact = Intact::new(&server);
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    std::os::unix::fs::symlink("loop-b", root.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", root.join("loop-b")).unwrap();
+    intact.record_disk();
+
+    let mut peer = server.connect();
+    for name in ["sock", "loop-a", "loop-a/under"] {
+        peer.send(&get(name));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotAFile, "get {name}");
+        peer.send(&stat(name));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotAFile, "stat {name}");
+    }
+    intact.check(&server, &[], None);
+}
+
+#[test]
+fn a_malformed_request_is_answered_in_words_not_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let intact = Intact::new(&server);
+    let mut peer = server.connect();
+    // A get whose if_version option has the tag 7.
+    let mut payload = 1u32.to_le_bytes().to_vec();
+    payload.extend(1u64.to_le_bytes());
+    payload.push(b'f');
+    payload.extend(0u64.to_le_bytes());
+    payload.push(7);
+    let mut frame = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend(payload);
+    peer.raw(&frame);
+    match peer.recv() {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert_eq!(
+                e.message,
+                "malformed Request message: an option's tag is 7, not 0 (none) or 1 (some)"
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    read_to_close(&mut peer.stream);
+    intact.check(&server, &[], None);
+}
+
+#[test]
+fn only_relative_links_inside_the_root_are_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut intact = Intact::new(&server);
+    std::fs::create_dir(root.join("d")).unwrap();
+    std::fs::write(root.join("d/target"), b"inside").unwrap();
+    std::os::unix::fs::symlink("d/target", root.join("relative")).unwrap();
+    std::os::unix::fs::symlink(root.join("d/target"), root.join("absolute")).unwrap();
+    intact.record_disk();
+
+    let mut peer = server.connect();
+    peer.send(&stat("relative"));
+    assert!(matches!(peer.recv(), Response::Entry(e) if e.size == 6));
+    peer.send(&get("absolute"));
+    assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
+    peer.send(&stat("absolute"));
+    assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
+    intact.check(&server, &[], None);
+}
