@@ -82,7 +82,7 @@ struct Args {
     /// T suffixes) or as a share of the disk (e.g. 5%). An upload that
     /// would leave less is refused before its body, once interrupted
     /// uploads kept for resuming have been dropped, oldest first, to make
-    /// room. Default: 1% of the disk, at most 1 GiB.
+    /// room. Default: 1% of the disk, at most 256 MiB.
     #[arg(long, value_name = "BYTES|PERCENT", value_parser = parse_min_free)]
     min_free: Option<MinFree>,
 

@@ -241,3 +241,89 @@ fn a_put_sent_at_once_after_the_connection_broke_resumes_where_it_was_cut() {
         );
     }
 }
+
+/// A forwarder to `target` whose first connection breaks on the client's
+/// side once the client has sent `after` bytes (the forwarder shuts that
+/// socket, so the client's next writes are reset), while the server's
+/// side stays open and silent, as when a network fails; later connections
+/// are forwarded whole.
+struct SilentBreak {
+    addr: std::net::SocketAddr,
+}
+
+impl SilentBreak {
+    fn start(target: std::net::SocketAddr, after: u64) -> SilentBreak {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            // The server's side of the broken connection, held open.
+            let mut silent = Vec::new();
+            for (n, client) in listener.incoming().enumerate() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let breaks = n == 0;
+                let (mut client_in, mut client_out) = (client.try_clone().unwrap(), client);
+                let (mut server_in, mut server_out) = (server.try_clone().unwrap(), server);
+                if breaks {
+                    silent.push(server_out.try_clone().unwrap());
+                }
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut sent = 0u64;
+                    while let Ok(read) = client_in.read(&mut buf) {
+                        if read == 0 {
+                            break;
+                        }
+                        if breaks && sent + read as u64 >= after {
+                            let _ = client_in.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        sent += read as u64;
+                        if server_out.write_all(&buf[..read]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server_out.shutdown(Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_in, &mut client_out);
+                    let _ = client_out.shutdown(Shutdown::Write);
+                });
+            }
+            drop(silent);
+        });
+        SilentBreak { addr }
+    }
+}
+
+#[test]
+fn a_put_whose_connection_breaks_silently_continues_where_the_server_kept_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    // Longer than a put waits for the upload of its key to end (2 s): the
+    // client is first told 0, and tries again until the server has given
+    // up on the silent connection and kept what it had.
+    let server = ServerProcess::start(&root, &["--idle-timeout", "4"]);
+    let forwarder = SilentBreak::start(server.addr, MIB);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let hash = framekit_tests::write_random_file(&work.join("big"), 21, 4 * MIB);
+    let out = framekit_tests::client_at(forwarder.addr, &work)
+        .args(["put", "big"])
+        .output()
+        .unwrap();
+    framekit_tests::assert_success(&out);
+    assert_eq!(framekit_tests::hash_file(&root.join("big")), hash);
+    // The first put broke; the one that finished started where the server
+    // had kept the first one's bytes.
+    let puts = server.requests_of("put", "big");
+    eprintln!("{puts:#?}");
+    let last = puts.last().unwrap();
+    assert_eq!(last.outcome, "ok", "{puts:?}");
+    assert!(last.offset > 0, "the put did not resume: {puts:?}");
+    assert_eq!(last.offset + last.bytes, 4 * MIB, "{puts:?}");
+}

@@ -40,6 +40,7 @@ pub use download::{Saved, destination, get_file};
 pub(crate) use download::{components_below, directory_destination, make_real_dir, prepare_path};
 pub use source::{Source, remote_name};
 pub use staging::Staging;
+pub(crate) use upload::{Attempt, PutFailure, put_file_attempt};
 pub use upload::{SMALL_FILE, SmallFile, Uploaded, put_file, put_small_files};
 
 /// How to transfer a file.

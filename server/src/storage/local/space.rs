@@ -33,12 +33,13 @@ pub enum MinFree {
 }
 
 impl Default for MinFree {
-    /// 1% of the file system, at most 1 GiB: a small disk keeps a
-    /// proportionate margin, a large one no more than a gigabyte.
+    /// 1% of the file system, at most 256 MiB: a small disk keeps a
+    /// proportionate margin, a large one enough for the system to go on
+    /// (its logs, its temporary files) without holding back gigabytes.
     fn default() -> Self {
         MinFree::ShareAtMost {
             share: 100,
-            bytes: 1 << 30,
+            bytes: 256 << 20,
         }
     }
 }
@@ -164,8 +165,8 @@ mod tests {
         assert_eq!(MinFree::Share(50).bytes(1_000_000), 5_000);
         assert_eq!(MinFree::Share(10_000).bytes(u64::MAX), u64::MAX);
         assert_eq!(MinFree::Share(u16::MAX).bytes(1000), 1000);
-        // The default: 1%, at most 1 GiB.
+        // The default: 1%, at most 256 MiB.
         assert_eq!(MinFree::default().bytes(20 << 20), 209_715);
-        assert_eq!(MinFree::default().bytes(1 << 40), 1 << 30);
+        assert_eq!(MinFree::default().bytes(1 << 40), 256 << 20);
     }
 }
