@@ -182,20 +182,28 @@ fn put_resuming(
 ) -> Result<files::Uploaded, ClientError> {
     let retry = link.retries();
     let mut attempt = files::Attempt::default();
-    let mut broke: Option<(Instant, Duration)> = None;
+    let mut broke: Option<(Instant, Duration, ClientError)> = None;
     let mut reconnects = 0;
     let mut pause = Duration::from_millis(250);
     let mut jitter = crate::connect::Jitter::new();
     loop {
-        let session = link.session()?;
+        let session = match (link.session(), broke.take()) {
+            (Ok(session), broke_before) => {
+                broke = broke_before;
+                session
+            }
+            // The server is gone: the break is what to report.
+            (Err(_), Some((_, _, lost))) => return Err(lost),
+            (Err(e), None) => return Err(e),
+        };
         let idle = Duration::from_millis(session.welcome().idle_timeout_ms);
         match files::put_file_attempt(session, source, name, transfer, meter, note, &mut attempt) {
             Ok(uploaded) => return Ok(uploaded),
             Err(files::PutFailure::NotKept) => {
-                let Some((at, idle)) = broke else {
+                let Some((at, idle, _)) = &broke else {
                     return Err(ClientError::Unusable);
                 };
-                if at.elapsed() >= idle + KEPT_MARGIN {
+                if at.elapsed() >= *idle + KEPT_MARGIN {
                     note(&format!(
                         "the server did not keep the interrupted upload of {}: sending it whole",
                         Escaped(name)
@@ -219,7 +227,7 @@ fn put_resuming(
                     e = e.report()
                 ));
                 reconnects += 1;
-                broke = Some((Instant::now(), idle));
+                broke = Some((Instant::now(), idle, e));
                 attempt.expect_kept = true;
                 pause = Duration::from_millis(250);
             }
