@@ -183,6 +183,7 @@ impl<B: Storage> Connection<B> {
                 PUSHED_OUT.log(|| debug!("closed before its hello: a newer connection needed the room"));
                 return;
             }
+            () = abort.cancelled() => return,
             greeted = self.greet(stream, deadline) => greeted,
         };
         drop(ticket);
@@ -217,11 +218,11 @@ impl<B: Storage> Connection<B> {
         let stream = match secure(self.tls.clone(), stream, deadline).await {
             Ok(stream) => stream,
             Err(Handshake::Failed(e)) => {
-                TLS_FAILED.log(|| debug!(error = %e, "TLS handshake failed"));
+                TLS_FAILED.log(|| tracing::info!(error = %e, "TLS handshake failed"));
                 return Ok(None);
             }
             Err(Handshake::TimedOut) => {
-                TLS_FAILED.log(|| debug!("TLS handshake timed out"));
+                TLS_FAILED.log(|| tracing::info!("TLS handshake timed out"));
                 return Ok(None);
             }
         };
