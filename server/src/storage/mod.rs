@@ -1,7 +1,8 @@
 //! Where files are stored: the [`Storage`] trait the connection handler
 //! talks to, and its implementations.
 //!
-//! [`LocalStore`] serves a directory on the local file system. A backend
+//! [`LocalStore`] serves a directory on the local file system,
+//! [`S3Store`] a bucket of an S3-compatible object store. A backend
 //! implements [`Storage`] and the handle types it names: an [`Upload`]
 //! whose body arrives through a [`BodySink`], a [`Download`] whose body
 //! leaves through a [`BodySource`], and a [`Listing`]. Names reach a backend
@@ -16,6 +17,7 @@
 //! built, and one more copy of the handler in the binary.
 
 pub mod local;
+pub mod s3;
 
 use framekit_transfer::{Entry, ErrorCode, FileVersion, Hash, NameError};
 use std::future::Future;
@@ -23,6 +25,7 @@ use std::io;
 use std::ops::Range;
 
 pub use local::{LocalStore, Retention};
+pub use s3::S3Store;
 
 /// Bodies up to this size are moved in one piece, held in memory.
 pub const SMALL_BODY: usize = 64 * 1024;

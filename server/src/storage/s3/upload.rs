@@ -1,0 +1,913 @@
+//! Uploads: a small file held in memory and written in one request, a
+//! large one streamed into a multipart upload, and publishing either.
+//!
+//! Part buffers come from a budget shared by every upload (`--store-memory`,
+//! counted in MiB): a part takes its share before its first byte is
+//! copied, and gives it back once the store has it. An upload whose part
+//! cannot get its share waits, and so does its client (TCP flow control):
+//! memory stays bounded however many clients upload at once.
+
+use super::kept::{self, Claim, KeptPart, KeptState, key_hex};
+use super::parts::{MIN_PART, PartHasher, merge, part_len, part_size};
+use super::{HASH_META, Inner, TOKEN_META, failure, names, now_ms, token};
+use crate::storage::{BodySink, Chunk, SinkEnd, SmallPut, Stopped, StoreError, Upload};
+use blake3::hazmat::ChainingValue;
+use bytes::Bytes;
+use framekit_transfer::{Hash, validate_name};
+use futures_util::stream::{self, StreamExt};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, GetOptions, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload,
+};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Parts of one upload on their way to the store at once.
+const IN_FLIGHT: usize = 3;
+
+/// The size of the blocks a part is gathered in: memory grows with what
+/// arrives, never with what a client declared.
+const BLOCK: usize = 1 << 20;
+
+/// Small uploads of a batch written at once.
+const BATCH_CONCURRENCY: usize = 16;
+
+/// Bytes gathered in blocks of [`BLOCK`].
+#[derive(Debug, Default)]
+struct Blocks {
+    full: Vec<Bytes>,
+    current: Vec<u8>,
+    len: u64,
+}
+
+impl Blocks {
+    fn whole(body: Vec<u8>) -> Blocks {
+        Blocks {
+            len: body.len() as u64,
+            full: vec![Bytes::from(body)],
+            current: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.current.capacity() == 0 {
+                self.current = Vec::with_capacity(BLOCK);
+            }
+            let n = (BLOCK - self.current.len()).min(data.len());
+            let (now, rest) = data.split_at(n);
+            self.current.extend_from_slice(now);
+            self.len += n as u64;
+            data = rest;
+            if self.current.len() == BLOCK {
+                self.full
+                    .push(Bytes::from(std::mem::take(&mut self.current)));
+            }
+        }
+    }
+
+    fn payload(mut self) -> PutPayload {
+        if !self.current.is_empty() {
+            self.full.push(Bytes::from(self.current));
+        }
+        self.full.into_iter().collect()
+    }
+}
+
+/// A part stored in the multipart upload.
+#[derive(Debug, Clone)]
+struct DonePart {
+    /// What the store gave for it (its ETag).
+    id: String,
+    cv: ChainingValue,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug)]
+struct Multipart {
+    path: Path,
+    id: String,
+    part: u64,
+    /// The parts stored, from the first.
+    parts: Vec<DonePart>,
+}
+
+/// Where an upload's bytes are.
+#[derive(Debug)]
+enum Body {
+    /// The whole file, in memory (at most [`MIN_PART`] bytes).
+    Memory {
+        data: Blocks,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// In a multipart upload.
+    Multipart(Multipart),
+}
+
+/// An upload in progress to the S3 store.
+#[derive(Debug)]
+pub struct S3Upload {
+    inner: Arc<Inner>,
+    name: String,
+    size: u64,
+    token: String,
+    body: Body,
+    /// For a resumable upload: its key (hex) and when it started.
+    kept: Option<(String, u64)>,
+    /// Published, discarded or abandoned: nothing left to do when dropped.
+    done: bool,
+}
+
+/// Takes the share of the memory budget of `bytes` bytes of part buffers.
+async fn reserve(inner: &Inner, bytes: u64) -> io::Result<OwnedSemaphorePermit> {
+    let mib = u32::try_from(bytes.div_ceil(1 << 20))
+        .unwrap_or(u32::MAX)
+        .clamp(1, inner.memory_mib);
+    Arc::clone(&inner.memory)
+        .acquire_many_owned(mib)
+        .await
+        .map_err(io::Error::other)
+}
+
+fn token_attributes(token: &str) -> Attributes {
+    let mut attributes = Attributes::new();
+    attributes.insert(
+        Attribute::Metadata(TOKEN_META.into()),
+        token.to_owned().into(),
+    );
+    attributes
+}
+
+/// The ETag in a part id (plain, or in XML when checksums are on).
+fn etag_of(id: &str) -> String {
+    id.split_once("<ETag>")
+        .and_then(|(_, rest)| rest.split_once("</ETag>"))
+        .map_or(id, |(etag, _)| etag)
+        .to_owned()
+}
+
+impl S3Upload {
+    fn new(inner: &Arc<Inner>, name: &str, size: u64, body: Body, token: String) -> S3Upload {
+        if let Body::Multipart(multipart) = &body {
+            inner.active().uploads.insert(multipart.id.clone());
+        }
+        S3Upload {
+            inner: Arc::clone(inner),
+            name: name.to_owned(),
+            size,
+            token,
+            body,
+            kept: None,
+            done: false,
+        }
+    }
+
+    /// What a resumable upload's state says now.
+    fn state(&self) -> Option<KeptState> {
+        let (key, created_ms) = self.kept.as_ref()?;
+        let Body::Multipart(multipart) = &self.body else {
+            return None;
+        };
+        Some(KeptState {
+            version: 1,
+            name: self.name.clone(),
+            key: key.clone(),
+            size: self.size,
+            part_size: multipart.part,
+            upload_id: multipart.id.clone(),
+            token: self.token.clone(),
+            created_ms: *created_ms,
+            updated_ms: now_ms(),
+            parts: multipart
+                .parts
+                .iter()
+                .map(|part| KeptPart {
+                    etag: part.id.clone(),
+                    cv: blake3::Hash::from_bytes(part.cv).to_hex().to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Writes a resumable upload's state; a failure only costs a resume.
+    async fn save_state(&self) {
+        if let Some(state) = self.state()
+            && let Err(e) = kept::save(&self.inner, &state).await
+        {
+            warn!(error = %e, "cannot record the progress of a resumable upload");
+        }
+    }
+
+    /// Lets go of what this process holds for the upload.
+    fn release(&mut self) {
+        self.done = true;
+        let mut active = self.inner.active();
+        if self.kept.is_some() {
+            active.kept.remove(&self.name);
+        }
+        if let Body::Multipart(multipart) = &self.body {
+            active.uploads.remove(&multipart.id);
+        }
+    }
+
+    /// Aborts the multipart upload, and removes its state if it had one.
+    async fn drop_stored(&mut self) {
+        if let Body::Multipart(multipart) = &self.body {
+            kept::abort(&self.inner, multipart.path.as_ref(), &multipart.id).await;
+            if self.kept.is_some() {
+                kept::delete_state(&self.inner, &self.name).await;
+            }
+        }
+        self.release();
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Dropped without an end (a connection aborted at shutdown): a
+        // resumable upload's state already names its parts; any other
+        // multipart upload is aborted, if a runtime is left to do it.
+        if let (Body::Multipart(multipart), None) = (&self.body, &self.kept)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let inner = Arc::clone(&self.inner);
+            let (key, id) = (multipart.path.to_string(), multipart.id.clone());
+            runtime.spawn(async move { kept::abort(&inner, &key, &id).await });
+        }
+        self.release();
+    }
+}
+
+/// Starts a multipart upload of `name`.
+async fn start_multipart(
+    inner: &Inner,
+    name: &str,
+    size: u64,
+    token: &str,
+) -> Result<Multipart, StoreError> {
+    let path = inner.keys.path(name).map_err(failure)?;
+    let id = inner
+        .store
+        .create_multipart_opts(
+            &path,
+            PutMultipartOptions {
+                attributes: token_attributes(token),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(failure)?;
+    Ok(Multipart {
+        path,
+        id,
+        part: part_size(size),
+        parts: Vec::new(),
+    })
+}
+
+/// An upload that is not kept if interrupted.
+async fn ordinary(inner: &Arc<Inner>, name: &str, size: u64) -> Result<S3Upload, StoreError> {
+    let token = token();
+    let body = if size <= MIN_PART {
+        Body::Memory {
+            data: Blocks::default(),
+            permit: None,
+        }
+    } else {
+        Body::Multipart(start_multipart(inner, name, size, &token).await?)
+    };
+    Ok(S3Upload::new(inner, name, size, body, token))
+}
+
+pub(super) async fn create(
+    inner: &Arc<Inner>,
+    name: &str,
+    size: u64,
+    overwrite: bool,
+) -> Result<S3Upload, StoreError> {
+    names::check_put(inner, name, overwrite).await?;
+    ordinary(inner, name, size).await
+}
+
+pub(super) async fn resume(
+    inner: &Arc<Inner>,
+    key: Hash,
+    name: &str,
+    size: u64,
+    overwrite: bool,
+) -> Result<S3Upload, StoreError> {
+    names::check_put(inner, name, overwrite).await?;
+    // A file of one part is written whole at the end: nothing to keep.
+    if size <= MIN_PART {
+        return ordinary(inner, name, size).await;
+    }
+    match kept::claim(inner, &key, name, size).await? {
+        Claim::NotResumable => ordinary(inner, name, size).await,
+        Claim::Resume(state) => {
+            let parts = state
+                .cvs()
+                .unwrap_or_default()
+                .into_iter()
+                .zip(&state.parts)
+                .map(|(cv, part)| DonePart {
+                    id: part.etag.clone(),
+                    cv,
+                })
+                .collect();
+            let multipart = Multipart {
+                path: inner.keys.path(name).map_err(failure)?,
+                id: state.upload_id.clone(),
+                part: state.part_size,
+                parts,
+            };
+            let mut upload = S3Upload::new(
+                inner,
+                name,
+                size,
+                Body::Multipart(multipart),
+                state.token.clone(),
+            );
+            upload.kept = Some((state.key, state.created_ms));
+            Ok(upload)
+        }
+        Claim::Fresh => {
+            let token = token();
+            let multipart = match start_multipart(inner, name, size, &token).await {
+                Ok(multipart) => multipart,
+                Err(e) => {
+                    kept::release(inner, name);
+                    return Err(e);
+                }
+            };
+            let mut upload = S3Upload::new(inner, name, size, Body::Multipart(multipart), token);
+            upload.kept = Some((key_hex(&key), now_ms()));
+            // Written now, so that a server killed before the first part
+            // leaves a state the sweep finds.
+            if let Some(state) = upload.state()
+                && let Err(e) = kept::save(inner, &state).await
+            {
+                upload.drop_stored().await;
+                return Err(e);
+            }
+            Ok(upload)
+        }
+    }
+}
+
+impl Upload for S3Upload {
+    type Sink = S3Sink;
+
+    fn offset(&self) -> u64 {
+        match &self.body {
+            Body::Memory { .. } => 0,
+            Body::Multipart(multipart) => (0..multipart.parts.len() as u64)
+                .map(|i| part_len(self.size, multipart.part, i))
+                .sum(),
+        }
+    }
+
+    fn hold(&mut self, body: Vec<u8>) {
+        if let Body::Memory { data, .. } = &mut self.body {
+            *data = Blocks::whole(body);
+        }
+    }
+
+    fn sink(self, size: u64, buffers: Vec<Vec<u8>>) -> S3Sink {
+        let mut buffers = buffers;
+        if buffers.is_empty() {
+            buffers.push(vec![0; 64 * 1024]);
+        }
+        let (whole, next_part) = match &self.body {
+            Body::Memory { .. } => (Some(blake3::Hasher::new()), 0),
+            Body::Multipart(multipart) => (None, multipart.parts.len() as u64),
+        };
+        S3Sink {
+            upload: self,
+            free: buffers,
+            remaining: size,
+            whole,
+            filling: None,
+            next_part,
+            in_flight: VecDeque::new(),
+            error: None,
+        }
+    }
+
+    async fn discard(mut self) {
+        self.drop_stored().await;
+    }
+
+    async fn abandon(mut self) {
+        if self.kept.is_none() {
+            self.drop_stored().await;
+            return;
+        }
+        let received = self.offset();
+        if received == 0 {
+            self.drop_stored().await;
+            return;
+        }
+        self.save_state().await;
+        info!(
+            name = %self.name.escape_debug(),
+            received,
+            size = self.size,
+            "interrupted upload kept for resuming"
+        );
+        self.release();
+        kept::enforce_quota(&self.inner, &self.name).await;
+    }
+}
+
+/// A part being filled.
+#[derive(Debug)]
+struct Filling {
+    index: u64,
+    len: u64,
+    blocks: Blocks,
+    hasher: PartHasher,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Where a streamed body goes: into memory, or part after part into the
+/// multipart upload.
+#[derive(Debug)]
+pub struct S3Sink {
+    upload: S3Upload,
+    /// The connection's buffers, handed back as soon as copied.
+    free: Vec<Vec<u8>>,
+    /// Body bytes still to come.
+    remaining: u64,
+    /// The hash of a file held in memory.
+    whole: Option<blake3::Hasher>,
+    filling: Option<Filling>,
+    next_part: u64,
+    in_flight: VecDeque<JoinHandle<Result<DonePart, object_store::Error>>>,
+    /// The first failure: the rest of the body is read and dropped.
+    error: Option<io::Error>,
+}
+
+impl S3Sink {
+    async fn absorb(&mut self, mut data: &[u8]) -> io::Result<()> {
+        self.remaining = self.remaining.saturating_sub(data.len() as u64);
+        let size = self.upload.size;
+        let inner = Arc::clone(&self.upload.inner);
+        if let Body::Memory { data: held, permit } = &mut self.upload.body {
+            if permit.is_none() {
+                *permit = Some(reserve(&inner, size).await?);
+            }
+            held.push(data);
+            if let Some(whole) = &mut self.whole {
+                whole.update(data);
+            }
+            return Ok(());
+        }
+        while !data.is_empty() {
+            let part = match &self.upload.body {
+                Body::Multipart(multipart) => multipart.part,
+                Body::Memory { .. } => return Ok(()),
+            };
+            if self.filling.is_none() {
+                let index = self.next_part;
+                let len = part_len(size, part, index);
+                if len == 0 {
+                    return Err(io::Error::other("more body bytes than the file's size"));
+                }
+                let permit = reserve(&inner, len).await?;
+                self.filling = Some(Filling {
+                    index,
+                    len,
+                    blocks: Blocks::default(),
+                    hasher: PartHasher::new(index * part),
+                    permit,
+                });
+                self.next_part += 1;
+            }
+            let Some(filling) = self.filling.as_mut() else {
+                continue;
+            };
+            let room = usize::try_from(filling.len - filling.blocks.len).unwrap_or(usize::MAX);
+            let (now, rest) = data.split_at(room.min(data.len()));
+            filling.hasher.update(now);
+            filling.blocks.push(now);
+            data = rest;
+            if filling.blocks.len == filling.len
+                && let Some(full) = self.filling.take()
+            {
+                self.launch(full).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a full part to the store, once fewer than [`IN_FLIGHT`] are
+    /// on their way.
+    async fn launch(&mut self, part: Filling) -> io::Result<()> {
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.collect_one().await?;
+        }
+        let Body::Multipart(multipart) = &self.upload.body else {
+            return Ok(());
+        };
+        let store = self.upload.inner.store.clone();
+        let (path, id) = (multipart.path.clone(), multipart.id.clone());
+        let Filling {
+            index,
+            blocks,
+            hasher,
+            permit,
+            ..
+        } = part;
+        let cv = hasher.finish();
+        let index = usize::try_from(index).map_err(io::Error::other)?;
+        self.in_flight.push_back(tokio::spawn(async move {
+            let stored = store.put_part(&path, &id, index, blocks.payload()).await;
+            drop(permit);
+            stored.map(|part| DonePart {
+                id: part.content_id,
+                cv,
+            })
+        }));
+        Ok(())
+    }
+
+    /// Waits for the oldest part on its way, and records it.
+    async fn collect_one(&mut self) -> io::Result<()> {
+        let Some(task) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let part = task
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)?;
+        if let Body::Multipart(multipart) = &mut self.upload.body {
+            multipart.parts.push(part);
+        }
+        self.upload.save_state().await;
+        Ok(())
+    }
+
+    async fn collect_all(&mut self) {
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.collect_one().await {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn fail(&mut self, error: io::Error) {
+        if self.error.is_none() {
+            warn!(error = %error, "storing an upload failed");
+            self.error = Some(error);
+        }
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
+        self.filling = None;
+    }
+
+    /// The hash of the whole file, once every part is stored.
+    fn hash(&mut self) -> Option<blake3::Hash> {
+        match &self.upload.body {
+            Body::Memory { .. } => self.whole.as_ref().map(blake3::Hasher::finalize),
+            Body::Multipart(multipart) => {
+                let cvs: Vec<ChainingValue> = multipart.parts.iter().map(|p| p.cv).collect();
+                merge(self.upload.size, multipart.part, &cvs)
+            }
+        }
+    }
+}
+
+impl BodySink for S3Sink {
+    type Upload = S3Upload;
+
+    async fn buffer(&mut self) -> Option<Vec<u8>> {
+        self.free.pop()
+    }
+
+    async fn take(&mut self, chunk: Chunk) -> Result<(), Stopped> {
+        if self.error.is_none()
+            && let Err(e) = self.absorb(chunk.data()).await
+        {
+            self.fail(e);
+        }
+        self.free.push(chunk.buf);
+        Ok(())
+    }
+
+    async fn finish(mut self, complete: bool) -> SinkEnd<S3Upload> {
+        let mut hash = None;
+        if complete && self.error.is_none() && self.remaining == 0 {
+            if let Some(last) = self.filling.take()
+                && let Err(e) = self.launch(last).await
+            {
+                self.fail(e);
+            }
+            self.collect_all().await;
+            if self.error.is_none() {
+                hash = self.hash();
+                if hash.is_none() {
+                    self.fail(io::Error::other("parts of the upload are missing"));
+                }
+            }
+        } else {
+            // What is stored is kept, if the upload can be resumed.
+            self.filling = None;
+            self.collect_all().await;
+        }
+        SinkEnd {
+            upload: Some(self.upload),
+            hash,
+            error: self.error,
+            buffers: self.free,
+        }
+    }
+}
+
+/// The ETag of the object at `path` if the upload with `token` wrote it:
+/// a write whose answer was lost and that was sent again finds the object
+/// there, its own.
+async fn written_by(inner: &Inner, path: &Path, token: &str) -> Option<String> {
+    let head = inner
+        .store
+        .get_opts(path, GetOptions::new().with_head(true))
+        .await
+        .ok()?;
+    let found = head
+        .attributes
+        .get(&Attribute::Metadata(TOKEN_META.into()))?;
+    (found.as_ref() == token).then(|| head.meta.e_tag.unwrap_or_default())
+}
+
+/// Writes a file held in memory in one request, with its hash.
+async fn write_whole(
+    inner: &Inner,
+    name: &str,
+    data: Blocks,
+    create: bool,
+    hash: &blake3::Hash,
+    token: &str,
+) -> Result<(), StoreError> {
+    let path = inner.keys.path(name).map_err(failure)?;
+    let mut attributes = token_attributes(token);
+    attributes.insert(
+        Attribute::Metadata(HASH_META.into()),
+        hash.to_hex().to_string().into(),
+    );
+    let options = PutOptions {
+        mode: if create {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        },
+        attributes,
+        ..Default::default()
+    };
+    match inner.store.put_opts(&path, data.payload(), options).await {
+        Ok(_) => Ok(()),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) if create => match written_by(inner, &path, token).await {
+            Some(_) => Ok(()),
+            None => Err(StoreError::AlreadyExists),
+        },
+        Err(e) => Err(failure(e)),
+    }
+}
+
+/// Completes a multipart upload (only if the name is free, if `create`);
+/// returns the object's ETag.
+async fn complete(
+    inner: &Inner,
+    multipart: &Multipart,
+    create: bool,
+    token: &str,
+) -> Result<String, StoreError> {
+    let lost = |e: String| async move {
+        // The completion may have succeeded and its answer been lost.
+        match written_by(inner, &multipart.path, token).await {
+            Some(etag) => Ok(etag),
+            None => Err(failure(e)),
+        }
+    };
+    if create {
+        let etags: Vec<String> = multipart.parts.iter().map(|p| etag_of(&p.id)).collect();
+        match inner
+            .raw
+            .complete_if_absent(multipart.path.as_ref(), &multipart.id, &etags)
+            .await
+        {
+            Ok(Some(etag)) => Ok(etag),
+            Ok(None) => match written_by(inner, &multipart.path, token).await {
+                Some(etag) => Ok(etag),
+                None => Err(StoreError::AlreadyExists),
+            },
+            Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) => lost(e.to_string()).await,
+            Err(e) => Err(failure(e)),
+        }
+    } else {
+        let parts = multipart
+            .parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.id.clone(),
+            })
+            .collect();
+        match inner
+            .store
+            .complete_multipart(&multipart.path, &multipart.id, parts)
+            .await
+        {
+            Ok(done) => Ok(done.e_tag.unwrap_or_default()),
+            Err(object_store::Error::NotFound { .. }) => lost("the upload is gone".into()).await,
+            Err(e) => Err(failure(e)),
+        }
+    }
+}
+
+pub(super) async fn publish(
+    inner: &Arc<Inner>,
+    mut upload: S3Upload,
+    name: &str,
+    overwrite: bool,
+    hash: blake3::Hash,
+) -> Result<(), StoreError> {
+    if let Err(e) = names::check_structure(inner, name).await {
+        upload.drop_stored().await;
+        return Err(e);
+    }
+    // Without conditional creates, this process at least never lets two
+    // of its own puts of a new name both through.
+    let checked = !inner.atomic_create && !overwrite;
+    let _lock = if checked {
+        Some(inner.locks.lock(name).await)
+    } else {
+        None
+    };
+    if checked {
+        match names::is_file(inner, name).await {
+            Ok(false) => {}
+            Ok(true) => {
+                upload.drop_stored().await;
+                return Err(StoreError::AlreadyExists);
+            }
+            Err(e) => {
+                upload.abandon().await;
+                return Err(e);
+            }
+        }
+    }
+    let create = inner.atomic_create && !overwrite;
+    let token = upload.token.clone();
+    let written = match &mut upload.body {
+        Body::Memory { data, .. } => {
+            let data = std::mem::take(data);
+            write_whole(inner, name, data, create, &hash, &token)
+                .await
+                .map(|()| None)
+        }
+        Body::Multipart(multipart) => complete(inner, multipart, create, &token).await.map(Some),
+    };
+    match written {
+        Ok(etag) => {
+            if let Some(etag) = etag {
+                kept::record_digest(inner, name, &etag, upload.size, &hash).await;
+            }
+            if upload.kept.is_some() {
+                kept::delete_state(inner, name).await;
+                upload.release();
+            } else {
+                upload.release();
+                kept::forget_name(inner, name).await;
+            }
+            Ok(())
+        }
+        Err(e @ StoreError::AlreadyExists) => {
+            upload.drop_stored().await;
+            Err(e)
+        }
+        Err(e) => {
+            // Perhaps only the store's trouble: a resumable upload stays.
+            upload.abandon().await;
+            Err(e)
+        }
+    }
+}
+
+/// Whether two names cannot be written at once: one is the other, or
+/// lies under it.
+fn conflict(a: &str, b: &str) -> bool {
+    let under =
+        |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x.as_bytes()[y.len()] == b'/';
+    a == b || under(a, b) || under(b, a)
+}
+
+/// The batch cut into runs of uploads that do not conflict, in order.
+fn runs(batch: &[SmallPut]) -> Vec<Vec<usize>> {
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for (i, put) in batch.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if !run.iter().any(|&j| conflict(&batch[j].name, &put.name)) => run.push(i),
+            _ => runs.push(vec![i]),
+        }
+    }
+    runs
+}
+
+pub(super) async fn store_batch(
+    inner: &Arc<Inner>,
+    batch: Vec<SmallPut>,
+) -> Vec<Result<blake3::Hash, StoreError>> {
+    // One request tells whether a kept upload may need dropping at all.
+    let any_kept = kept::any(inner).await;
+    let mut results: Vec<Option<Result<blake3::Hash, StoreError>>> =
+        batch.iter().map(|_| None).collect();
+    for run in runs(&batch) {
+        let mut parents: Vec<&str> = run
+            .iter()
+            .flat_map(|&i| super::keys::parents(&batch[i].name))
+            .filter(|parent| validate_name(parent).is_ok())
+            .collect();
+        parents.sort_unstable();
+        parents.dedup();
+        let found = futures_util::future::join_all(
+            parents.iter().map(|parent| names::is_file(inner, parent)),
+        )
+        .await;
+        let files: HashMap<&str, Result<bool, String>> = parents
+            .into_iter()
+            .zip(found)
+            .map(|(parent, found)| (parent, found.map_err(|e| e.to_string())))
+            .collect();
+        let stored: Vec<(usize, Result<blake3::Hash, StoreError>)> = stream::iter(run)
+            .map(|i| {
+                let files = &files;
+                let put = &batch[i];
+                async move { (i, store_small(inner, put, files, any_kept).await) }
+            })
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (i, result) in stored {
+            results[i] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(failure("an upload of the batch was not stored"))))
+        .collect()
+}
+
+/// Checks, verifies and writes one small upload received whole.
+async fn store_small(
+    inner: &Inner,
+    put: &SmallPut,
+    parent_files: &HashMap<&str, Result<bool, String>>,
+    any_kept: bool,
+) -> Result<blake3::Hash, StoreError> {
+    let name = put.name.as_str();
+    validate_name(name)?;
+    for parent in super::keys::parents(name) {
+        match parent_files.get(parent) {
+            Some(Ok(true)) => return Err(StoreError::NotAFile),
+            Some(Err(e)) => return Err(failure(e)),
+            _ => {}
+        }
+    }
+    if names::is_dir(inner, name).await? {
+        return Err(StoreError::NotAFile);
+    }
+    let checked = !inner.atomic_create && !put.overwrite;
+    let _lock = if checked {
+        Some(inner.locks.lock(name).await)
+    } else {
+        None
+    };
+    if checked && names::is_file(inner, name).await? {
+        return Err(StoreError::AlreadyExists);
+    }
+    let hash = blake3::hash(&put.body);
+    if put.expected != *hash.as_bytes() {
+        return Err(StoreError::Mismatch);
+    }
+    let create = inner.atomic_create && !put.overwrite;
+    let data = Blocks {
+        len: put.body.len() as u64,
+        full: vec![put.body.clone()],
+        current: Vec::new(),
+    };
+    write_whole(inner, name, data, create, &hash, &token()).await?;
+    if any_kept {
+        kept::forget_name(inner, name).await;
+    }
+    Ok(hash)
+}
