@@ -4,21 +4,96 @@
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to the
 //! test executables (`target/<profile>/server` and `client`).
+//!
+//! The server runs on the backend `FRAMEKIT_TEST_STORE` names: `local`
+//! (the default: a root directory), `garage` or `moto` (a bucket of its own
+//! per root, on a service shared by the test binary, see [`s3`]). Tests see
+//! what it stored through [`ServerProcess::stored`], whichever it is. The
+//! tests listed in `tests/local-only.txt` are about the local file system
+//! and run only on it: `scripts/test` skips them in the S3 pass, and a
+//! server started for one of them on S3 refuses to.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 pub mod corpus;
 pub mod hostile;
 pub mod s3;
+pub mod stored;
+
+pub use stored::Stored;
 
 use framekit_codec::blocking::{read_message, write_message};
 use framekit_transfer::{Hello, Response, Welcome, frame_config};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The storage the end-to-end tests run the server on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A root directory (`--root`).
+    Local,
+    /// A bucket on a single-node Garage (`--store`, with
+    /// `--no-atomic-create`: Garage does not enforce conditional creates).
+    Garage,
+    /// A bucket on moto, which enforces conditional creates.
+    Moto,
+}
+
+impl Backend {
+    /// The backend `FRAMEKIT_TEST_STORE` names (`local`, `garage`, `moto`);
+    /// local if unset.
+    pub fn current() -> Backend {
+        match std::env::var("FRAMEKIT_TEST_STORE").as_deref() {
+            Err(_) | Ok("" | "local") => Backend::Local,
+            Ok("garage") => Backend::Garage,
+            Ok("moto") => Backend::Moto,
+            Ok(other) => panic!("FRAMEKIT_TEST_STORE={other:?}: expected local, garage or moto"),
+        }
+    }
+
+    /// Whether it is an S3 store.
+    pub fn is_s3(self) -> bool {
+        self != Backend::Local
+    }
+}
+
+/// The tests that run only on the local backend, from
+/// `tests/local-only.txt` (`name: why` per line): their names.
+pub fn local_only() -> Vec<String> {
+    include_str!("../local-only.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':').map(|(name, _)| name.trim().to_owned()))
+        .collect()
+}
+
+/// The storage of a server started on `root` with the current backend: the
+/// root itself, or the bucket for it (one per root, so that a server
+/// started again on a root finds what it stored).
+pub fn stored_for(root: &Path) -> Stored {
+    let backend = Backend::current();
+    if !backend.is_s3() {
+        return Stored::Local(root.to_owned());
+    }
+    static BUCKETS: OnceLock<Mutex<HashMap<PathBuf, stored::S3Bucket>>> = OnceLock::new();
+    let mut buckets = BUCKETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let bucket = buckets.entry(root.to_owned()).or_insert_with(|| {
+        stored::S3Bucket::new(match backend {
+            Backend::Moto => s3::Moto::shared().bucket(),
+            _ => s3::Garage::shared().bucket(),
+        })
+    });
+    Stored::S3(bucket.clone())
+}
 
 /// The path of one of the workspace's binaries.
 pub fn bin(name: &str) -> PathBuf {
@@ -43,8 +118,9 @@ pub struct ServerProcess {
     child: Child,
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// The directory it serves.
+    /// The directory it serves (on S3, what names its bucket).
     pub root: PathBuf,
+    stored: Stored,
     log: Arc<Mutex<String>>,
 }
 
@@ -77,11 +153,29 @@ impl ServerProcess {
     ) -> ServerProcess {
         let logged_to_file = log_file.is_some();
         let stderr = log_file.map_or_else(Stdio::piped, Stdio::from);
-        let mut child = Command::new(bin("server"))
-            .arg("--listen")
-            .arg(listen)
-            .arg("--root")
-            .arg(root)
+        let stored = stored_for(root);
+        let mut cmd = Command::new(bin("server"));
+        cmd.arg("--listen").arg(listen);
+        match &stored {
+            Stored::Local(root) => {
+                cmd.arg("--root").arg(root);
+            }
+            Stored::S3(s3) => {
+                let test = std::thread::current().name().unwrap_or_default().to_owned();
+                assert!(
+                    !local_only().contains(&test),
+                    "{test} is listed in tests/local-only.txt: it runs only on the local backend"
+                );
+                s3.bucket
+                    .configure(&mut cmd)
+                    .arg("--store")
+                    .arg(s3.bucket.url(None));
+                if Backend::current() == Backend::Garage {
+                    cmd.arg("--no-atomic-create");
+                }
+            }
+        }
+        let mut child = cmd
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -115,8 +209,14 @@ impl ServerProcess {
             child,
             addr,
             root: root.to_owned(),
+            stored,
             log,
         }
+    }
+
+    /// What the server stores, seen directly.
+    pub fn stored(&self) -> &Stored {
+        &self.stored
     }
 
     /// The server's process id.
