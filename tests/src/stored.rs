@@ -479,6 +479,16 @@ impl Stored {
         }
     }
 
+    /// What [`Stored::names`] lists under the directory `dir`, relative to
+    /// it (as [`crate::tree`] lists a directory).
+    pub fn names_under(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        self.names()
+            .into_iter()
+            .filter_map(|name| name.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
     /// The multipart uploads in progress, with the bytes of their parts
     /// (on S3).
     fn s3_uploads(s3: &S3Bucket) -> Vec<(String, String, u64)> {
@@ -538,6 +548,16 @@ impl Stored {
         match self {
             Stored::Local(root) => crate::staged_bytes(root),
             Stored::S3(s3) => Self::s3_uploads(s3).iter().map(|(_, _, bytes)| bytes).sum(),
+        }
+    }
+
+    /// Whether an upload is under way (or kept): on a local disk, once its
+    /// first bytes are written; on S3, as soon as its multipart upload
+    /// exists (its parts show only once whole).
+    pub fn uploading(&self) -> bool {
+        match self {
+            Stored::Local(root) => crate::staged_bytes(root) > 0,
+            Stored::S3(s3) => !s3.uploads().is_empty(),
         }
     }
 

@@ -264,6 +264,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes the interrupted uploads whose time to live is over; returns
     /// how many.
     fn sweep(&self) -> impl Future<Output = usize> + Send;
+
+    /// Waits for what the backend still has to do once the server stops:
+    /// the clean-up of uploads dropped when their connections were aborted
+    /// (a store reached over the network needs requests for it).
+    fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// An upload in progress: where its body goes until it is published.

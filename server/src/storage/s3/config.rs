@@ -267,6 +267,7 @@ pub(super) async fn open(config: S3Config) -> Result<S3Store, OpenError> {
             retention: config.retention,
             active: Mutex::new(Active::default()),
             locks: NameLocks::default(),
+            cleanup: tokio_util::task::TaskTracker::new(),
         }),
     })
 }

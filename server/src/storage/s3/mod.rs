@@ -113,6 +113,9 @@ struct Inner {
     /// Serialises puts without overwrite of one name, where the store does
     /// not.
     locks: NameLocks,
+    /// The aborts of uploads dropped without an end (their connections
+    /// aborted at shutdown), which [`Storage::close`] waits for.
+    cleanup: tokio_util::task::TaskTracker,
 }
 
 #[derive(Debug, Default)]
@@ -218,6 +221,11 @@ impl Storage for S3Store {
 
     async fn sweep(&self) -> usize {
         kept::sweep(&self.inner).await
+    }
+
+    async fn close(&self) {
+        self.inner.cleanup.close();
+        self.inner.cleanup.wait().await;
     }
 }
 

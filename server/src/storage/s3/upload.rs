@@ -241,7 +241,11 @@ impl Drop for S3Upload {
         {
             let inner = Arc::clone(&self.inner);
             let (key, id) = (multipart.path.to_string(), multipart.id.clone());
-            runtime.spawn(async move { kept::abort(&inner, &key, &id).await });
+            let tracker = inner.cleanup.clone();
+            tracker.spawn_on(
+                async move { kept::abort(&inner, &key, &id).await },
+                &runtime,
+            );
         }
         self.release();
     }
