@@ -58,6 +58,11 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size)]
     store_memory: u64,
 
+    /// With --store: seconds a failing request to the store (unreachable,
+    /// 5xx, throttled) is tried again before the client is told it failed.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    store_retry_timeout: u64,
+
     /// Largest file accepted, in bytes; K, M, G and T suffixes (powers of
     /// 1024) are accepted.
     #[arg(long, value_name = "BYTES", default_value = "64G", value_parser = parse_size)]
@@ -253,6 +258,7 @@ async fn serve(args: Args) -> ExitCode {
         no_atomic_create: args.no_atomic_create,
         memory: args.store_memory,
         retention: config.retention,
+        retry_timeout: Duration::from_secs(args.store_retry_timeout),
     };
     match S3Store::open(s3).await {
         Ok(store) => {

@@ -29,6 +29,9 @@ pub struct S3Config {
     pub memory: u64,
     /// How long interrupted uploads are kept, and how much of them.
     pub retention: Retention,
+    /// How long a failing request to the store is tried again before the
+    /// operation fails.
+    pub retry_timeout: Duration,
 }
 
 /// Why a store cannot be used.
@@ -78,18 +81,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a download's body may go without a byte from the store.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Retries of a failed request: a few, within 20 s, so that a client waiting
-/// for its answer (the idle timeout plus a minute, for the Rust client)
-/// hears a clear error rather than a timeout when the store is down.
-fn retry() -> RetryConfig {
+/// Retries of a failed request: a few, within `timeout` (20 s by default,
+/// so that a client waiting for its answer, the idle timeout plus a minute
+/// for the Rust client, hears a clear error rather than a timeout when the
+/// store is down).
+fn retry(timeout: Duration) -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             base: 2.0,
         },
-        max_retries: 6,
-        retry_timeout: Duration::from_secs(20),
+        max_retries: 10,
+        retry_timeout: timeout,
     }
 }
 
@@ -150,7 +154,7 @@ struct Clients {
 }
 
 /// The clients of the store on `bucket`, configured from the environment.
-async fn clients(bucket: &str) -> Result<Clients, OpenError> {
+async fn clients(bucket: &str, retry_timeout: Duration) -> Result<Clients, OpenError> {
     let env = AmazonS3Builder::from_env();
     let has = |key| {
         env.get_config_value(&key)
@@ -193,7 +197,7 @@ async fn clients(bucket: &str) -> Result<Clients, OpenError> {
         max_retries: 0,
         retry_timeout: Duration::from_secs(5),
     };
-    let store = build(bucket, &requests, retry())?;
+    let store = build(bucket, &requests, retry(retry_timeout))?;
 
     // The bucket's URL, as object_store spells it (path or virtual-hosted
     // style, custom endpoint or AWS): a signed URL of a known key, cut.
@@ -226,9 +230,9 @@ async fn clients(bucket: &str) -> Result<Clients, OpenError> {
         ))
     };
     Ok(Clients {
-        raw: raw(&requests, 7)?,
-        probe_raw: raw(&quick, 1)?,
-        reader: build(bucket, &bodies, retry())?,
+        raw: raw(&requests, retry_timeout)?,
+        probe_raw: raw(&quick, Duration::ZERO)?,
+        reader: build(bucket, &bodies, retry(retry_timeout))?,
         probe: build(bucket, &quick, no_retry)?,
         store,
         endpoint,
@@ -240,7 +244,7 @@ pub(super) async fn open(config: S3Config) -> Result<S3Store, OpenError> {
     // reqwest is built without a TLS provider of its own: it uses the
     // process's, ring, as the server's TLS does.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let clients = clients(&bucket).await?;
+    let clients = clients(&bucket, config.retry_timeout).await?;
     let atomic_create = probe(
         &clients.probe,
         &clients.probe_raw,

@@ -2,22 +2,26 @@
 //! resumable upload, the hashes of files published by multipart uploads,
 //! and the sweep of what interrupted uploads leave behind.
 //!
-//! The state of a resumable upload of `NAME` is the small JSON object
-//! `.framekit/kept/<BLAKE3 of NAME>` (one per name, as on a local disk):
-//! the client's resume key, the size, the multipart upload's id, and for
-//! each part stored so far its ETag and BLAKE3 chaining value. It is
-//! written when the upload starts, after each part, and when the upload is
-//! interrupted, so whichever server the client comes back to continues
-//! after the last part stored, and verifies the whole file without reading
-//! those parts back. Only whole parts are kept: a resumed upload starts at
-//! a multiple of the part size.
+//! The state of a resumable upload of `NAME` with the resume key `KEY` is
+//! the small JSON object `.framekit/kept/<BLAKE3 of NAME>/<KEY>`: the size,
+//! the multipart upload's id, and for each part stored so far its ETag and
+//! BLAKE3 chaining value. It is written when the upload starts, after each
+//! part (and at least every [`HEARTBEAT`] while the body comes), and when
+//! the upload is interrupted, so whichever server the client comes back
+//! to continues after the last part stored, and verifies the whole file
+//! without reading those parts back. Only whole parts are kept: a resumed
+//! upload starts at a multiple of the part size.
 //!
-//! Kept uploads expire after `--partial-ttl` without progress, and all of
-//! them together hold at most `--staging-quota` bytes (the oldest go
-//! first). The sweep also aborts multipart uploads under the prefix that
-//! were started more than `--partial-ttl` ago and that no state names (left
-//! by a server killed before it wrote one, or uploads without a resume key
-//! whose server died): `--partial-ttl` must exceed the longest upload.
+//! One upload per name is kept, as on a local disk: keeping or publishing
+//! a name drops the other uploads kept for it, except those that made
+//! progress in the last [`LIVE_MS`] (they may be in progress on another
+//! server). Kept uploads expire after `--partial-ttl` without progress,
+//! and all of them together hold at most `--staging-quota` bytes (the
+//! oldest go first). The sweep also aborts multipart uploads under the
+//! prefix that were started more than `--partial-ttl` ago and that no
+//! state names (left by a server killed before it wrote one, or uploads
+//! without a resume key whose server died): `--partial-ttl` must exceed
+//! the longest upload.
 
 use super::keys::Private;
 use super::parts::{part_count, part_len, part_size};
@@ -29,6 +33,7 @@ use framekit_transfer::{Hash, validate_name};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// The state of a resumable upload.
@@ -87,6 +92,14 @@ impl KeptState {
     }
 }
 
+/// How long an upload counts as in progress, somewhere, after its state
+/// last changed: three times [`HEARTBEAT`].
+pub(super) const LIVE_MS: u64 = 90_000;
+
+/// How often an upload in progress writes its state, even without a new
+/// part, so that other servers see it is alive.
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(30);
+
 /// A resume key in hex.
 pub(super) fn key_hex(key: &Hash) -> String {
     blake3::Hash::from_bytes(*key).to_hex().to_string()
@@ -116,30 +129,46 @@ async fn put_json<T: Serialize>(inner: &Inner, path: &Path, value: &T) -> Result
         .map_err(failure)
 }
 
-/// The state kept for `name`, if there is one this server can use.
-pub(super) async fn load(inner: &Inner, name: &str) -> Result<Option<KeptState>, StoreError> {
-    let state: Option<KeptState> =
-        get_json(inner, &inner.keys.private(Private::Kept, name)).await?;
-    Ok(state.filter(|s| s.valid(name)))
+/// The state kept for `name` under `key` (hex), if there is one this
+/// server can use.
+pub(super) async fn load(
+    inner: &Inner,
+    name: &str,
+    key: &str,
+) -> Result<Option<KeptState>, StoreError> {
+    let state: Option<KeptState> = get_json(inner, &inner.keys.kept(name, key)).await?;
+    Ok(state.filter(|s| s.valid(name) && s.key == key))
+}
+
+/// The states kept for `name`, whatever their keys.
+async fn states_of(inner: &Inner, name: &str) -> Result<Vec<KeptState>, StoreError> {
+    let page = inner
+        .raw
+        .list_page(&inner.keys.kept_dir(name), None, None, 1000)
+        .await
+        .map_err(failure)?;
+    let mut states = Vec::new();
+    for listed in page.keys {
+        let Ok(path) = Path::parse(&listed.key) else {
+            continue;
+        };
+        if let Some(state) = get_json::<KeptState>(inner, &path).await?
+            && state.valid(name)
+        {
+            states.push(state);
+        }
+    }
+    Ok(states)
 }
 
 /// Writes the state of an upload.
 pub(super) async fn save(inner: &Inner, state: &KeptState) -> Result<(), StoreError> {
-    put_json(
-        inner,
-        &inner.keys.private(Private::Kept, &state.name),
-        state,
-    )
-    .await
+    put_json(inner, &inner.keys.kept(&state.name, &state.key), state).await
 }
 
-/// Removes the state kept for `name` (not its upload).
-pub(super) async fn delete_state(inner: &Inner, name: &str) {
-    if let Err(e) = inner
-        .store
-        .delete(&inner.keys.private(Private::Kept, name))
-        .await
-    {
+/// Removes the state kept for `name` under `key` (not its upload).
+pub(super) async fn delete_state(inner: &Inner, name: &str, key: &str) {
+    if let Err(e) = inner.store.delete(&inner.keys.kept(name, key)).await {
         warn!(error = %e, "cannot remove the state of a kept upload");
     }
 }
@@ -167,49 +196,63 @@ pub(super) async fn abort(inner: &Inner, key: &str, upload_id: &str) {
 /// Drops a kept upload: aborts it and removes its state.
 async fn drop_kept(inner: &Inner, state: &KeptState) {
     abort(inner, &inner.keys.file(&state.name), &state.upload_id).await;
-    delete_state(inner, &state.name).await;
+    delete_state(inner, &state.name, &state.key).await;
 }
 
-/// What a resumable upload may do with what is kept for its name.
+/// Whether this process is uploading it now.
+fn active(inner: &Inner, state: &KeptState) -> bool {
+    inner
+        .active()
+        .kept
+        .contains(&(state.name.clone(), state.key.clone()))
+}
+
+/// Whether this process, or (by its recent progress) another server, is
+/// uploading it now.
+fn live(inner: &Inner, state: &KeptState) -> bool {
+    active(inner, state) || now_ms().saturating_sub(state.updated_ms) < LIVE_MS
+}
+
+/// What a resumable upload may do with what is kept for it.
 #[derive(Debug)]
 pub(super) enum Claim {
     /// Continue this kept upload.
     Resume(KeptState),
     /// Start a new one, kept if interrupted.
     Fresh,
-    /// Start one that is not kept: the name is being uploaded with a key
-    /// here already, what is kept under this key is for another size, or
-    /// the file is larger than the whole quota.
+    /// Start one that is not kept: an upload of the name with this key is
+    /// in progress here already, what is kept under this key is for
+    /// another size, or the file is larger than the whole quota.
     NotResumable,
 }
 
 /// Claims the resumable upload of `size` bytes as `name` with `key` (see
-/// [`Claim`]). Unless it is [`Claim::NotResumable`], the name is this
-/// upload's in this process until [`release`]d. A kept upload of the name
-/// with another key, or expired, is dropped.
+/// [`Claim`]). Unless it is [`Claim::NotResumable`], the name and key are
+/// this upload's in this process until [`release`]d. An expired upload
+/// kept under them is dropped.
 pub(super) async fn claim(
     inner: &Inner,
     key: &Hash,
     name: &str,
     size: u64,
 ) -> Result<Claim, StoreError> {
+    let key = key_hex(key);
     if size > inner.retention.quota {
         return Ok(Claim::NotResumable);
     }
-    if !inner.active().kept.insert(name.to_owned()) {
+    if !inner.active().kept.insert((name.to_owned(), key.clone())) {
         return Ok(Claim::NotResumable);
     }
-    let state = match load(inner, name).await {
+    let state = match load(inner, name, &key).await {
         Ok(state) => state,
         Err(e) => {
-            release(inner, name);
+            release(inner, name, &key);
             return Err(e);
         }
     };
-    let key = key_hex(key);
     let ttl = u64::try_from(inner.retention.ttl.as_millis()).unwrap_or(u64::MAX);
     Ok(match state {
-        Some(state) if state.key == key && state.size == size => {
+        Some(state) if state.size == size => {
             if now_ms().saturating_sub(state.updated_ms) > ttl {
                 drop_kept(inner, &state).await;
                 Claim::Fresh
@@ -217,21 +260,20 @@ pub(super) async fn claim(
                 Claim::Resume(state)
             }
         }
-        Some(state) if state.key == key => {
-            release(inner, name);
+        Some(_) => {
+            release(inner, name, &key);
             Claim::NotResumable
-        }
-        Some(state) => {
-            drop_kept(inner, &state).await;
-            Claim::Fresh
         }
         None => Claim::Fresh,
     })
 }
 
-/// Gives up this process's claim on `name`.
-pub(super) fn release(inner: &Inner, name: &str) {
-    inner.active().kept.remove(name);
+/// Gives up this process's claim on `name` with `key`.
+pub(super) fn release(inner: &Inner, name: &str, key: &str) {
+    inner
+        .active()
+        .kept
+        .remove(&(name.to_owned(), key.to_owned()));
 }
 
 /// Whether anything is kept at all (a check worth one request before
@@ -244,22 +286,26 @@ pub(super) async fn any(inner: &Inner) -> bool {
         .map_or(true, |page| !page.keys.is_empty())
 }
 
-/// Drops the upload kept for `name`, just published: it was for an older
-/// content.
-pub(super) async fn forget_name(inner: &Inner, name: &str) {
-    if inner.active().kept.contains(name) {
-        return;
-    }
-    match load(inner, name).await {
-        Ok(Some(state)) => drop_kept(inner, &state).await,
-        Ok(None) => {}
-        Err(e) => warn!(error = %e, "cannot look for kept uploads of a published name"),
+/// Drops the uploads kept for `name` but the one under `except` (hex),
+/// when `name` was just published or another upload of it kept: they were
+/// for an older content. Those in progress (see [`live`]) stay.
+pub(super) async fn forget_name(inner: &Inner, name: &str, except: Option<&str>) {
+    match states_of(inner, name).await {
+        Ok(states) => {
+            for state in states {
+                if Some(state.key.as_str()) != except && !live(inner, &state) {
+                    drop_kept(inner, &state).await;
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot look for the kept uploads of a name"),
     }
 }
 
 /// Keeps the states within the staging quota, removing the oldest first
-/// and sparing `keep` (the one just kept, which fits the quota alone).
-pub(super) async fn enforce_quota(inner: &Inner, keep: &str) {
+/// and sparing the one of `name` under `key` (just kept, it fits the quota
+/// alone).
+pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) {
     let mut states = Vec::new();
     let dir = inner.keys.private_dir(Private::Kept);
     let mut token = None;
@@ -297,7 +343,7 @@ pub(super) async fn enforce_quota(inner: &Inner, keep: &str) {
         if total <= inner.retention.quota {
             break;
         }
-        if state.name == keep || inner.active().kept.contains(&state.name) {
+        if (state.name == name && state.key == key) || active(inner, &state) {
             continue;
         }
         drop_kept(inner, &state).await;
@@ -348,9 +394,7 @@ async fn sweep_states(inner: &Inner) -> usize {
             };
             match get_json::<KeptState>(inner, &path).await {
                 Ok(Some(state)) => {
-                    if inner.active().kept.contains(&state.name)
-                        || now_ms().saturating_sub(state.updated_ms) <= ttl
-                    {
+                    if active(inner, &state) || now_ms().saturating_sub(state.updated_ms) <= ttl {
                         continue;
                     }
                     abort(inner, &inner.keys.file(&state.name), &state.upload_id).await;
@@ -394,8 +438,8 @@ async fn sweep_orphans(inner: &Inner) -> usize {
             }
             if let Some(name) = inner.keys.name_of(&upload.key)
                 && validate_name(name).is_ok()
-                && let Ok(Some(state)) = load(inner, name).await
-                && state.upload_id == upload.upload_id
+                && let Ok(states) = states_of(inner, name).await
+                && states.iter().any(|s| s.upload_id == upload.upload_id)
             {
                 // Kept: the states' sweep decides.
                 continue;

@@ -6,8 +6,8 @@
 use framekit_transfer::{RESERVED_NAME, validate_name};
 use object_store::path::Path;
 
-/// The key of an object the server keeps for itself, next to its name's
-/// hash: `kept/` for the state of interrupted uploads, `digests/` for the
+/// A kind of object the server keeps for itself, named after the hash of
+/// a name: `kept/` for the state of resumable uploads, `digests/` for the
 /// hashes of files published by multipart uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Private {
@@ -100,6 +100,24 @@ impl Keys {
         ))
     }
 
+    /// What the states of the resumable uploads of `name` start with.
+    pub(super) fn kept_dir(&self, name: &str) -> String {
+        format!(
+            "{}{}/",
+            self.private_dir(Private::Kept),
+            blake3::hash(name.as_bytes()).to_hex()
+        )
+    }
+
+    /// The state of the resumable upload of `name` with the resume key
+    /// `key` (hex).
+    pub(super) fn kept(&self, name: &str, key: &str) -> Path {
+        self.private_path(&format!(
+            "kept/{}/{key}",
+            blake3::hash(name.as_bytes()).to_hex()
+        ))
+    }
+
     /// Where the private objects of `kind` are, as a key prefix.
     pub(super) fn private_dir(&self, kind: Private) -> String {
         format!("{}{}/", self.private_area(), kind.dir())
@@ -139,7 +157,8 @@ mod tests {
         assert_eq!(keys.name_of("team/a/x/y"), Some("x/y"));
         assert_eq!(keys.name_of("team/b"), None);
         assert_eq!(keys.path("a b/c~d").unwrap().as_ref(), "team/a/a b/c~d");
-        let private = keys.private(Private::Kept, "x").to_string();
+        let private = keys.kept("x", "00").to_string();
+        assert!(private.starts_with(&keys.kept_dir("x")), "{private}");
         assert!(private.starts_with("team/a/.framekit/kept/"), "{private}");
         assert!(private.as_str() < keys.after_private_area().as_str());
         assert!(keys.private_area().as_str() < private.as_str());

@@ -13,8 +13,7 @@
 //!   `PREFIX/DIR/` (a marker); other directories exist only as the common
 //!   prefixes of their files, and vanish with them;
 //! - `PREFIX/.framekit/` (a first component no name may have) holds the
-//!   state of each resumable upload (`kept/`, one per name, see
-//!   [`kept`]) and the hash of each file published by a multipart upload
+//!   state of each resumable upload (`kept/`, see [`kept`]) and the hash of each file published by a multipart upload
 //!   (`digests/`: S3 fixes an object's metadata when the upload starts,
 //!   before the hash is known).
 //!
@@ -120,8 +119,9 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct Active {
-    /// Names whose resumable upload is in progress here.
-    kept: HashSet<String>,
+    /// Names and resume keys (hex) of the resumable uploads in progress
+    /// here.
+    kept: HashSet<(String, String)>,
     /// Multipart uploads in progress here.
     uploads: HashSet<String>,
 }

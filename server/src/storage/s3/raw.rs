@@ -80,8 +80,9 @@ pub(super) struct Raw {
     /// The bucket's URL, without the final `/`.
     base: String,
     sign_payload: bool,
-    /// Attempts of a request that failed for a reason worth retrying.
-    attempts: u32,
+    /// How long a request that failed for a reason worth retrying is tried
+    /// again.
+    retry_timeout: Duration,
 }
 
 impl Raw {
@@ -91,7 +92,7 @@ impl Raw {
         region: String,
         base: String,
         sign_payload: bool,
-        attempts: u32,
+        retry_timeout: Duration,
     ) -> Raw {
         Raw {
             http,
@@ -99,14 +100,14 @@ impl Raw {
             region,
             base: base.trim_end_matches('/').to_owned(),
             sign_payload,
-            attempts: attempts.max(1),
+            retry_timeout,
         }
     }
 
     /// Sends a request for the object `key` (the bucket itself if empty),
     /// with `query` and `headers`, and reads the answer whole. Connection
     /// failures, timeouts of `idempotent` requests, 5xx, 429 and 408 are
-    /// tried again, a little later each time.
+    /// tried again, a little later each time, within the retry timeout.
     pub(super) async fn send(
         &self,
         method: Method,
@@ -131,6 +132,7 @@ impl Raw {
             url.push('?');
             url.push_str(&pairs.join("&"));
         }
+        let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
@@ -151,7 +153,7 @@ impl Raw {
                 }
                 Err(RawError::Other(_)) => false,
             };
-            if !retry || attempt >= self.attempts {
+            if !retry || started.elapsed() + delay > self.retry_timeout {
                 return result;
             }
             tracing::debug!(error = ?result.err(), attempt, "retrying a store request");

@@ -18,12 +18,13 @@ use futures_util::stream::{self, StreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, GetOptions, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload,
+    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -120,6 +121,12 @@ pub struct S3Upload {
     body: Body,
     /// For a resumable upload: its key (hex) and when it started.
     kept: Option<(String, u64)>,
+    /// Whether it replaces an existing file.
+    overwrite: bool,
+    /// Cancelled by the store because another upload of the name completed
+    /// meanwhile (Garage does that): an overwrite is then done, as if it
+    /// had been published just before the other.
+    superseded: bool,
     /// Published, discarded or abandoned: nothing left to do when dropped.
     done: bool,
 }
@@ -164,6 +171,8 @@ impl S3Upload {
             token,
             body,
             kept: None,
+            overwrite: false,
+            superseded: false,
             done: false,
         }
     }
@@ -208,8 +217,8 @@ impl S3Upload {
     fn release(&mut self) {
         self.done = true;
         let mut active = self.inner.active();
-        if self.kept.is_some() {
-            active.kept.remove(&self.name);
+        if let Some((key, _)) = &self.kept {
+            active.kept.remove(&(self.name.clone(), key.clone()));
         }
         if let Body::Multipart(multipart) = &self.body {
             active.uploads.remove(&multipart.id);
@@ -220,8 +229,8 @@ impl S3Upload {
     async fn drop_stored(&mut self) {
         if let Body::Multipart(multipart) = &self.body {
             kept::abort(&self.inner, multipart.path.as_ref(), &multipart.id).await;
-            if self.kept.is_some() {
-                kept::delete_state(&self.inner, &self.name).await;
+            if let Some((key, _)) = &self.kept {
+                kept::delete_state(&self.inner, &self.name, key).await;
             }
         }
         self.release();
@@ -299,10 +308,24 @@ pub(super) async fn create(
     overwrite: bool,
 ) -> Result<S3Upload, StoreError> {
     names::check_put(inner, name, overwrite).await?;
-    ordinary(inner, name, size).await
+    let mut upload = ordinary(inner, name, size).await?;
+    upload.overwrite = overwrite;
+    Ok(upload)
 }
 
 pub(super) async fn resume(
+    inner: &Arc<Inner>,
+    key: Hash,
+    name: &str,
+    size: u64,
+    overwrite: bool,
+) -> Result<S3Upload, StoreError> {
+    let mut upload = resumable(inner, key, name, size, overwrite).await?;
+    upload.overwrite = overwrite;
+    Ok(upload)
+}
+
+async fn resumable(
     inner: &Arc<Inner>,
     key: Hash,
     name: &str,
@@ -348,7 +371,7 @@ pub(super) async fn resume(
             let multipart = match start_multipart(inner, name, size, &token).await {
                 Ok(multipart) => multipart,
                 Err(e) => {
-                    kept::release(inner, name);
+                    kept::release(inner, name, &key_hex(&key));
                     return Err(e);
                 }
             };
@@ -390,9 +413,9 @@ impl Upload for S3Upload {
         if buffers.is_empty() {
             buffers.push(vec![0; 64 * 1024]);
         }
-        let (whole, next_part) = match &self.body {
-            Body::Memory { .. } => (Some(blake3::Hasher::new()), 0),
-            Body::Multipart(multipart) => (None, multipart.parts.len() as u64),
+        let (whole, cvs) = match &self.body {
+            Body::Memory { .. } => (Some(blake3::Hasher::new()), Vec::new()),
+            Body::Multipart(multipart) => (None, multipart.parts.iter().map(|p| p.cv).collect()),
         };
         S3Sink {
             upload: self,
@@ -400,9 +423,10 @@ impl Upload for S3Upload {
             remaining: size,
             whole,
             filling: None,
-            next_part,
+            cvs,
             in_flight: VecDeque::new(),
             error: None,
+            saved: Instant::now(),
         }
     }
 
@@ -428,7 +452,11 @@ impl Upload for S3Upload {
             "interrupted upload kept for resuming"
         );
         self.release();
-        kept::enforce_quota(&self.inner, &self.name).await;
+        if let Some((key, _)) = self.kept.clone() {
+            // One kept upload per name: an older one is for older content.
+            kept::forget_name(&self.inner, &self.name, Some(&key)).await;
+            kept::enforce_quota(&self.inner, &self.name, &key).await;
+        }
     }
 }
 
@@ -454,10 +482,14 @@ pub struct S3Sink {
     /// The hash of a file held in memory.
     whole: Option<blake3::Hasher>,
     filling: Option<Filling>,
-    next_part: u64,
+    /// The chaining value of every part hashed so far, stored or on its
+    /// way (the next part is the one after them).
+    cvs: Vec<ChainingValue>,
     in_flight: VecDeque<JoinHandle<Result<DonePart, object_store::Error>>>,
     /// The first failure: the rest of the body is read and dropped.
     error: Option<io::Error>,
+    /// When a resumable upload's state was last written.
+    saved: Instant,
 }
 
 impl S3Sink {
@@ -481,7 +513,7 @@ impl S3Sink {
                 Body::Memory { .. } => return Ok(()),
             };
             if self.filling.is_none() {
-                let index = self.next_part;
+                let index = self.cvs.len() as u64;
                 let len = part_len(size, part, index);
                 if len == 0 {
                     return Err(io::Error::other("more body bytes than the file's size"));
@@ -494,7 +526,6 @@ impl S3Sink {
                     hasher: PartHasher::new(index * part),
                     permit,
                 });
-                self.next_part += 1;
             }
             let Some(filling) = self.filling.as_mut() else {
                 continue;
@@ -516,14 +547,6 @@ impl S3Sink {
     /// Sends a full part to the store, once fewer than [`IN_FLIGHT`] are
     /// on their way.
     async fn launch(&mut self, part: Filling) -> io::Result<()> {
-        while self.in_flight.len() >= IN_FLIGHT {
-            self.collect_one().await?;
-        }
-        let Body::Multipart(multipart) = &self.upload.body else {
-            return Ok(());
-        };
-        let store = self.upload.inner.store.clone();
-        let (path, id) = (multipart.path.clone(), multipart.id.clone());
         let Filling {
             index,
             blocks,
@@ -532,6 +555,21 @@ impl S3Sink {
             ..
         } = part;
         let cv = hasher.finish();
+        self.cvs.push(cv);
+        if self.upload.superseded {
+            return Ok(());
+        }
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.collect_one().await?;
+        }
+        let Body::Multipart(multipart) = &self.upload.body else {
+            return Ok(());
+        };
+        if self.upload.superseded {
+            return Ok(());
+        }
+        let store = self.upload.inner.store.clone();
+        let (path, id) = (multipart.path.clone(), multipart.id.clone());
         let index = usize::try_from(index).map_err(io::Error::other)?;
         self.in_flight.push_back(tokio::spawn(async move {
             let stored = store.put_part(&path, &id, index, blocks.payload()).await;
@@ -549,15 +587,41 @@ impl S3Sink {
         let Some(task) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let part = task
-            .await
-            .map_err(io::Error::other)?
-            .map_err(io::Error::other)?;
+        let part = match task.await.map_err(io::Error::other)? {
+            Ok(part) => part,
+            Err(object_store::Error::NotFound { .. }) => return self.cancelled().await,
+            Err(e) => return Err(io::Error::other(e)),
+        };
         if let Body::Multipart(multipart) = &mut self.upload.body {
             multipart.parts.push(part);
         }
         self.upload.save_state().await;
+        self.saved = Instant::now();
         Ok(())
+    }
+
+    /// The multipart upload is gone: if another upload of the name was
+    /// published meanwhile, this one is refused (without overwrite) or
+    /// superseded (with it, and then the rest of its body is only hashed).
+    async fn cancelled(&mut self) -> io::Result<()> {
+        let gone = || io::Error::other("the multipart upload is gone from the store");
+        let Body::Multipart(multipart) = &self.upload.body else {
+            return Err(gone());
+        };
+        match self.upload.inner.store.head(&multipart.path).await {
+            Ok(_) if self.upload.overwrite => {
+                for task in self.in_flight.drain(..) {
+                    task.abort();
+                }
+                self.upload.superseded = true;
+                Ok(())
+            }
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "another upload published the name first",
+            )),
+            Err(_) => Err(gone()),
+        }
     }
 
     async fn collect_all(&mut self) {
@@ -579,13 +643,16 @@ impl S3Sink {
         self.filling = None;
     }
 
-    /// The hash of the whole file, once every part is stored.
+    /// The hash of the whole file, once every part is stored (or, for a
+    /// superseded upload, hashed).
     fn hash(&mut self) -> Option<blake3::Hash> {
         match &self.upload.body {
             Body::Memory { .. } => self.whole.as_ref().map(blake3::Hasher::finalize),
             Body::Multipart(multipart) => {
-                let cvs: Vec<ChainingValue> = multipart.parts.iter().map(|p| p.cv).collect();
-                merge(self.upload.size, multipart.part, &cvs)
+                let stored = multipart.parts.len() == self.cvs.len();
+                (stored || self.upload.superseded)
+                    .then(|| merge(self.upload.size, multipart.part, &self.cvs))
+                    .flatten()
             }
         }
     }
@@ -605,6 +672,11 @@ impl BodySink for S3Sink {
             self.fail(e);
         }
         self.free.push(chunk.buf);
+        // Other servers must see a slow upload is alive.
+        if self.upload.kept.is_some() && self.saved.elapsed() >= kept::HEARTBEAT {
+            self.upload.save_state().await;
+            self.saved = Instant::now();
+        }
         Ok(())
     }
 
@@ -688,19 +760,34 @@ async fn write_whole(
     }
 }
 
-/// Completes a multipart upload (only if the name is free, if `create`);
-/// returns the object's ETag.
+/// How a multipart upload ended up published.
+enum Completed {
+    /// As the object with this ETag.
+    Published(String),
+    /// Replaced by another upload of the name that completed while this one
+    /// was in progress (Garage cancels an upload then): as if it had been
+    /// published just before the other.
+    Superseded,
+}
+
+/// Completes a multipart upload (with `If-None-Match: *` if `create`).
 async fn complete(
     inner: &Inner,
     multipart: &Multipart,
     create: bool,
+    overwrite: bool,
     token: &str,
-) -> Result<String, StoreError> {
-    let lost = |e: String| async move {
-        // The completion may have succeeded and its answer been lost.
-        match written_by(inner, &multipart.path, token).await {
-            Some(etag) => Ok(etag),
-            None => Err(failure(e)),
+) -> Result<Completed, StoreError> {
+    // The upload is gone: its completion succeeded and the answer was lost,
+    // or another upload of the name cancelled it.
+    let gone = || async move {
+        if let Some(etag) = written_by(inner, &multipart.path, token).await {
+            return Ok(Completed::Published(etag));
+        }
+        match inner.store.head(&multipart.path).await {
+            Ok(_) if !overwrite => Err(StoreError::AlreadyExists),
+            Ok(_) => Ok(Completed::Superseded),
+            Err(e) => Err(failure(format!("the upload is gone ({e})"))),
         }
     };
     if create {
@@ -710,12 +797,12 @@ async fn complete(
             .complete_if_absent(multipart.path.as_ref(), &multipart.id, &etags)
             .await
         {
-            Ok(Some(etag)) => Ok(etag),
+            Ok(Some(etag)) => Ok(Completed::Published(etag)),
             Ok(None) => match written_by(inner, &multipart.path, token).await {
-                Some(etag) => Ok(etag),
+                Some(etag) => Ok(Completed::Published(etag)),
                 None => Err(StoreError::AlreadyExists),
             },
-            Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) => lost(e.to_string()).await,
+            Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) => gone().await,
             Err(e) => Err(failure(e)),
         }
     } else {
@@ -731,8 +818,8 @@ async fn complete(
             .complete_multipart(&multipart.path, &multipart.id, parts)
             .await
         {
-            Ok(done) => Ok(done.e_tag.unwrap_or_default()),
-            Err(object_store::Error::NotFound { .. }) => lost("the upload is gone".into()).await,
+            Ok(done) => Ok(Completed::Published(done.e_tag.unwrap_or_default())),
+            Err(object_store::Error::NotFound { .. }) => gone().await,
             Err(e) => Err(failure(e)),
         }
     }
@@ -770,6 +857,13 @@ pub(super) async fn publish(
             }
         }
     }
+    if upload.superseded {
+        if let Some((key, _)) = &upload.kept {
+            kept::delete_state(inner, name, key).await;
+        }
+        upload.release();
+        return Ok(());
+    }
     let create = inner.atomic_create && !overwrite;
     let token = upload.token.clone();
     let written = match &mut upload.body {
@@ -779,20 +873,21 @@ pub(super) async fn publish(
                 .await
                 .map(|()| None)
         }
-        Body::Multipart(multipart) => complete(inner, multipart, create, &token).await.map(Some),
+        Body::Multipart(multipart) => complete(inner, multipart, create, overwrite, &token)
+            .await
+            .map(Some),
     };
     match written {
-        Ok(etag) => {
-            if let Some(etag) = etag {
+        Ok(completed) => {
+            if let Some(Completed::Published(etag)) = completed {
                 kept::record_digest(inner, name, &etag, upload.size, &hash).await;
             }
-            if upload.kept.is_some() {
-                kept::delete_state(inner, name).await;
-                upload.release();
-            } else {
-                upload.release();
-                kept::forget_name(inner, name).await;
+            if let Some((key, _)) = &upload.kept {
+                kept::delete_state(inner, name, key).await;
             }
+            upload.release();
+            // Interrupted uploads of this name were for an older content.
+            kept::forget_name(inner, name, None).await;
             Ok(())
         }
         Err(e @ StoreError::AlreadyExists) => {
@@ -911,7 +1006,7 @@ async fn store_small(
     };
     write_whole(inner, name, data, create, &hash, &token()).await?;
     if any_kept {
-        kept::forget_name(inner, name).await;
+        kept::forget_name(inner, name, None).await;
     }
     Ok(hash)
 }
