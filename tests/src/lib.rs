@@ -145,15 +145,50 @@ impl ServerProcess {
         ServerProcess::spawn("127.0.0.1:0", root, extra, Some(file))
     }
 
+    /// Starts a server on `bucket` (under `prefix`, if any), whatever the
+    /// backend of the other tests, with extra arguments (on Garage, it
+    /// needs `--no-atomic-create`).
+    pub fn start_on_bucket(
+        bucket: &s3::Bucket,
+        prefix: Option<&str>,
+        extra: &[&str],
+    ) -> ServerProcess {
+        let stored = Stored::S3(stored::S3Bucket::new(bucket.clone()));
+        let root = PathBuf::from(bucket.url(prefix));
+        ServerProcess::spawn_on("127.0.0.1:0", &root, stored, prefix, extra, None)
+    }
+
     fn spawn(
         listen: &str,
         root: &Path,
         extra: &[&str],
         log_file: Option<std::fs::File>,
     ) -> ServerProcess {
+        let stored = stored_for(root);
+        if let Stored::S3(_) = &stored {
+            let test = std::thread::current().name().unwrap_or_default().to_owned();
+            assert!(
+                !local_only().contains(&test),
+                "{test} is listed in tests/local-only.txt: it runs only on the local backend"
+            );
+        }
+        let mut extra = extra.to_vec();
+        if Backend::current() == Backend::Garage {
+            extra.push("--no-atomic-create");
+        }
+        ServerProcess::spawn_on(listen, root, stored, None, &extra, log_file)
+    }
+
+    fn spawn_on(
+        listen: &str,
+        root: &Path,
+        stored: Stored,
+        prefix: Option<&str>,
+        extra: &[&str],
+        log_file: Option<std::fs::File>,
+    ) -> ServerProcess {
         let logged_to_file = log_file.is_some();
         let stderr = log_file.map_or_else(Stdio::piped, Stdio::from);
-        let stored = stored_for(root);
         let mut cmd = Command::new(bin("server"));
         cmd.arg("--listen").arg(listen);
         match &stored {
@@ -161,18 +196,10 @@ impl ServerProcess {
                 cmd.arg("--root").arg(root);
             }
             Stored::S3(s3) => {
-                let test = std::thread::current().name().unwrap_or_default().to_owned();
-                assert!(
-                    !local_only().contains(&test),
-                    "{test} is listed in tests/local-only.txt: it runs only on the local backend"
-                );
                 s3.bucket
                     .configure(&mut cmd)
                     .arg("--store")
-                    .arg(s3.bucket.url(None));
-                if Backend::current() == Backend::Garage {
-                    cmd.arg("--no-atomic-create");
-                }
+                    .arg(s3.bucket.url(prefix));
             }
         }
         let mut child = cmd

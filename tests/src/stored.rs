@@ -256,19 +256,25 @@ impl S3Bucket {
         .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
     }
 
-    /// Writes the empty directory marker `dir/`: a key that ends with
-    /// `/`, which object_store cannot name, sent signed by hand.
+    /// Writes the empty directory marker `dir/` (a key that ends with `/`,
+    /// which object_store cannot name).
     pub fn put_marker(&self, dir: &str) {
+        self.put_raw(&format!("{dir}/"), Vec::new());
+    }
+
+    /// Writes the object `key` whatever it is (empty components, a final
+    /// `/`...), as another S3 client could: signed by hand.
+    pub fn put_raw(&self, key: &str, body: Vec<u8>) {
         let url = format!(
-            "{}/{}/{}/",
+            "{}/{}/{}",
             self.bucket.endpoint,
             self.bucket.name,
-            percent_encoding::utf8_percent_encode(dir, STRICT_PATH)
+            percent_encoding::utf8_percent_encode(key, STRICT_PATH)
         );
         let mut request = http::Request::builder()
             .method(http::Method::PUT)
             .uri(&url)
-            .body(object_store::client::HttpRequestBody::empty())
+            .body(object_store::client::HttpRequestBody::from(body.clone()))
             .expect("a request");
         let credential = AwsCredential {
             key_id: self.bucket.access_key_id.clone(),
@@ -280,11 +286,11 @@ impl S3Bucket {
             .expect("sign a request");
         let (parts, _) = request.into_parts();
         let status = block_on(async {
-            let mut put = reqwest::Client::new().put(&url).body(Vec::new());
+            let mut put = reqwest::Client::new().put(&url).body(body);
             for (name, value) in &parts.headers {
                 put = put.header(name, value);
             }
-            put.send().await.expect("PUT a marker").status()
+            put.send().await.expect("PUT an object").status()
         });
         assert!(status.is_success(), "PUT {url}: {status}");
     }
@@ -297,7 +303,8 @@ impl S3Bucket {
 }
 
 /// The key of a private object of the server's S3 store: a kind of object
-/// (`kept`, `digests`) and a name.
+/// (`digests`; for `kept`, what the states of the name's uploads start
+/// with) and a name.
 pub fn s3_private_key(kind: &str, name: &str) -> String {
     format!(
         ".framekit/{kind}/{}",
@@ -528,6 +535,37 @@ impl Stored {
                     .count()
             }
         }
+    }
+
+    /// The bytes of the file that the upload kept for `name` holds, as its
+    /// state says: where a resumed upload starts (S3 only).
+    pub fn kept_offset(&self, name: &str) -> Option<u64> {
+        let Stored::S3(s3) = self else {
+            panic!("kept_offset reads the state of an upload kept in a bucket")
+        };
+        let (key, _) = s3
+            .keys(&format!("{}/", s3_private_key("kept", name)))
+            .into_iter()
+            .next()?;
+        let state = s3.get(&key)?;
+        let value: serde_json::Value = serde_json::from_slice(&state).ok()?;
+        let size = value.get("size")?.as_u64()?;
+        let part = value.get("part_size")?.as_u64()?;
+        let parts = value.get("parts")?.as_array()?.len() as u64;
+        Some((parts * part).min(size))
+    }
+
+    /// The bytes the parts of the multipart uploads of `name` hold (S3
+    /// only).
+    pub fn uploading_bytes(&self, name: &str) -> u64 {
+        let Stored::S3(s3) = self else {
+            panic!("uploading_bytes looks at multipart uploads in a bucket")
+        };
+        s3.uploads()
+            .into_iter()
+            .filter(|(key, _)| key == name)
+            .map(|(key, id)| s3.upload_bytes(&key, &id))
+            .sum()
     }
 
     /// How many interrupted uploads are kept for resuming (or, on S3, are
