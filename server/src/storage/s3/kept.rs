@@ -13,9 +13,9 @@
 //! upload starts at a multiple of the part size.
 //!
 //! One upload per name is kept, as on a local disk: keeping or publishing
-//! a name drops the other uploads kept for it, except those that made
-//! progress in the last [`LIVE_MS`] (they may be in progress on another
-//! server). Kept uploads expire after `--partial-ttl` without progress,
+//! a name drops the other uploads kept for it, except those in progress
+//! (on another server: its state says so and changed in the last
+//! [`LIVE_MS`]). Kept uploads expire after `--partial-ttl` without progress,
 //! and all of them together hold at most `--staging-quota` bytes (the
 //! oldest go first). The sweep also aborts multipart uploads under the
 //! prefix that were started more than `--partial-ttl` ago and that no
@@ -52,6 +52,8 @@ pub(super) struct KeptState {
     pub(super) created_ms: u64,
     /// When it last made progress or was interrupted.
     pub(super) updated_ms: u64,
+    /// Whether a server is receiving its body (false once interrupted).
+    pub(super) in_progress: bool,
     /// The parts stored, from the first.
     pub(super) parts: Vec<KeptPart>,
 }
@@ -210,7 +212,8 @@ fn active(inner: &Inner, state: &KeptState) -> bool {
 /// Whether this process, or (by its recent progress) another server, is
 /// uploading it now.
 fn live(inner: &Inner, state: &KeptState) -> bool {
-    active(inner, state) || now_ms().saturating_sub(state.updated_ms) < LIVE_MS
+    active(inner, state)
+        || (state.in_progress && now_ms().saturating_sub(state.updated_ms) < LIVE_MS)
 }
 
 /// What a resumable upload may do with what is kept for it.
@@ -532,6 +535,7 @@ mod tests {
             token: "t".into(),
             created_ms: 1,
             updated_ms: 2,
+            in_progress: false,
             parts: (0..parts)
                 .map(|i| KeptPart {
                     etag: format!("\"e{i}\""),

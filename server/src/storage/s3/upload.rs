@@ -177,8 +177,9 @@ impl S3Upload {
         }
     }
 
-    /// What a resumable upload's state says now.
-    fn state(&self) -> Option<KeptState> {
+    /// What a resumable upload's state says now, receiving its body or
+    /// interrupted.
+    fn state(&self, in_progress: bool) -> Option<KeptState> {
         let (key, created_ms) = self.kept.as_ref()?;
         let Body::Multipart(multipart) = &self.body else {
             return None;
@@ -193,6 +194,7 @@ impl S3Upload {
             token: self.token.clone(),
             created_ms: *created_ms,
             updated_ms: now_ms(),
+            in_progress,
             parts: multipart
                 .parts
                 .iter()
@@ -205,8 +207,8 @@ impl S3Upload {
     }
 
     /// Writes a resumable upload's state; a failure only costs a resume.
-    async fn save_state(&self) {
-        if let Some(state) = self.state()
+    async fn save_state(&self, in_progress: bool) {
+        if let Some(state) = self.state(in_progress)
             && let Err(e) = kept::save(&self.inner, &state).await
         {
             warn!(error = %e, "cannot record the progress of a resumable upload");
@@ -379,7 +381,7 @@ async fn resumable(
             upload.kept = Some((key_hex(&key), now_ms()));
             // Written now, so that a server killed before the first part
             // leaves a state the sweep finds.
-            if let Some(state) = upload.state()
+            if let Some(state) = upload.state(true)
                 && let Err(e) = kept::save(inner, &state).await
             {
                 upload.drop_stored().await;
@@ -444,7 +446,7 @@ impl Upload for S3Upload {
             self.drop_stored().await;
             return;
         }
-        self.save_state().await;
+        self.save_state(false).await;
         info!(
             name = %self.name.escape_debug(),
             received,
@@ -595,7 +597,7 @@ impl S3Sink {
         if let Body::Multipart(multipart) = &mut self.upload.body {
             multipart.parts.push(part);
         }
-        self.upload.save_state().await;
+        self.upload.save_state(true).await;
         self.saved = Instant::now();
         Ok(())
     }
@@ -674,7 +676,7 @@ impl BodySink for S3Sink {
         self.free.push(chunk.buf);
         // Other servers must see a slow upload is alive.
         if self.upload.kept.is_some() && self.saved.elapsed() >= kept::HEARTBEAT {
-            self.upload.save_state().await;
+            self.upload.save_state(true).await;
             self.saved = Instant::now();
         }
         Ok(())
