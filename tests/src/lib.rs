@@ -158,6 +158,19 @@ impl ServerProcess {
         ServerProcess::spawn_on("127.0.0.1:0", &root, stored, prefix, extra, None)
     }
 
+    /// Like [`ServerProcess::start_on_bucket`], with the server's log
+    /// written to `log_file` (see [`ServerProcess::start_logging_to`]).
+    pub fn start_on_bucket_logging_to(
+        bucket: &s3::Bucket,
+        extra: &[&str],
+        log_file: &Path,
+    ) -> ServerProcess {
+        let file = std::fs::File::create(log_file).expect("create the server's log file");
+        let stored = Stored::S3(stored::S3Bucket::new(bucket.clone()));
+        let root = PathBuf::from(bucket.url(None));
+        ServerProcess::spawn_on("127.0.0.1:0", &root, stored, None, extra, Some(file))
+    }
+
     fn spawn(
         listen: &str,
         root: &Path,
