@@ -183,11 +183,18 @@ async fn clients(bucket: &str, retry_timeout: Duration) -> Result<Clients, OpenE
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT),
     );
+    // Downloads take a new connection each (unless AWS_POOL_MAX_IDLE_PER_HOST
+    // says otherwise): Garage writes a GET's head and body in two segments
+    // with Nagle's algorithm on, and on a reused connection the body then
+    // waits for the kernel's delayed ACK, 40 ms. Measured: 50 files of 4
+    // KiB fetched one after the other in 2.6 s with reuse, 0.24 s without.
+    // A new connection costs little next to a body.
     let bodies = client_options(
         ClientOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout_disabled()
-            .with_read_timeout(READ_TIMEOUT),
+            .with_read_timeout(READ_TIMEOUT)
+            .with_pool_max_idle_per_host(0),
     );
     let quick = client_options(ClientOptions::new())
         .with_config(ClientConfigKey::ConnectTimeout, "2s")

@@ -111,7 +111,9 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
     inner: &Inner,
     path: &Path,
 ) -> Result<Option<T>, StoreError> {
-    match inner.store.get(path).await {
+    // Through the reader: a small GET on a reused connection waits for a
+    // delayed ACK on Garage (see `config::clients`).
+    match inner.reader.get(path).await {
         Ok(result) => {
             let bytes = result.bytes().await.map_err(failure)?;
             Ok(serde_json::from_slice(&bytes).ok())

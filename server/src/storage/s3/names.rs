@@ -50,6 +50,73 @@ pub(super) async fn under_a_file(inner: &Inner, name: &str) -> Result<bool, Stor
     Ok(under)
 }
 
+/// What stands at a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Standing {
+    /// Nothing.
+    Free,
+    /// A file.
+    File,
+    /// A directory (a marker, or keys under it).
+    Dir,
+}
+
+/// What stands at each of `names` (valid names, all in the directory
+/// `dir`, sorted): found in one listing of the directory, one level deep,
+/// from just before the first name to just after the last, rather than
+/// two requests per name. Usually one request for a batch of small
+/// uploads.
+pub(super) async fn scan(
+    inner: &Inner,
+    dir: &str,
+    names: &[&str],
+) -> Result<Vec<Standing>, StoreError> {
+    let (Some(first), Some(last)) = (names.first(), names.last()) else {
+        return Ok(Vec::new());
+    };
+    let base = inner.keys.dir(dir);
+    // Keys after the first name's key without its last character: the
+    // first name and its neighbours, not the whole directory before it.
+    let start = inner.keys.file(first);
+    let start = start
+        .char_indices()
+        .last()
+        .map(|(i, _)| start[..i].to_owned());
+    let end = format!("{}/", inner.keys.file(last));
+    let mut standing = vec![Standing::Free; names.len()];
+    let mut token = None;
+    loop {
+        let page = inner
+            .raw
+            .list_dir_page(&base, start.as_deref(), token.as_deref(), 1000)
+            .await
+            .map_err(failure)?;
+        let found = page
+            .keys
+            .iter()
+            .map(|listed| (listed.key.as_str(), Standing::File))
+            .chain(page.prefixes.iter().map(|p| (p.as_str(), Standing::Dir)));
+        let mut past_end = false;
+        for (key, what) in found {
+            past_end |= key > end.as_str();
+            let Some(name) = inner.keys.name_of(key) else {
+                continue;
+            };
+            let name = name.strip_suffix('/').unwrap_or(name);
+            if let Ok(i) = names.binary_search(&name) {
+                // A file and a directory of one name: the directory counts.
+                if standing[i] != Standing::Dir {
+                    standing[i] = what;
+                }
+            }
+        }
+        token = page.token;
+        if past_end || token.is_none() {
+            return Ok(standing);
+        }
+    }
+}
+
 /// Checks that `name` could be published: a valid name, neither a
 /// directory nor under a file, and absent unless `overwrite`.
 pub(super) async fn check_put(

@@ -219,6 +219,29 @@ impl Raw {
         token: Option<&str>,
         max: usize,
     ) -> Result<Page, RawError> {
+        self.list(prefix, None, start_after, token, max).await
+    }
+
+    /// The same, one directory level only: keys under a further `/` come
+    /// as the common prefix of their directory (`prefixes`).
+    pub(super) async fn list_dir_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        token: Option<&str>,
+        max: usize,
+    ) -> Result<Page, RawError> {
+        self.list(prefix, Some("/"), start_after, token, max).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: Option<&str>,
+        token: Option<&str>,
+        max: usize,
+    ) -> Result<Page, RawError> {
         let max = max.to_string();
         let mut query = vec![
             ("list-type", "2"),
@@ -226,6 +249,9 @@ impl Raw {
             ("prefix", prefix),
             ("max-keys", max.as_str()),
         ];
+        if let Some(delimiter) = delimiter {
+            query.push(("delimiter", delimiter));
+        }
         if let Some(token) = token {
             query.push(("continuation-token", token));
         } else if let Some(after) = start_after {
@@ -235,12 +261,20 @@ impl Raw {
             .send(Method::GET, "", &query, &[], Bytes::new(), true)
             .await?;
         let page: ListPage = parse(&answer.body)?;
+        let decode = |key: &str| {
+            percent_decode_str(key)
+                .decode_utf8()
+                .map(std::borrow::Cow::into_owned)
+                .map_err(|e| RawError::Other(format!("a listed key is not UTF-8: {e}")))
+        };
+        let prefixes = page
+            .common_prefixes
+            .iter()
+            .map(|p| decode(&p.prefix))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut keys = Vec::with_capacity(page.contents.len());
         for object in page.contents {
-            let key = percent_decode_str(&object.key)
-                .decode_utf8()
-                .map_err(|e| RawError::Other(format!("a listed key is not UTF-8: {e}")))?
-                .into_owned();
+            let key = decode(&object.key)?;
             keys.push(Listed {
                 key,
                 size: object.size,
@@ -252,7 +286,11 @@ impl Raw {
             .next_continuation_token
             .filter(|_| page.is_truncated)
             .filter(|t| !t.is_empty());
-        Ok(Page { keys, token })
+        Ok(Page {
+            keys,
+            prefixes,
+            token,
+        })
     }
 
     /// Writes the empty object `key`.
@@ -388,6 +426,9 @@ pub(super) struct Listed {
 pub(super) struct Page {
     /// The keys, in byte order.
     pub(super) keys: Vec<Listed>,
+    /// With a delimiter, the common prefixes (ending with it), in byte
+    /// order.
+    pub(super) prefixes: Vec<String>,
     /// Where the next page starts; `None` after the last.
     pub(super) token: Option<String>,
 }
@@ -419,8 +460,16 @@ struct ListPage {
     #[serde(default)]
     contents: Vec<ListedObject>,
     #[serde(default)]
+    common_prefixes: Vec<CommonPrefix>,
+    #[serde(default)]
     is_truncated: bool,
     next_continuation_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CommonPrefix {
+    prefix: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -479,8 +528,15 @@ mod tests {
 <KeyCount>2</KeyCount><MaxKeys>2</MaxKeys><IsTruncated>true</IsTruncated><EncodingType>url</EncodingType>
 <Contents><Key>a%2F</Key><LastModified>2026-12-07T04:10:13.737Z</LastModified><ETag>&quot;9d&quot;</ETag><Size>0</Size></Contents>
 <Contents><Key>a%20b</Key><LastModified>2026-12-07T04:10:13.735Z</LastModified><ETag>"9e"</ETag><Size>5</Size><StorageClass>STANDARD</StorageClass></Contents>
+<CommonPrefixes><Prefix>d%2F</Prefix></CommonPrefixes><CommonPrefixes><Prefix>e%2F</Prefix></CommonPrefixes>
 <NextContinuationToken>abc</NextContinuationToken></ListBucketResult>"#;
         let page: ListPage = parse(xml.as_bytes()).unwrap();
+        let prefixes: Vec<&str> = page
+            .common_prefixes
+            .iter()
+            .map(|p| p.prefix.as_str())
+            .collect();
+        assert_eq!(prefixes, ["d%2F", "e%2F"]);
         assert!(page.is_truncated);
         assert_eq!(page.next_continuation_token.as_deref(), Some("abc"));
         assert_eq!(page.contents.len(), 2);

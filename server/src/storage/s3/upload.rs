@@ -36,8 +36,8 @@ const IN_FLIGHT: usize = 3;
 /// arrives, never with what a client declared.
 const BLOCK: usize = 1 << 20;
 
-/// Small uploads of a batch written at once.
-const BATCH_CONCURRENCY: usize = 16;
+/// Small uploads of a batch written at once: a whole batch of the handler.
+const BATCH_CONCURRENCY: usize = 32;
 
 /// Bytes gathered in blocks of [`BLOCK`].
 #[derive(Debug, Default)]
@@ -933,27 +933,30 @@ pub(super) async fn store_batch(
     let mut results: Vec<Option<Result<blake3::Hash, StoreError>>> =
         batch.iter().map(|_| None).collect();
     for run in runs(&batch) {
-        let mut parents: Vec<&str> = run
+        let valid: Vec<usize> = run
             .iter()
-            .flat_map(|&i| super::keys::parents(&batch[i].name))
-            .filter(|parent| validate_name(parent).is_ok())
+            .copied()
+            .filter(|&i| validate_name(&batch[i].name).is_ok())
             .collect();
-        parents.sort_unstable();
-        parents.dedup();
-        let found = futures_util::future::join_all(
-            parents.iter().map(|parent| names::is_file(inner, parent)),
-        )
-        .await;
-        let files: HashMap<&str, Result<bool, String>> = parents
-            .into_iter()
-            .zip(found)
-            .map(|(parent, found)| (parent, found.map_err(|e| e.to_string())))
+        // Without conditional creates, the names stay this run's from their
+        // check to their write (taken in order: no two runs wait for each
+        // other).
+        let mut locked: Vec<&str> = valid
+            .iter()
+            .filter(|&&i| !inner.atomic_create && !batch[i].overwrite)
+            .map(|&i| batch[i].name.as_str())
             .collect();
+        locked.sort_unstable();
+        let mut _locks = Vec::with_capacity(locked.len());
+        for name in locked {
+            _locks.push(inner.locks.lock(name).await);
+        }
+        let checks = check_run(inner, &batch, &valid).await;
         let stored: Vec<(usize, Result<blake3::Hash, StoreError>)> = stream::iter(run)
             .map(|i| {
-                let files = &files;
+                let check = checks.get(&i).cloned().unwrap_or(Check::Free);
                 let put = &batch[i];
-                async move { (i, store_small(inner, put, files, any_kept).await) }
+                async move { (i, store_small(inner, put, check, any_kept).await) }
             })
             .buffered(BATCH_CONCURRENCY)
             .collect()
@@ -968,33 +971,94 @@ pub(super) async fn store_batch(
         .collect()
 }
 
-/// Checks, verifies and writes one small upload received whole.
+/// What the checks of a batch found at one of its names.
+#[derive(Debug, Clone)]
+enum Check {
+    /// Nothing in the way.
+    Free,
+    /// A file of that name.
+    File,
+    /// A directory of that name, or a file at one of its parents.
+    NotAFile,
+    /// The checks failed.
+    Failed(String),
+}
+
+/// Checks the uploads `run` of `batch` (valid names that do not conflict)
+/// in a few requests: one listing per directory they are in (see
+/// [`names::scan`]), and one HEAD per parent of them.
+async fn check_run(inner: &Inner, batch: &[SmallPut], run: &[usize]) -> HashMap<usize, Check> {
+    let mut parents: Vec<&str> = run
+        .iter()
+        .flat_map(|&i| super::keys::parents(&batch[i].name))
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    let mut dirs: HashMap<&str, Vec<&str>> = HashMap::new();
+    for &i in run {
+        let name = batch[i].name.as_str();
+        let dir = name.rsplit_once('/').map_or("", |(dir, _)| dir);
+        dirs.entry(dir).or_default().push(name);
+    }
+    for names in dirs.values_mut() {
+        names.sort_unstable();
+    }
+    let (files, scans) = futures_util::join!(
+        futures_util::future::join_all(parents.iter().map(|p| names::is_file(inner, p))),
+        futures_util::future::join_all(
+            dirs.iter()
+                .map(|(dir, names)| names::scan(inner, dir, names))
+        ),
+    );
+    let files: HashMap<&str, Result<bool, String>> = parents
+        .into_iter()
+        .zip(files)
+        .map(|(parent, found)| (parent, found.map_err(|e| e.to_string())))
+        .collect();
+    let mut standing: HashMap<&str, Result<names::Standing, String>> = HashMap::new();
+    for ((_, names), scanned) in dirs.iter().zip(scans) {
+        match scanned {
+            Ok(found) => standing.extend(names.iter().copied().zip(found.into_iter().map(Ok))),
+            Err(e) => standing.extend(names.iter().map(|name| (*name, Err(e.to_string())))),
+        }
+    }
+    run.iter()
+        .map(|&i| {
+            let name = batch[i].name.as_str();
+            let mut check = match standing.get(name) {
+                Some(Ok(names::Standing::Free)) | None => Check::Free,
+                Some(Ok(names::Standing::File)) => Check::File,
+                Some(Ok(names::Standing::Dir)) => Check::NotAFile,
+                Some(Err(e)) => Check::Failed(e.clone()),
+            };
+            for parent in super::keys::parents(name) {
+                match files.get(parent) {
+                    Some(Ok(true)) => check = Check::NotAFile,
+                    Some(Err(e)) => check = Check::Failed(e.clone()),
+                    _ => {}
+                }
+            }
+            (i, check)
+        })
+        .collect()
+}
+
+/// Verifies and writes one small upload received whole, checked as
+/// `check` says.
 async fn store_small(
     inner: &Inner,
     put: &SmallPut,
-    parent_files: &HashMap<&str, Result<bool, String>>,
+    check: Check,
     any_kept: bool,
 ) -> Result<blake3::Hash, StoreError> {
     let name = put.name.as_str();
     validate_name(name)?;
-    for parent in super::keys::parents(name) {
-        match parent_files.get(parent) {
-            Some(Ok(true)) => return Err(StoreError::NotAFile),
-            Some(Err(e)) => return Err(failure(e)),
-            _ => {}
-        }
-    }
-    if names::is_dir(inner, name).await? {
-        return Err(StoreError::NotAFile);
-    }
-    let checked = !inner.atomic_create && !put.overwrite;
-    let _lock = if checked {
-        Some(inner.locks.lock(name).await)
-    } else {
-        None
-    };
-    if checked && names::is_file(inner, name).await? {
-        return Err(StoreError::AlreadyExists);
+    match check {
+        Check::Free => {}
+        Check::File if put.overwrite => {}
+        Check::File => return Err(StoreError::AlreadyExists),
+        Check::NotAFile => return Err(StoreError::NotAFile),
+        Check::Failed(e) => return Err(failure(e)),
     }
     let hash = blake3::hash(&put.body);
     if put.expected != *hash.as_bytes() {
