@@ -43,8 +43,6 @@ const MIB: u64 = 1 << 20;
 
 struct Settings {
     dir: PathBuf,
-    /// Where the S3 section's files, Garage's data and the local root go.
-    s3_dir: PathBuf,
     big: u64,
     runs: usize,
     small_files: usize,
@@ -69,15 +67,12 @@ fn settings() -> Settings {
             "--only" => only = args.next(),
             other => {
                 eprintln!(
-                    "usage: transfer_bench [--quick] [--dir DIR] [--runs N] [--only big|small|memory|s3] (got {other})"
+                    "usage: transfer_bench [--quick] [--dir DIR] [--runs N] [--only big|small|memory|s3|s3-big|s3-small|s3-memory] (got {other})"
                 );
                 std::process::exit(2);
             }
         }
     }
-    // The S3 section stores gigabytes in Garage, which frees deleted blocks
-    // only minutes later: on a disk, not in memory, unless told otherwise.
-    let s3_dir = dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = dir.unwrap_or_else(|| {
         if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -88,7 +83,6 @@ fn settings() -> Settings {
     if quick {
         Settings {
             dir,
-            s3_dir,
             big: 64 * MIB,
             runs: runs.unwrap_or(1),
             small_files: 500,
@@ -101,7 +95,6 @@ fn settings() -> Settings {
     } else {
         Settings {
             dir,
-            s3_dir,
             big: 1024 * MIB,
             runs: runs.unwrap_or(5),
             small_files: 10_000,
@@ -618,7 +611,11 @@ fn main() {
     }
     let settings = settings();
     let wants = |part: &str| settings.only.as_deref().is_none_or(|only| only == part);
-    if settings.only.as_deref() == Some("s3") {
+    if settings
+        .only
+        .as_deref()
+        .is_some_and(|only| only.starts_with("s3"))
+    {
         s3(&settings);
         return;
     }
@@ -648,19 +645,40 @@ fn cpu_seconds(pid: u32) -> f64 {
     (utime + stime) / ticks
 }
 
+/// CPU seconds the processes this one has waited for have used (the
+/// `client` or `rclone` of a finished transfer).
+fn children_cpu_seconds() -> f64 {
+    let ticks = {
+        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let cutime: f64 = fields[13].parse().unwrap();
+    let cstime: f64 = fields[14].parse().unwrap();
+    (cutime + cstime) / ticks
+}
+
 /// What one timed transfer cost: wall time, and the CPU time of the
-/// framekit server (if one took part) and of Garage.
+/// framekit server (if one took part), of Garage, and of the program that
+/// ran the transfer (`client` or `rclone`).
 #[derive(Default, Clone, Copy)]
 struct Cost {
     seconds: f64,
     server_cpu: f64,
     garage_cpu: f64,
+    tool_cpu: f64,
 }
 
-/// Runs `transfer`, measuring its wall time and the CPU time `server` and
-/// Garage (`garage`) spent meanwhile.
+/// Runs `transfer` (which runs one program and waits for it), measuring
+/// its wall time and the CPU time `server`, Garage (`garage`) and the
+/// program spent meanwhile.
 fn measure(server: Option<u32>, garage: u32, transfer: impl FnOnce()) -> Cost {
     let (server_before, garage_before) = (server.map(cpu_seconds), cpu_seconds(garage));
+    let tool_before = children_cpu_seconds();
     let start = Instant::now();
     transfer();
     let seconds = start.elapsed().as_secs_f64();
@@ -668,6 +686,7 @@ fn measure(server: Option<u32>, garage: u32, transfer: impl FnOnce()) -> Cost {
         seconds,
         server_cpu: server.map_or(0.0, |pid| cpu_seconds(pid) - server_before.unwrap_or(0.0)),
         garage_cpu: cpu_seconds(garage) - garage_before,
+        tool_cpu: children_cpu_seconds() - tool_before,
     }
 }
 
@@ -700,8 +719,9 @@ fn s3_row(what: &str, costs: &[Cost], rclone: &[Cost], amount: f64, unit: &str, 
     let ratio = median(&mut ratios);
     let server = median_of(costs, |c| c.server_cpu / gib);
     let garage = median_of(costs, |c| c.garage_cpu / gib);
+    let tool = median_of(costs, |c| c.tool_cpu / gib);
     println!(
-        "| {what} | {rate:.0} {unit} | {ratio:.2} [{:.2}-{:.2}] | {} | {garage:.2} |",
+        "| {what} | {rate:.0} {unit} | {ratio:.2} [{:.2}-{:.2}] | {} | {garage:.2} | {tool:.2} |",
         ratios[0],
         ratios[ratios.len() - 1],
         if costs.iter().all(|c| c.server_cpu == 0.0) {
@@ -712,9 +732,22 @@ fn s3_row(what: &str, costs: &[Cost], rclone: &[Cost], amount: f64, unit: &str, 
     );
 }
 
-#[allow(clippy::too_many_lines)] // one measurement section, read top to bottom
+/// What the S3 section's parts share: Garage, a bucket, a server on it and
+/// one on a local root, their working directory.
+struct S3Bench {
+    dir: tempfile::TempDir,
+    garage: Garage,
+    garage_pid: u32,
+    bucket: Bucket,
+    server: ServerProcess,
+    local: ServerProcess,
+    work: PathBuf,
+}
+
 fn s3(settings: &Settings) {
-    let dir = tempfile::tempdir_in(&settings.s3_dir).unwrap();
+    // Garage's data too: it keeps one copy of identical 1 MiB blocks, so
+    // the copies of the big file take the room of one.
+    let dir = tempfile::tempdir_in(&settings.dir).unwrap();
     let garage = Garage::start_in(dir.path());
     let garage_pid = garage.pid(0).unwrap();
     let bucket = garage.bucket();
@@ -730,19 +763,52 @@ fn s3(settings: &Settings) {
     );
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let size = settings.big;
-    let gib = size as f64 / (1u64 << 30) as f64;
     println!(
         "## S3 store (Garage {}, one node, data in {}, {}): framekit against rclone copy",
         framekit_tests::s3::GARAGE_VERSION,
-        settings.s3_dir.display(),
-        if on_tmpfs(&settings.s3_dir) {
+        settings.dir.display(),
+        if on_tmpfs(&settings.dir) {
             "tmpfs"
         } else {
             "disk"
         }
     );
+    let bench = S3Bench {
+        dir,
+        garage,
+        garage_pid,
+        bucket,
+        server,
+        local,
+        work,
+    };
+    let only = settings.only.as_deref().unwrap_or("s3");
+    if matches!(only, "s3" | "s3-big") {
+        s3_big(settings, &bench);
+    }
+    if matches!(only, "s3" | "s3-small") {
+        s3_small(settings, &bench);
+    }
+    if matches!(only, "s3" | "s3-memory") {
+        s3_memory(settings, &bench);
+    }
+    drop(bench.garage);
+}
 
+#[allow(clippy::too_many_lines)] // one measurement section, read top to bottom
+fn s3_big(settings: &Settings, bench: &S3Bench) {
+    let S3Bench {
+        dir,
+        garage_pid,
+        bucket,
+        server,
+        local,
+        work,
+        ..
+    } = bench;
+    let (dir, garage_pid, work) = (dir, *garage_pid, work.as_path());
+    let size = settings.big;
+    let gib = size as f64 / (1u64 << 30) as f64;
     let src = work.join("big.bin");
     let hash = write_random_file(&src, 2, size);
     let src_arg = src.to_str().unwrap();
@@ -755,15 +821,15 @@ fn s3(settings: &Settings) {
         let remote = bucket.rclone_path(&format!("rclone/{name}"));
         warm(dir.path(), size);
         put.push(measure(Some(server.pid()), garage_pid, || {
-            run_client(&server, &work, &["put", src_arg, "--name", &name]);
+            run_client(server, work, &["put", src_arg, "--name", &name]);
         }));
         warm(dir.path(), size);
         rput.push(measure(None, garage_pid, || {
-            rclone(&bucket, &["copyto", src_arg, &remote]);
+            rclone(bucket, &["copyto", src_arg, &remote]);
         }));
         warm(dir.path(), size);
         lput.push(measure(Some(local.pid()), garage_pid, || {
-            run_client(&local, &work, &["put", src_arg, "--name", &name]);
+            run_client(local, work, &["put", src_arg, "--name", &name]);
         }));
 
         let got = work.join("got.bin");
@@ -772,23 +838,23 @@ fn s3(settings: &Settings) {
             let server = if what == "local" { &local } else { &server };
             warm(dir.path(), size);
             costs.push(measure(Some(server.pid()), garage_pid, || {
-                run_client(server, &work, &["get", &name, "--output", got_arg]);
+                run_client(server, work, &["get", &name, "--output", got_arg]);
             }));
             assert_eq!(framekit_tests::hash_file(&got), hash, "{what}");
             std::fs::remove_file(&got).unwrap();
             if what == "framekit" {
                 warm(dir.path(), size);
                 rget.push(measure(None, garage_pid, || {
-                    rclone(&bucket, &["copyto", &remote, got_arg]);
+                    rclone(bucket, &["copyto", &remote, got_arg]);
                 }));
                 assert_eq!(framekit_tests::hash_file(&got), hash, "rclone");
                 std::fs::remove_file(&got).unwrap();
             }
         }
         // Room for the next runs.
-        run_client(&server, &work, &["delete", &name]);
-        run_client(&local, &work, &["delete", &name]);
-        rclone(&bucket, &["deletefile", &remote]);
+        run_client(server, work, &["delete", &name]);
+        run_client(local, work, &["delete", &name]);
+        rclone(bucket, &["deletefile", &remote]);
         let mib = size as f64 / MIB as f64;
         println!(
             "run {}: put MiB/s framekit {:.0}, rclone {:.0}, local {:.0}; get MiB/s framekit {:.0}, rclone {:.0}, local {:.0}",
@@ -803,10 +869,10 @@ fn s3(settings: &Settings) {
     }
     let mib = size as f64 / MIB as f64;
     println!(
-        "| {} MiB file | median | ratio to rclone, median of runs [min-max] | server CPU s/GiB | Garage CPU s/GiB |",
+        "| {} MiB file | median | ratio to rclone, median of runs [min-max] | server CPU s/GiB | Garage CPU s/GiB | client or rclone CPU s/GiB |",
         size / MIB
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     s3_row("put, framekit on Garage", &put, &rput, mib, "MiB/s", gib);
     s3_row(
         "put, rclone copy to Garage",
@@ -841,7 +907,19 @@ fn s3(settings: &Settings) {
         "MiB/s",
         gib,
     );
+}
 
+#[allow(clippy::too_many_lines)] // one measurement section, read top to bottom
+fn s3_small(settings: &Settings, bench: &S3Bench) {
+    let S3Bench {
+        garage_pid,
+        bucket,
+        server,
+        local,
+        work,
+        ..
+    } = bench;
+    let (garage_pid, work) = (*garage_pid, work.as_path());
     // Small files.
     let n = settings.s3_small_files;
     let files = work.join("small");
@@ -857,14 +935,14 @@ fn s3(settings: &Settings) {
     for run in 0..settings.runs {
         let name = format!("small-{run}");
         put.push(measure(Some(server.pid()), garage_pid, || {
-            run_client(&server, &work, &["put", files_arg, "--name", &name]);
+            run_client(server, work, &["put", files_arg, "--name", &name]);
         }));
         let remote = bucket.rclone_path(&format!("rclone/{name}"));
         rput.push(measure(None, garage_pid, || {
-            rclone(&bucket, &["copy", files_arg, &remote]);
+            rclone(bucket, &["copy", files_arg, &remote]);
         }));
         lput.push(measure(Some(local.pid()), garage_pid, || {
-            run_client(&local, &work, &["put", files_arg, "--name", &name]);
+            run_client(local, work, &["put", files_arg, "--name", &name]);
         }));
         let out = work.join(format!("out-{run}"));
         let (rout, lout) = (
@@ -873,8 +951,8 @@ fn s3(settings: &Settings) {
         );
         get.push(measure(Some(server.pid()), garage_pid, || {
             run_client(
-                &server,
-                &work,
+                server,
+                work,
                 &[
                     "get",
                     &format!("{name}/"),
@@ -884,12 +962,12 @@ fn s3(settings: &Settings) {
             );
         }));
         rget.push(measure(None, garage_pid, || {
-            rclone(&bucket, &["copy", &remote, rout.to_str().unwrap()]);
+            rclone(bucket, &["copy", &remote, rout.to_str().unwrap()]);
         }));
         lget.push(measure(Some(local.pid()), garage_pid, || {
             run_client(
-                &local,
-                &work,
+                local,
+                work,
                 &[
                     "get",
                     &format!("{name}/"),
@@ -915,9 +993,9 @@ fn s3(settings: &Settings) {
         );
     }
     println!(
-        "| {n} x 4 KiB | median | ratio to rclone, median of runs [min-max] | server CPU s/GiB | Garage CPU s/GiB |"
+        "| {n} x 4 KiB | median | ratio to rclone, median of runs [min-max] | server CPU s/GiB | Garage CPU s/GiB | client or rclone CPU s/GiB |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     let files_n = n as f64;
     s3_row(
         "put, framekit on Garage",
@@ -967,14 +1045,15 @@ fn s3(settings: &Settings) {
         "files/s",
         small_gib,
     );
-    drop(server);
-    drop(local);
+}
 
+fn s3_memory(settings: &Settings, bench: &S3Bench) {
+    let S3Bench { dir, bucket, .. } = bench;
     // Memory: many uploads at once, each needing parts in memory.
     let uploads = settings.uploads;
     let upload_size = settings.upload_size;
     let server = ServerProcess::start_on_bucket_logging_to(
-        &bucket,
+        bucket,
         &[
             "--no-atomic-create",
             "--max-connections",

@@ -928,8 +928,9 @@ pub(super) async fn store_batch(
     inner: &Arc<Inner>,
     batch: Vec<SmallPut>,
 ) -> Vec<Result<blake3::Hash, StoreError>> {
-    // One request tells whether a kept upload may need dropping at all.
-    let any_kept = kept::any(inner).await;
+    // One request tells whether a kept upload may need dropping at all; it
+    // goes with the checks of the first run.
+    let mut any_kept = None;
     let mut results: Vec<Option<Result<blake3::Hash, StoreError>>> =
         batch.iter().map(|_| None).collect();
     for run in runs(&batch) {
@@ -951,7 +952,14 @@ pub(super) async fn store_batch(
         for name in locked {
             _locks.push(inner.locks.lock(name).await);
         }
-        let checks = check_run(inner, &batch, &valid).await;
+        let (checks, kept) = futures_util::join!(check_run(inner, &batch, &valid), async {
+            match any_kept {
+                Some(any) => any,
+                None => kept::any(inner).await,
+            }
+        });
+        any_kept = Some(kept);
+        let any_kept = kept;
         let stored: Vec<(usize, Result<blake3::Hash, StoreError>)> = stream::iter(run)
             .map(|i| {
                 let check = checks.get(&i).cloned().unwrap_or(Check::Free);
