@@ -22,10 +22,16 @@ pub struct Cli {
     )]
     pub server: String,
 
-    /// Show no progress bar and no status messages (results and errors are
+    /// Print nothing but errors: no progress bar, no result lines, no
+    /// summary (what list and stat are asked for, and --json records, are
     /// still printed)
     #[arg(long, short, global = true)]
     pub quiet: bool,
+
+    /// Print results as JSON, one object per line, on stdout (list, stat,
+    /// put, get)
+    #[arg(long, global = true)]
+    pub json: bool,
 
     /// Encrypt the connection with TLS, checking the server's certificate
     /// against the system's trusted roots (or --ca)
@@ -54,11 +60,14 @@ pub enum Command {
     /// Upload files and directories
     ///
     /// On success, prints `put NAME: SIZE bytes, blake3 HASH` for each file,
-    /// with the size and hash the server stored. A directory is uploaded
-    /// with everything in it, its empty directories included, over one
-    /// connection; so are several files. An upload of a file over 64 KiB
-    /// that is interrupted is kept by the server, and the next put of the
-    /// same file under the same name sends only the rest.
+    /// with the size and hash the server stored (`put NAME: unchanged,
+    /// ...` for a file the server already holds, identical, which is not
+    /// sent again). A directory is uploaded with everything in it, its
+    /// empty directories included, over one connection; so are several
+    /// files. An upload of a file over 64 KiB that is interrupted is kept
+    /// by the server, and the next put of the same file under the same
+    /// name sends only the rest. `put - --name NAME` uploads standard
+    /// input.
     Put(PutArgs),
     /// Download files and directories
     ///
@@ -69,29 +78,50 @@ pub enum Command {
     /// leaves DEST.part, and the next get of the same name to the same
     /// destination continues it if the remote file has not changed. A NAME
     /// that is a directory (or ends with /) is downloaded with everything
-    /// in it. Nothing is printed on stdout; a summary goes to stderr unless
-    /// --quiet.
+    /// in it. A file that is already there, identical, is not downloaded
+    /// again. Nothing is printed on stdout (but with --json); a summary
+    /// goes to stderr unless --quiet. `get NAME -o -` writes the file to
+    /// standard output.
     Get(GetArgs),
-    /// List remote files
+    /// List remote files and directories
     ///
-    /// Prints one line per file: the size in bytes, a tab, the name.
-    /// Control characters in names are escaped.
+    /// Prints one line per name: the size in bytes, a tab, the name; a
+    /// directory as `-`, a tab, its name and a `/`. Control characters in
+    /// names are escaped.
     List(ListArgs),
-    /// Describe one remote file
+    /// Describe one remote file or directory
     ///
-    /// Prints the size in bytes, a tab, the name.
+    /// Prints `name:`, `kind:` (file or dir), and for a file `size:`,
+    /// `modified:` (RFC 3339, UTC) and `blake3:`, one per line.
     Stat(StatArgs),
-    /// Delete a remote file
+    /// Delete remote files and directories
     ///
-    /// Nothing is printed on stdout; a confirmation goes to stderr unless
-    /// --quiet.
+    /// A directory is deleted if it is empty, or with everything in it
+    /// with -r. Nothing is printed on stdout; a confirmation goes to
+    /// stderr unless --quiet.
     Delete(DeleteArgs),
+    /// Rename a remote file or directory
+    ///
+    /// The move is atomic on the server: readers see the old name or the
+    /// new one. An existing NEW is replaced only with --force. A NEW
+    /// ending with / is a directory to move OLD into, under its base name.
+    Mv(MvArgs),
+    /// Print a shell completion script
+    ///
+    /// For example: `client completions bash >
+    /// ~/.local/share/bash-completion/completions/client`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff)
+    ///
+    /// For example: `client man > ~/.local/share/man/man1/client.1`.
+    Man,
 }
 
 /// Arguments of `put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// The local files and directories to upload
+    /// The local files and directories to upload; `-` alone is standard
+    /// input, uploaded as --name
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
@@ -114,6 +144,11 @@ pub struct PutArgs {
     /// warning otherwise)
     #[arg(long, short = 'L')]
     pub follow_links: bool,
+
+    /// Accepted for scp habits: directories are always uploaded with
+    /// everything in them
+    #[arg(long, short)]
+    pub recursive: bool,
 }
 
 /// Arguments of `get`.
@@ -127,7 +162,8 @@ pub struct GetArgs {
     /// Where to save a file or directory (default: its base name in the
     /// current directory); if PATH is an existing directory, it is saved
     /// in it under its base name. With several names, PATH is a directory
-    /// (created if missing) to save them all in
+    /// (created if missing) to save them all in. `-` writes one file to
+    /// standard output
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 
@@ -139,13 +175,18 @@ pub struct GetArgs {
     /// left
     #[arg(long)]
     pub no_resume: bool,
+
+    /// Accepted for scp habits: directories are always downloaded with
+    /// everything in them
+    #[arg(long, short)]
+    pub recursive: bool,
 }
 
 /// Arguments of `list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// List only names that start with PREFIX (compared byte by byte, so
-    /// `dir/` lists a directory)
+    /// `dir/` lists what is in a directory)
     #[arg(default_value = "", hide_default_value = true)]
     pub prefix: String,
 }
@@ -160,8 +201,37 @@ pub struct StatArgs {
 /// Arguments of `delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The remote name
-    pub name: String,
+    /// The remote names (a name ending with / is a directory)
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Delete directories with everything in them
+    #[arg(long, short)]
+    pub recursive: bool,
+}
+
+/// Arguments of `mv`.
+#[derive(Debug, Args)]
+pub struct MvArgs {
+    /// The current remote name
+    #[arg(value_name = "OLD")]
+    pub from: String,
+
+    /// The new remote name; ending with /, the directory to move OLD into
+    #[arg(value_name = "NEW")]
+    pub to: String,
+
+    /// Replace a file already at NEW
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+/// Arguments of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// The text after `client --help`: environment and exit codes.

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 /// | 6 | integrity mismatch: the content's BLAKE3 hash differs from the one announced, on either side |
 /// | 7 | refused: the server refused the request for another reason (invalid name, too large, busy, unauthorized, forbidden, no space, ...) or broke the protocol; names the client can tell are invalid are refused with this code before anything is sent |
 /// | 8 | local file error: the file to put cannot be read or changed while it was sent, the destination of a get cannot be written |
-/// | 9 | some transfers failed: a put or get of several files or of a directory went on after some of them failed, each reported on its own `error:` line |
+/// | 9 | some failed: a put or get of several files or of a directory, or a delete of several names, went on after some of them failed, each reported on its own `error:` line |
 ///
 /// The codes are stable: scripts may rely on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,7 +44,8 @@ pub enum Exit {
     Refused,
     /// 8: a local file could not be read or written.
     LocalFile,
-    /// 9: some transfers of a set failed, the others were done.
+    /// 9: some transfers of a set (or deletions of several names) failed,
+    /// the others were done.
     SomeFailed,
 }
 
@@ -95,7 +96,7 @@ impl Exit {
             }
             Exit::LocalFile => "local file cannot be read or written",
             Exit::SomeFailed => {
-                "some transfers of several files or a directory failed (each reported), \
+                "some of several files, directories or names failed (each reported), \
                  the others were done"
             }
         }
@@ -129,6 +130,38 @@ impl fmt::Display for Step {
             Step::Handshake => f.write_str("handshake"),
             Step::Request(op) => op.fmt(f),
         }
+    }
+}
+
+/// A feature that needs a request older servers do not know: they
+/// answer it as a malformed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Feature {
+    /// Creating and listing directories (`MakeDir`, `Tree`).
+    Directories,
+    /// Deleting directories (`DeleteDir`).
+    DeleteDir,
+    /// Renaming (`Rename`).
+    Rename,
+    /// Describing a name with its hash (`Describe`).
+    Describe,
+    /// Listing directories with files (`ListAll`).
+    ListAll,
+    /// Uploads of unknown length (`PutStream`).
+    PutStream,
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Feature::Directories => "directories",
+            Feature::DeleteDir => "deleting directories",
+            Feature::Rename => "renaming",
+            Feature::Describe => "hashes of stored files",
+            Feature::ListAll => "listing directories",
+            Feature::PutStream => "uploads from standard input",
+        })
     }
 }
 
@@ -242,6 +275,24 @@ pub enum ClientError {
         /// The server's answer.
         reply: ErrorReply,
     },
+    /// The server does not know the request a feature needs.
+    #[error(
+        "the server is too old for {feature} (it does not know the request: {})",
+        Escaped(&.reply.message)
+    )]
+    TooOld {
+        /// What was asked for.
+        feature: Feature,
+        /// The server's answer.
+        reply: ErrorReply,
+    },
+    /// A remote file exists with other content than the local one, and
+    /// `--force` was not given.
+    #[error("\"{}\" exists on the server with other content (use --force to replace it)", Escaped(.name))]
+    RemoteDiffers {
+        /// The remote name.
+        name: String,
+    },
     /// A BLAKE3 hash did not match the content.
     #[error(
         "integrity mismatch: the content hashes to {}, the server announced {}",
@@ -335,8 +386,10 @@ pub enum ClientError {
     #[error("{0} (a bug in the caller)")]
     Misuse(&'static str),
     /// Some transfers of a set failed; each was reported.
-    #[error("{failed} of {total} transfers failed")]
+    #[error("{failed} of {total} {what} failed")]
     SomeFailed {
+        /// What they were: "transfers", "deletions".
+        what: &'static str,
         /// How many failed.
         failed: usize,
         /// How many there were.
@@ -345,6 +398,9 @@ pub enum ClientError {
     /// A request could not be encoded (too large for a frame).
     #[error("cannot encode the request")]
     Encode(#[source] framekit_codec::Error),
+    /// Arguments that go together badly (those clap cannot check).
+    #[error("{0}")]
+    Usage(&'static str),
     /// `$FRAMEKIT_TOKEN` is not valid UTF-8.
     #[error("$FRAMEKIT_TOKEN is not valid UTF-8")]
     TokenNotUtf8,
@@ -387,15 +443,18 @@ impl ClientError {
                 _ => Exit::Refused,
             },
             ClientError::Protocol(_)
+            | ClientError::TooOld { .. }
             | ClientError::Outside { .. }
             | ClientError::InvalidName { .. }
             | ClientError::NoRemoteName { .. } => Exit::Refused,
             ClientError::Integrity { .. } => Exit::Integrity,
-            ClientError::DestinationExists { .. } => Exit::AlreadyExists,
+            ClientError::DestinationExists { .. } | ClientError::RemoteDiffers { .. } => {
+                Exit::AlreadyExists
+            }
             ClientError::Local { .. }
             | ClientError::FileChanged { .. }
             | ClientError::Ca { .. } => Exit::LocalFile,
-            ClientError::TokenNotUtf8 => Exit::Usage,
+            ClientError::TokenNotUtf8 | ClientError::Usage(_) => Exit::Usage,
             ClientError::SomeFailed { .. } => Exit::SomeFailed,
             ClientError::BodyOverrun { .. }
             | ClientError::BodyIncomplete { .. }
@@ -406,7 +465,8 @@ impl ClientError {
         }
     }
 
-    /// The error and its sources on one line, separated by `: `.
+    /// The error and its sources on one line, separated by `: `, then
+    /// what to do about it, when that can be told.
     pub fn report(&self) -> String {
         let mut line = self.to_string();
         let mut source = self.source();
@@ -415,8 +475,50 @@ impl ClientError {
             line.push_str(&cause.to_string());
             source = cause.source();
         }
+        if let Some(hint) = self.hint() {
+            line.push_str(hint);
+        }
         // Sources are not supposed to span lines; make sure of it.
         line.replace(['\n', '\r'], " ")
+    }
+
+    /// What the user can do about the error, when it is clear.
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            ClientError::Connect { source, .. } => Some(match source.kind() {
+                io::ErrorKind::ConnectionRefused => {
+                    " (nothing is listening there: is the server running? \
+                     Check --server or $FRAMEKIT_SERVER)"
+                }
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                    " (no answer: check --server or $FRAMEKIT_SERVER, and that the host \
+                     is reachable)"
+                }
+                _ => " (check --server or $FRAMEKIT_SERVER)",
+            }),
+            ClientError::Refused { step, reply } => match (reply.code, step) {
+                (ErrorCode::AlreadyExists, Step::Request(Operation::Put | Operation::Rename)) => {
+                    Some(" (use --force to replace it)")
+                }
+                (ErrorCode::NotEmpty, Step::Request(Operation::Delete)) => {
+                    Some(" (use -r to delete it with everything in it)")
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// A refusal of a request the server does not know (a malformed
+    /// request, to a server that predates it) as [`ClientError::TooOld`];
+    /// any other error as it is.
+    pub(crate) fn too_old(self, feature: Feature) -> Self {
+        match self {
+            ClientError::Refused { reply, .. } if reply.code == ErrorCode::BadRequest => {
+                ClientError::TooOld { feature, reply }
+            }
+            other => other,
+        }
     }
 
     /// Whether this is a failure to write to a closed standard output
@@ -557,6 +659,7 @@ mod tests {
                 "the server refused the delete: forbidden: no",
                 "the server refused the directory creation: forbidden: no",
                 "the server refused the directory listing: forbidden: no",
+                "the server refused the rename: forbidden: no",
             ]
         );
     }
@@ -567,8 +670,38 @@ mod tests {
             addr: "127.0.0.1:1".into(),
             source: io::Error::new(io::ErrorKind::ConnectionRefused, "refused"),
         };
-        assert_eq!(error.report(), "cannot connect to 127.0.0.1:1: refused");
+        assert_eq!(
+            error.report(),
+            "cannot connect to 127.0.0.1:1: refused (nothing is listening there: \
+             is the server running? Check --server or $FRAMEKIT_SERVER)"
+        );
         assert_eq!(error.exit(), Exit::Connection);
+    }
+
+    #[test]
+    fn refusals_that_an_option_overcomes_name_it() {
+        let refused = |op: Operation, code| ClientError::Refused {
+            step: op.into(),
+            reply: ErrorReply::new(code, "x"),
+        };
+        assert_eq!(
+            refused(Operation::Put, ErrorCode::AlreadyExists).report(),
+            "the server refused the put: already exists: x (use --force to replace it)"
+        );
+        assert_eq!(
+            refused(Operation::Delete, ErrorCode::NotEmpty).report(),
+            "the server refused the delete: not empty: x (use -r to delete it with everything in it)"
+        );
+        assert_eq!(
+            refused(Operation::Get, ErrorCode::NotFound).report(),
+            "the server refused the get: not found: x"
+        );
+        let old = refused(Operation::Rename, ErrorCode::BadRequest).too_old(Feature::Rename);
+        assert_eq!(
+            old.report(),
+            "the server is too old for renaming (it does not know the request: x)"
+        );
+        assert_eq!(old.exit(), Exit::Refused);
     }
 
     #[test]

@@ -97,8 +97,11 @@ fn each_command_has_complete_help() {
         ("put", &["<FILE>", "--name <NAME>", "--force", "base name"]),
         ("get", &["<NAME>", "--output <PATH>", "--force", "verified"]),
         ("list", &["[PREFIX]", "a tab"]),
-        ("stat", &["<NAME>", "a tab"]),
-        ("delete", &["<NAME>"]),
+        ("stat", &["<NAME>", "blake3:", "modified:"]),
+        ("delete", &["<NAME>", "--recursive"]),
+        ("mv", &["<OLD>", "<NEW>", "--force"]),
+        ("completions", &["<SHELL>", "bash"]),
+        ("man", &["manual page"]),
     ];
     for (command, words) in cases {
         let mut expected = predicate::str::contains("--server").boxed();
@@ -149,15 +152,17 @@ fn the_server_defaults_to_framekit_server() {
 }
 
 #[test]
-fn get_refuses_an_existing_destination_before_connecting() {
+fn get_leaves_an_existing_destination_alone_when_it_cannot_compare_it() {
+    // An existing destination is compared with the server's file (it may
+    // be the same); without a server, it stays as it is.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x.txt"), b"mine").unwrap();
     client()
         .current_dir(dir.path())
         .args(["--server", &closed_port(), "get", "remote/x.txt"])
         .assert()
-        .code(5)
-        .stderr(predicate::str::contains("already exists"));
+        .code(3)
+        .stderr(predicate::str::contains("nothing is listening there"));
     assert_eq!(std::fs::read(dir.path().join("x.txt")).unwrap(), b"mine");
     assert_eq!(entries(dir.path()), ["x.txt"]);
 }
@@ -221,7 +226,7 @@ fn list_prints_size_tab_name_with_control_characters_escaped() {
         .stderr("");
     let (hello, request) = server.join().unwrap();
     assert_eq!(hello, Hello::new(Some("t0k".into())));
-    assert!(matches!(request, Request::List(l) if l.prefix == "pre"));
+    assert!(matches!(request, Request::ListAll(l) if l.prefix == "pre"));
 }
 
 #[test]
@@ -251,6 +256,12 @@ fn put_then_get_through_the_binary() {
 
     // Put: the server receives the body and confirms it.
     let (addr, server) = serve_once(move |stream, reader| {
+        // First: is the file there already?
+        assert!(matches!(request(reader), Request::Describe(d) if d.name == "local name.bin"));
+        reply(
+            stream,
+            &Response::Error(ErrorReply::new(ErrorCode::NotFound, "no such file")),
+        );
         let Request::Put(put) = request(reader) else {
             panic!("not a put")
         };

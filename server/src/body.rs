@@ -11,6 +11,7 @@
 
 use crate::conn::{Conn, ConnError};
 use crate::storage::{BodySink, BodySource, Chunk, Download, SMALL_BODY, SinkEnd, Stopped, Upload};
+use framekit_transfer::MAX_CHUNK_LEN;
 use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -244,6 +245,180 @@ where
             return (received, Some(e));
         }
     }
+}
+
+/// Why a body of unknown length stopped before its end.
+#[derive(Debug)]
+pub(crate) enum StreamFailure {
+    /// The connection failed, closed or went silent.
+    Conn(ConnError),
+    /// A chunk declared more than [`MAX_CHUNK_LEN`] bytes.
+    ChunkTooLong(u32),
+    /// The body grew past the largest file accepted.
+    TooLarge(u64),
+}
+
+/// Receives a body of unknown length, sent as chunks (see
+/// [`framekit_transfer::PutStream`]), into the upload, hashing it on the
+/// way; at most `max` bytes. Returns what [`receive`] returns, with the
+/// body's length. Each chunk's length and every buffer of its data must
+/// arrive within the idle timeout.
+///
+/// On a failure the upload comes back, if it can, for the caller to
+/// discard: nothing of such a body is kept.
+pub(crate) async fn receive_stream<S, U>(
+    conn: &mut Conn<S>,
+    pool: &BufferPool,
+    upload: U,
+    max: u64,
+) -> Result<(Received<U>, u64), (StreamFailure, Option<U>, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    U: Upload,
+{
+    let mut ring = pool.ring(max);
+    let mut sink = upload.sink(max, ring.lend());
+    let (received, failure) = pump_chunks(conn, &mut sink, &mut ring, max).await;
+    let end: SinkEnd<U> = sink.finish(failure.is_none()).await;
+    ring.give_back(end.buffers);
+    match (failure, end.upload) {
+        (None, Some(upload)) => {
+            let error = match (end.error, end.hash) {
+                (None, None) => Some(io::Error::other(Stopped)),
+                (error, _) => error,
+            };
+            let hash = end.hash.unwrap_or(blake3::Hash::from_bytes([0; 32]));
+            Ok((
+                Received {
+                    upload,
+                    hash,
+                    error,
+                },
+                received,
+            ))
+        }
+        (Some(failure), upload) => Err((failure, upload, received)),
+        (None, None) => Err((StreamFailure::Conn(stopped()), None, received)),
+    }
+}
+
+/// Moves the chunks of a body of unknown length from the connection into
+/// `sink`, filling each buffer across chunks. Returns how many body bytes
+/// arrived, and why the body stopped short, if it did.
+async fn pump_chunks<S, K>(
+    conn: &mut Conn<S>,
+    sink: &mut K,
+    ring: &mut Ring<'_>,
+    max: u64,
+) -> (u64, Option<StreamFailure>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    K: BodySink,
+{
+    let mut received = 0u64;
+    // The buffer being filled, and how much of it is.
+    let mut current: Option<(Vec<u8>, usize)> = None;
+    let failure = loop {
+        let mut head = [0u8; 4];
+        if let (_, Err(e)) = conn.read_body_fill(&mut head).await {
+            break Some(StreamFailure::Conn(e));
+        }
+        let len = u32::from_be_bytes(head);
+        if len == 0 {
+            break None;
+        }
+        if len > MAX_CHUNK_LEN {
+            break Some(StreamFailure::ChunkTooLong(len));
+        }
+        if received + u64::from(len) > max {
+            break Some(StreamFailure::TooLarge(max));
+        }
+        let mut left = u64::from(len);
+        let mut stopped_short = None;
+        while left > 0 {
+            let (mut buf, fill) = match current.take() {
+                Some(current) => current,
+                None => match sink.buffer().await {
+                    Some(buf) => (buf, 0),
+                    None => {
+                        stopped_short = Some(StreamFailure::Conn(stopped()));
+                        break;
+                    }
+                },
+            };
+            let room = buf.len() - fill;
+            let want = usize::try_from(left).map_or(room, |l| l.min(room));
+            let (filled, read) = conn.read_body_fill(&mut buf[fill..fill + want]).await;
+            left -= filled as u64;
+            received += filled as u64;
+            let fill = fill + filled;
+            if fill == buf.len() || read.is_err() {
+                let chunk = Chunk {
+                    buf,
+                    range: 0..fill,
+                };
+                if sink.take(chunk).await.is_err() {
+                    stopped_short = Some(StreamFailure::Conn(stopped()));
+                    break;
+                }
+            } else {
+                current = Some((buf, fill));
+            }
+            if let Err(e) = read {
+                stopped_short = Some(StreamFailure::Conn(e));
+                break;
+            }
+        }
+        if stopped_short.is_some() {
+            break stopped_short;
+        }
+    };
+    match current {
+        Some((buf, fill)) if fill > 0 => {
+            let taken = sink
+                .take(Chunk {
+                    buf,
+                    range: 0..fill,
+                })
+                .await;
+            if taken.is_err() && failure.is_none() {
+                return (received, Some(StreamFailure::Conn(stopped())));
+            }
+        }
+        Some((buf, _)) => ring.buffers.push(buf),
+        None => {}
+    }
+    (received, failure)
+}
+
+/// The BLAKE3 hash of the whole file: the one the storage knows, or one
+/// computed by reading the file.
+pub(crate) async fn hash<D: Download>(pool: &BufferPool, download: D) -> io::Result<blake3::Hash> {
+    let info = download.info();
+    if let Some(hash) = info.hash {
+        return Ok(hash);
+    }
+    let size = info.size;
+    if usize::try_from(size).is_ok_and(|len| len <= SMALL_BODY) {
+        return download.read_small().await.map(|(_, hash)| hash);
+    }
+    let mut ring = pool.ring(size);
+    let mut source = download.source(0, ring.lend());
+    let mut read = 0u64;
+    while let Some(chunk) = source.next().await {
+        read += chunk.range.len() as u64;
+        source.recycle(chunk.buf);
+    }
+    let end = source.finish().await;
+    ring.give_back(end.buffers);
+    let hash = end.hash?;
+    if read < size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file ended before its size",
+        ));
+    }
+    Ok(hash)
 }
 
 /// Sends the file from `offset` on and returns the hash of the whole file

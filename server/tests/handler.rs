@@ -5,8 +5,9 @@ use bytes::BytesMut;
 use framekit_codec::message::MessageCodec;
 use framekit_server::{Config, Server, handler};
 use framekit_transfer::{
-    Delete, ErrorCode, FileVersion, Get, Hello, List, MakeDir, Put, Request, Response, Stat,
-    Trailer, Tree, frame_config,
+    Delete, DeleteDir, Describe, Description, ErrorCode, FileVersion, Get, Hello, List, ListAll,
+    MAX_CHUNK_LEN, MakeDir, Put, PutStream, Rename, Request, Response, Stat, Trailer, Tree,
+    frame_config,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
@@ -502,4 +503,268 @@ async fn wrong_magic_and_version_are_refused() {
         .unwrap()
         .unwrap();
     assert_eq!(error_code(response), ErrorCode::BadMagic);
+}
+
+/// The chunks of a body of unknown length: `body` cut into pieces of at
+/// most `piece` bytes, each with its 4-byte big-endian length, then the
+/// empty chunk that ends it.
+fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in body.chunks(piece) {
+        out.extend_from_slice(&u32::try_from(part.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out
+}
+
+async fn put_stream(peer: &mut Peer, name: &str, body: &[u8], piece: usize) -> Response {
+    peer.send(Request::PutStream(PutStream {
+        name: name.into(),
+        overwrite: false,
+    }))
+    .await;
+    match peer.recv().await {
+        Response::PutReady { offset: 0 } => {}
+        other => return other,
+    }
+    peer.raw(&chunked(body, piece)).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(body).as_bytes(),
+    })
+    .await;
+    peer.recv().await
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_is_published_whole_from_chunks_of_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    let body: Vec<u8> = (0..900_000u32).map(|i| (i % 253) as u8).collect();
+    for (name, piece) in [("one", 1), ("odd", 77_777), ("whole", body.len())] {
+        let part = if piece == 1 { &body[..5000] } else { &body[..] };
+        let done = put_stream(&mut peer, name, part, piece).await;
+        assert_eq!(
+            done,
+            Response::PutDone {
+                size: part.len() as u64,
+                hash: *blake3::hash(part).as_bytes()
+            }
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("root").join(name)).unwrap(),
+            part
+        );
+    }
+    // Nothing at all: the empty chunk alone.
+    let done = put_stream(&mut peer, "empty", b"", 1).await;
+    assert_eq!(
+        done,
+        Response::PutDone {
+            size: 0,
+            hash: *blake3::hash(b"").as_bytes()
+        }
+    );
+    assert_eq!(std::fs::read(dir.path().join("root/empty")).unwrap(), b"");
+    // An existing name without overwrite is refused before any chunk.
+    assert_eq!(
+        error_code(put_stream(&mut peer, "one", b"x", 1).await),
+        ErrorCode::AlreadyExists
+    );
+    // And a wrong trailer publishes nothing.
+    peer.send(Request::PutStream(PutStream {
+        name: "bad".into(),
+        overwrite: false,
+    }))
+    .await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&chunked(b"abc", 2)).await;
+    peer.send(Trailer {
+        hash: *blake3::hash(b"abd").as_bytes(),
+    })
+    .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::IntegrityMismatch);
+    assert!(!dir.path().join("root/bad").exists());
+    assert!(framekit_tests_staging_is_empty(&dir));
+}
+
+fn framekit_tests_staging_is_empty(dir: &tempfile::TempDir) -> bool {
+    std::fs::read_dir(dir.path().join("root/.framekit/staging"))
+        .unwrap()
+        .next()
+        .is_none()
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_over_the_largest_file_is_refused_and_the_connection_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, task) = start(&dir).await;
+    peer.send(Request::PutStream(PutStream {
+        name: "big".into(),
+        overwrite: false,
+    }))
+    .await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    // The server takes at most 1 MiB: a second chunk of 600 000 bytes
+    // goes over it.
+    let piece = vec![7u8; 600_000];
+    let mut chunks = Vec::new();
+    for _ in 0..2 {
+        chunks.extend_from_slice(&600_000u32.to_be_bytes());
+        chunks.extend_from_slice(&piece);
+    }
+    // The server stops reading after the first chunk: the write fails
+    // once it has hung up.
+    let _ = peer.framed.get_mut().write_all(&chunks).await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::TooLarge);
+    task.await.unwrap();
+    assert!(!dir.path().join("root/big").exists());
+    assert!(framekit_tests_staging_is_empty(&dir));
+}
+
+#[tokio::test]
+async fn a_chunk_over_the_limit_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, task) = start(&dir).await;
+    peer.send(Request::PutStream(PutStream {
+        name: "f".into(),
+        overwrite: false,
+    }))
+    .await;
+    assert_eq!(peer.recv().await, Response::PutReady { offset: 0 });
+    peer.raw(&(MAX_CHUNK_LEN + 1).to_be_bytes()).await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::BadRequest);
+    task.await.unwrap();
+    assert!(!dir.path().join("root/f").exists());
+}
+
+#[tokio::test]
+async fn describe_gives_the_hash_of_a_file_and_names_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    // Small, and large enough to be hashed as a stream when it is not
+    // recorded (written behind the server's back).
+    let small = b"small content".to_vec();
+    assert!(matches!(
+        put(&mut peer, "d/small", &small, false).await,
+        Response::PutDone { .. }
+    ));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(dir.path().join("root/d/big"), &big).unwrap();
+    for (name, content) in [("d/small", &small), ("d/big", &big)] {
+        peer.send(Request::Describe(Describe { name: name.into() }))
+            .await;
+        match peer.recv().await {
+            Response::Described(Description {
+                name: described,
+                size,
+                hash,
+                ..
+            }) => {
+                assert_eq!(described, name);
+                assert_eq!(size, content.len() as u64);
+                assert_eq!(hash, *blake3::hash(content).as_bytes());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    peer.send(Request::Describe(Describe { name: "d".into() }))
+        .await;
+    assert_eq!(peer.recv().await, Response::Directory { name: "d".into() });
+    for (name, code) in [
+        ("d/none", ErrorCode::NotFound),
+        ("d/small/under", ErrorCode::NotAFile),
+        ("../x", ErrorCode::InvalidName),
+    ] {
+        peer.send(Request::Describe(Describe { name: name.into() }))
+            .await;
+        assert_eq!(error_code(peer.recv().await), code, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn list_all_shows_directories_with_files_and_counts_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut peer, _task) = start(&dir).await;
+    assert!(matches!(
+        put(&mut peer, "a/f", b"1", false).await,
+        Response::PutDone { .. }
+    ));
+    peer.send(Request::MakeDir(MakeDir {
+        name: "a/empty".into(),
+    }))
+    .await;
+    assert_eq!(peer.recv().await, Response::DirMade);
+    peer.send(Request::ListAll(ListAll { prefix: "".into() }))
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        match peer.recv().await {
+            Response::Directory { name } => seen.push(format!("{name}/")),
+            Response::Entry(entry) => seen.push(entry.name),
+            Response::ListEnd { count } => {
+                assert_eq!(count, 3);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, ["a/", "a/empty/", "a/f"]);
+    // The plain list still shows files only.
+    peer.send(Request::List(List { prefix: "".into() })).await;
+    assert!(matches!(peer.recv().await, Response::Entry(e) if e.name == "a/f"));
+    assert_eq!(peer.recv().await, Response::ListEnd { count: 1 });
+}
+
+#[tokio::test]
+async fn directories_are_deleted_empty_or_whole_and_names_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let (mut peer, _task) = start(&dir).await;
+    for name in ["t/a/b/f", "t/g", "x"] {
+        assert!(matches!(
+            put(&mut peer, name, b"1", false).await,
+            Response::PutDone { .. }
+        ));
+    }
+    std::fs::create_dir_all(root.join("t/a/empty/deeper")).unwrap();
+
+    let rename = |from: &str, to: &str, overwrite| {
+        Request::Rename(Rename {
+            from: from.into(),
+            to: to.into(),
+            overwrite,
+        })
+    };
+    peer.send(rename("x", "t/g", false)).await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::AlreadyExists);
+    peer.send(rename("x", "moved/x", false)).await;
+    assert_eq!(peer.recv().await, Response::Renamed);
+    assert_eq!(std::fs::read(root.join("moved/x")).unwrap(), b"1");
+    peer.send(rename("moved/x", "t/g", true)).await;
+    assert_eq!(peer.recv().await, Response::Renamed);
+    assert!(!root.join("moved").exists());
+    peer.send(rename("none", "y", false)).await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotFound);
+
+    let delete_dir = |name: &str, recursive| {
+        Request::DeleteDir(DeleteDir {
+            name: name.into(),
+            recursive,
+        })
+    };
+    peer.send(delete_dir("t/a", false)).await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotEmpty);
+    peer.send(delete_dir("t/a/empty/deeper", false)).await;
+    assert_eq!(peer.recv().await, Response::Deleted);
+    // Its parent, left empty, went with it, as after deleting a file.
+    assert!(!root.join("t/a/empty").exists());
+    peer.send(delete_dir("t/g", true)).await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotAFile);
+    peer.send(delete_dir("t", true)).await;
+    assert_eq!(peer.recv().await, Response::Deleted);
+    assert!(!root.join("t").exists());
+    peer.send(Request::Delete(Delete { name: "t".into() }))
+        .await;
+    assert_eq!(error_code(peer.recv().await), ErrorCode::NotFound);
 }

@@ -17,6 +17,7 @@
 
 pub mod corpus;
 pub mod hostile;
+pub mod proxy;
 pub mod s3;
 pub mod stored;
 
@@ -330,6 +331,11 @@ impl ServerProcess {
         client_at(self.addr, cwd)
     }
 
+    /// A `client` command aimed at this server, not quiet, run in `cwd`.
+    pub fn loud_client(&self, cwd: &Path) -> Command {
+        loud_client_at(self.addr, cwd)
+    }
+
     /// Opens a raw protocol connection and completes the handshake.
     pub fn connect(&self) -> RawPeer {
         RawPeer::connect(self.addr)
@@ -426,15 +432,33 @@ impl Dice {
 /// A `client` command aimed at `addr`, quiet, run in `cwd`, with nothing
 /// from the environment.
 pub fn client_at(addr: SocketAddr, cwd: &Path) -> Command {
+    let mut cmd = loud_client_at(addr, cwd);
+    cmd.arg("--quiet");
+    cmd
+}
+
+/// A `client` command aimed at `addr`, not quiet (result lines and the
+/// summary are printed), run in `cwd`, with nothing from the environment.
+/// Its records of local hashes are kept under `target/`, not in the
+/// user's cache.
+pub fn loud_client_at(addr: SocketAddr, cwd: &Path) -> Command {
     let mut cmd = Command::new(bin("client"));
     cmd.current_dir(cwd)
         .arg("--server")
         .arg(addr.to_string())
-        .arg("--quiet")
         .env_remove("FRAMEKIT_SERVER")
         .env_remove("FRAMEKIT_TOKEN")
+        .env("XDG_CACHE_HOME", test_cache())
         .stdin(Stdio::null());
     cmd
+}
+
+/// Where the clients the tests run keep their records of local hashes.
+pub fn test_cache() -> PathBuf {
+    bin("client")
+        .parent()
+        .map(|dir| dir.join("test-cache"))
+        .unwrap_or_default()
 }
 
 fn collect(mut stderr: ChildStderr, log: Arc<Mutex<String>>) {

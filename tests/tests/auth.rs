@@ -11,7 +11,8 @@ use framekit_tests::hostile::{
 };
 use framekit_tests::{RawPeer, ServerProcess, stderr, stdout};
 use framekit_transfer::{
-    Delete, ErrorCode, Get, MakeDir, Request, Response, Stat, Trailer, Tree, frame_config,
+    Delete, DeleteDir, Describe, ErrorCode, Get, MakeDir, PutStream, Rename, Request, Response,
+    Stat, Trailer, Tree, frame_config,
 };
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -125,7 +126,11 @@ fn client_with_a_read_only_token_reads_but_cannot_put_or_delete() {
     // Reading is allowed.
     let output = client(&["stat", "keep"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(stdout(&output), "4\tkeep\n");
+    assert!(
+        stdout(&output).starts_with("name: keep\nkind: file\nsize: 4\n"),
+        "{}",
+        stdout(&output)
+    );
     let output = client(&["get", "keep"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(std::fs::read(work.path().join("keep")).unwrap(), b"kept");
@@ -206,6 +211,33 @@ fn read_only_token_put_and_delete_are_forbidden_and_reads_go_on() {
         name: "newdir".into(),
     }));
     assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
+    // So are the newer writing requests: rename, directory deletion, and
+    // an upload of unknown length (refused before its body).
+    for request in [
+        Request::Rename(Rename {
+            from: "keep".into(),
+            to: "moved".into(),
+            overwrite: true,
+        }),
+        Request::DeleteDir(DeleteDir {
+            name: "somedir".into(),
+            recursive: true,
+        }),
+        Request::PutStream(PutStream {
+            name: "streamed".into(),
+            overwrite: true,
+        }),
+    ] {
+        peer.send(&request);
+        assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden, "{request:?}");
+    }
+    // And a description is a read.
+    peer.send(&Request::Describe(Describe {
+        name: "keep".into(),
+    }));
+    assert!(
+        matches!(peer.recv(), Response::Described(d) if d.hash == *blake3::hash(b"kept").as_bytes())
+    );
 
     // The same connection still reads, trees included.
     peer.send(&Request::Tree(Tree { dir: String::new() }));

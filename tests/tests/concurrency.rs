@@ -36,7 +36,7 @@ fn fifty_clients_put_and_get_distinct_files_at_once() {
             let name = format!("client {i}/file.bin");
             Running::spawn(
                 server
-                    .client(&work)
+                    .loud_client(&work)
                     .args(["put", local.as_str(), "--name", &name]),
             )
         })
@@ -105,7 +105,7 @@ fn eight_forced_puts_of_one_name_at_once_leave_one_whole_content() {
     let puts: Vec<Running> = versions
         .iter()
         .map(|(local, _)| {
-            Running::spawn(server.client(&work).args([
+            Running::spawn(server.loud_client(&work).args([
                 "put",
                 local.as_str(),
                 "--name",

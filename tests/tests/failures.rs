@@ -10,7 +10,9 @@ use framekit_tests::{
     hash_file, is_root, random_bytes, signal, staged_bytes, staging, stderr, stored_for, tree,
     write_random_file,
 };
-use framekit_transfer::{Hello, Request, Response, Trailer, VERSION, Welcome, frame_config};
+use framekit_transfer::{
+    ErrorCode, ErrorReply, Hello, Request, Response, Trailer, VERSION, Welcome, frame_config,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
@@ -120,10 +122,15 @@ fn put_confirmed_with_another_hash_exits_6() {
     let dir = tempfile::tempdir().unwrap();
     let sent = write_random_file(&dir.path().join("f"), 102, 500_000);
     let (addr, server) = fake_server(|request, stream| {
+        let config = frame_config();
+        // The client first asks whether the file is there already.
+        assert!(matches!(request, Request::Describe(_)), "{request:?}");
+        let none = ErrorReply::new(ErrorCode::NotFound, "no such file");
+        write_message(&mut *stream, &config, &Response::Error(none)).unwrap();
+        let request: Request = read_message(&mut *stream, &config).unwrap().unwrap();
         let Request::Put(put) = request else {
             panic!("expected a put, got {request:?}")
         };
-        let config = frame_config();
         write_message(&mut *stream, &config, &Response::PutReady { offset: 0 }).unwrap();
         let mut body = Vec::new();
         (&mut *stream)

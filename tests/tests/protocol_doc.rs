@@ -19,9 +19,10 @@
 use bytes::BytesMut;
 use framekit_codec::message;
 use framekit_transfer::{
-    DEFAULT_PORT, Delete, Entry, ErrorCode, ErrorReply, FileVersion, Get, Hello, List, MAGIC,
-    MAX_COMPONENT_LEN, MAX_EAGER_BODY, MAX_MESSAGE_LEN, MAX_NAME_LEN, MakeDir, Put, PutEager,
-    RESERVED_NAME, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
+    DEFAULT_PORT, Delete, DeleteDir, Describe, Description, Entry, ErrorCode, ErrorReply,
+    FileVersion, Get, Hello, List, ListAll, MAGIC, MAX_CHUNK_LEN, MAX_COMPONENT_LEN,
+    MAX_EAGER_BODY, MAX_MESSAGE_LEN, MAX_NAME_LEN, MakeDir, Put, PutEager, PutStream,
+    RESERVED_NAME, Rename, Request, Response, Stat, Trailer, Tree, VERSION, Welcome, frame_config,
 };
 use serde::Serialize;
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, Visitor};
@@ -105,6 +106,25 @@ fn examples() -> Vec<Message> {
             size: 5,
             overwrite: true,
         })),
+        M::Request(Request::Rename(Rename {
+            from: "a.txt".into(),
+            to: "b/a.txt".into(),
+            overwrite: false,
+        })),
+        M::Request(Request::DeleteDir(DeleteDir {
+            name: "photos".into(),
+            recursive: true,
+        })),
+        M::Request(Request::Describe(Describe {
+            name: "hello.txt".into(),
+        })),
+        M::Request(Request::ListAll(ListAll {
+            prefix: "photos/".into(),
+        })),
+        M::Request(Request::PutStream(PutStream {
+            name: "log.txt".into(),
+            overwrite: false,
+        })),
         M::Trailer(Trailer {
             hash: hash("hello"),
         }),
@@ -159,6 +179,13 @@ fn examples() -> Vec<Message> {
         M::Response(Response::Directory {
             name: "photos/2024".into(),
         }),
+        M::Response(Response::Renamed),
+        M::Response(Response::Described(Description {
+            name: "hello.txt".into(),
+            size: 5,
+            modified_ns: MTIME,
+            hash: hash("hello"),
+        })),
         M::Trailer(Trailer { hash: hash("") }),
     ]
 }
@@ -442,11 +469,23 @@ fn variant_probe_sees_every_variant() {
     assert_eq!(
         variants::<Request>(),
         [
-            "Put", "Get", "List", "Stat", "Delete", "MakeDir", "Tree", "PutEager"
+            "Put",
+            "Get",
+            "List",
+            "Stat",
+            "Delete",
+            "MakeDir",
+            "Tree",
+            "PutEager",
+            "Rename",
+            "DeleteDir",
+            "Describe",
+            "ListAll",
+            "PutStream"
         ]
     );
     assert_eq!(variants::<Response>()[0], "Welcome");
-    assert_eq!(variants::<Response>().last(), Some(&"Directory"));
+    assert_eq!(variants::<Response>().last(), Some(&"Described"));
 }
 
 /// The rows of the first Markdown table after the heading `heading`, as
@@ -510,6 +549,7 @@ fn constants_table_matches_the_code() {
         ("MAX_NAME_LEN", MAX_NAME_LEN.to_string()),
         ("MAX_COMPONENT_LEN", MAX_COMPONENT_LEN.to_string()),
         ("MAX_EAGER_BODY", MAX_EAGER_BODY.to_string()),
+        ("MAX_CHUNK_LEN", MAX_CHUNK_LEN.to_string()),
         ("RESERVED_NAME", RESERVED_NAME.to_owned()),
         ("DEFAULT_PORT", DEFAULT_PORT.to_string()),
         ("HASH_LEN", blake3::OUT_LEN.to_string()),
@@ -559,8 +599,8 @@ fn malformed_encodings_are_refused() {
     // A string length past the end of the message.
     refused::<String>(&[9, 0, 0, 0, 0, 0, 0, 0, b'a']);
     // An unknown variant.
-    refused::<Request>(&[7, 0, 0, 0]);
-    refused::<Response>(&[10, 0, 0, 0]);
+    refused::<Request>(&[13, 0, 0, 0]);
+    refused::<Response>(&[12, 0, 0, 0]);
     // Bytes left over after the message.
     refused::<Response>(&[7, 0, 0, 0, 0]);
     // A message cut short.

@@ -48,9 +48,10 @@ impl Setup {
         write_random_file(&self.work.join(local), seed, len)
     }
 
-    /// Uploads `work/<local>` as `name`.
+    /// Uploads `work/<local>` as `name`, not quiet: the result line is
+    /// printed.
     fn put(&self, local: &str, name: &str, force: bool) -> Output {
-        let mut cmd = self.client();
+        let mut cmd = self.server.loud_client(&self.work);
         cmd.arg("put").arg(local).arg("--name").arg(name);
         if force {
             cmd.arg("--force");
@@ -81,7 +82,11 @@ fn round_trip(size: u64, seed: u64) {
 
     let out = s.put("source.bin", "copy/data.bin", false);
     assert_eq!(assert_success(&out), put_line("copy/data.bin", size, hash));
-    assert_eq!(stderr(&out), "");
+    assert!(
+        stderr(&out).starts_with(&format!("put: 1 files, {size} bytes sent in ")),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(s.stored().size("copy/data.bin"), Some(size));
     assert_eq!(s.stored().hash("copy/data.bin"), hash);
     assert_eq!(s.stored().uploads_in_progress(), 0);
@@ -170,7 +175,8 @@ fn put_without_a_name_uses_the_base_name_of_the_file() {
     std::fs::create_dir(s.work.join("sub")).unwrap();
     let hash = s.local_file("sub/my file ü.bin", 30, 4321);
     let out = s
-        .client()
+        .server
+        .loud_client(&s.work)
         .args(["put", "sub/my file ü.bin"])
         .output()
         .unwrap();
@@ -197,8 +203,12 @@ fn names_at_the_length_limits_round_trip() {
     assert_success(&s.run(&["get", &longest]));
     assert_eq!(hash_file(&s.work.join("dddd")), hash);
     assert_eq!(
-        assert_success(&s.run(&["stat", &longest])),
+        assert_success(&s.run(&["list", &longest])),
         format!("777\t{longest}\n")
+    );
+    assert!(
+        assert_success(&s.run(&["stat", &longest]))
+            .starts_with(&format!("name: {longest}\nkind: file\nsize: 777\n"))
     );
 }
 
@@ -219,20 +229,21 @@ fn list_prints_size_tab_name_sorted_and_filtered_by_prefix() {
     }
     assert!(tree(&s.work).is_empty());
 
-    // Byte order of the whole names: '-' < '.' < '/'.
+    // Byte order of the whole names: '-' < '.' < '/', a directory's
+    // name with its '/', just before what it holds.
     let out = s.run(&["list"]);
     assert_eq!(
         assert_success(&out),
-        "3\ta.txt\n1\tdir-x\n2\tdir.txt\n0\tdir/b\n10\tdir/c d\n7\tdir/sub/ü\n5\tz\n"
+        "3\ta.txt\n1\tdir-x\n2\tdir.txt\n-\tdir/\n0\tdir/b\n10\tdir/c d\n-\tdir/sub/\n7\tdir/sub/ü\n5\tz\n"
     );
     assert_eq!(stderr(&out), "");
     assert_eq!(
         assert_success(&s.run(&["list", "dir/"])),
-        "0\tdir/b\n10\tdir/c d\n7\tdir/sub/ü\n"
+        "0\tdir/b\n10\tdir/c d\n-\tdir/sub/\n7\tdir/sub/ü\n"
     );
     assert_eq!(
         assert_success(&s.run(&["list", "dir"])),
-        "1\tdir-x\n2\tdir.txt\n0\tdir/b\n10\tdir/c d\n7\tdir/sub/ü\n"
+        "1\tdir-x\n2\tdir.txt\n-\tdir/\n0\tdir/b\n10\tdir/c d\n-\tdir/sub/\n7\tdir/sub/ü\n"
     );
     assert_eq!(
         assert_success(&s.run(&["list", "dir/sub/"])),
@@ -250,11 +261,19 @@ fn list_of_an_empty_root_prints_nothing() {
 }
 
 #[test]
-fn stat_prints_size_tab_name() {
+fn stat_prints_name_kind_size_time_and_hash() {
     let s = Setup::new();
-    s.upload("dir/c d", 50, 12345);
+    let hash = s.upload("dir/c d", 50, 12345);
     let out = s.run(&["stat", "dir/c d"]);
-    assert_eq!(assert_success(&out), "12345\tdir/c d\n");
+    let text = assert_success(&out);
+    assert!(
+        text.starts_with("name: dir/c d\nkind: file\nsize: 12345\nmodified: "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!("Z\nblake3: {}\n", hash.to_hex())),
+        "{text}"
+    );
     assert_eq!(stderr(&out), "");
 
     let out = s.run(&["stat", "dir/missing"]);
@@ -263,9 +282,9 @@ fn stat_prints_size_tab_name() {
         4,
         "error: the server refused the stat: not found: no such file",
     );
-    // A directory is not a file.
+    // A directory is described as one.
     let out = s.run(&["stat", "dir"]);
-    assert_error(&out, 7, "error: the server refused the stat: not a file: ");
+    assert_eq!(assert_success(&out), "name: dir\nkind: dir\n");
 }
 
 #[test]
@@ -294,7 +313,7 @@ fn delete_removes_the_file_then_stat_and_get_find_nothing() {
     assert_eq!(tree(s.dir.path()), before);
     assert!(tree(&s.work).is_empty());
 
-    assert_eq!(assert_success(&s.run(&["list"])), "10\td/keep.bin\n");
+    assert_eq!(assert_success(&s.run(&["list"])), "-\td/\n10\td/keep.bin\n");
     assert_error(
         &s.run(&["delete", "d/x.bin"]),
         4,
@@ -395,10 +414,11 @@ fn a_directory_or_a_file_in_the_way_of_a_name_exits_7_and_changes_nothing() {
         7,
         "the server refused the get: not a file: ",
     );
+    // A directory is deleted only when empty, or with -r.
     assert_error(
         &s.run(&["delete", "d"]),
         7,
-        "the server refused the delete: not a file: ",
+        "the server refused the delete: not empty: ",
     );
     assert_eq!(tree(s.dir.path()), before);
     assert_eq!(s.stored().hash("d/file"), kept);
@@ -415,7 +435,7 @@ fn put_over_an_existing_name_needs_force() {
     assert_error(
         &out,
         5,
-        "error: the server refused the put: already exists: a file of that name already exists",
+        "error: \"same\" exists on the server with other content (use --force to replace it)",
     );
     assert_eq!(s.stored().hash("same"), first);
     assert_eq!(s.stored().uploads_in_progress(), 0);

@@ -1,20 +1,41 @@
 //! `client get NAME... [--output PATH]`: files and directories, each saved
-//! through a partial file and published only once verified.
+//! through a partial file and published only once verified; or one file
+//! to standard output (`--output -`).
+//!
+//! A local file that is already what the server holds (same size and
+//! BLAKE3 hash) is not downloaded again: a rerun of a get fetches only
+//! what is missing or different, and a file that differs still needs
+//! `--force` to be replaced.
 
-use super::set::{Link, Tally};
+use super::output::Ui;
+use super::set::{Done, Link, Tally};
 use crate::Exit;
 use crate::cli::GetArgs;
 use crate::connect::ConnectOptions;
-use crate::error::{ClientError, ProtocolError, hex};
+use crate::error::{ClientError, ProtocolError};
 use crate::escape::Escaped;
+use crate::files::hashes::LocalHashes;
 use crate::files::{
     self, Options, Saved, Staging, components_below, directory_destination, make_real_dir,
     prepare_path,
 };
 use crate::progress::Meter;
-use crate::session::TreeEntry;
-use framekit_transfer::{Entry, ErrorCode};
+use crate::session::{Remote, TreeEntry};
+use framekit_transfer::{Entry, ErrorCode, Hash};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// How much of a download is written to standard output at a time.
+const STDOUT_BUFFER: usize = 256 * 1024;
+
+/// What a get shares from one file to the next.
+struct Ctx<'a> {
+    transfer: Options,
+    ui: Ui,
+    hashes: &'a mut LocalHashes,
+}
 
 /// The most bytes of names a directory listing may hold, so that a server
 /// cannot make the client hold an endless one in memory.
@@ -24,7 +45,8 @@ pub(super) fn run(
     server: &str,
     options: &ConnectOptions,
     args: &GetArgs,
-    status: bool,
+    ui: Ui,
+    out: &mut dyn Write,
 ) -> Result<(), ClientError> {
     let transfer = Options {
         force: args.force,
@@ -32,8 +54,41 @@ pub(super) fn run(
     };
     let mut link = Link::new(server, options);
     let output = args.output.as_deref();
+    if output == Some(Path::new("-")) {
+        let [name] = args.names.as_slice() else {
+            return Err(ClientError::Usage(
+                "--output - writes one file to standard output: give one name",
+            ));
+        };
+        if name.ends_with('/') || ui.json {
+            return Err(ClientError::Usage(
+                "--output - writes one file to standard output: not a directory, not with --json",
+            ));
+        }
+        return get_to_stdout(&mut link, name, ui, out);
+    }
+    let mut hashes = LocalHashes::in_user_cache();
+    let mut ctx = Ctx {
+        transfer,
+        ui,
+        hashes: &mut hashes,
+    };
+    let result = get(&mut link, args, output, &mut ctx, out);
+    let _ = hashes.save();
+    result
+}
+
+fn get(
+    link: &mut Link<'_>,
+    args: &GetArgs,
+    output: Option<&Path>,
+    ctx: &mut Ctx<'_>,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
     if let [name] = args.names.as_slice() {
-        return get_one(&mut link, name, output, transfer, status);
+        let mut tally = Tally::new("get", out, ctx.ui, true);
+        get_one(link, name, output, ctx, &mut tally)?;
+        return tally.end();
     }
     // With several names, --output is the directory to save them in.
     let into = match output {
@@ -45,11 +100,41 @@ pub(super) fn run(
         }
         None => PathBuf::from("."),
     };
-    let mut tally = Tally::new("get");
+    let mut tally = Tally::new("get", out, ctx.ui, false);
     for name in &args.names {
-        get_into(&mut link, name, &into, transfer, status, &mut tally)?;
+        get_into(link, name, &into, ctx, &mut tally)?;
     }
-    tally.end(status)
+    tally.end()
+}
+
+/// Writes the file `name` to `out` as it arrives, and checks its hash at
+/// the end: a mismatch is reported (exit code 6) after the bytes were
+/// written, since they cannot be taken back.
+fn get_to_stdout(
+    link: &mut Link<'_>,
+    name: &str,
+    ui: Ui,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    let session = link.session()?;
+    let mut download = session.start_get(name)?;
+    let mut buf = vec![0u8; STDOUT_BUFFER];
+    loop {
+        let n = download.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(buf.get(..n).unwrap_or_default())
+            .map_err(ClientError::Output)?;
+    }
+    out.flush().map_err(ClientError::Output)?;
+    let size = download.size();
+    download.finish()?;
+    let mut stderr_only = std::io::sink();
+    let mut tally = Tally::new("get", &mut stderr_only, ui, false);
+    tally.files = 1;
+    tally.bytes = size;
+    tally.end()
 }
 
 /// Gets one name: a single transfer, with its own exit codes, until it
@@ -58,24 +143,24 @@ fn get_one(
     link: &mut Link<'_>,
     name: &str,
     output: Option<&Path>,
-    transfer: Options,
-    status: bool,
+    ctx: &mut Ctx<'_>,
+    tally: &mut Tally<'_>,
 ) -> Result<(), ClientError> {
-    let mut tally = Tally::new("get");
     let (dir, entries) = match name.strip_suffix('/') {
         Some(dir) => {
             let dir = directory_name(dir)?;
             let entries = list_directory(link, &dir)?;
             (dir, entries)
         }
-        None => match get_file_or_list(link, name, output, transfer, status)? {
+        None => match get_file_or_list(link, name, output, ctx, tally)? {
             Some(entries) => (name.to_owned(), entries),
             None => return Ok(()),
         },
     };
+    // A directory is a set: its files get no line each.
+    tally.lines = false;
     let dest = directory_destination(&dir, output);
-    fetch_directory(link, &dir, &entries, &dest, transfer, status, &mut tally)?;
-    tally.end(status)
+    fetch_directory(link, &dir, &entries, &dest, ctx, tally)
 }
 
 /// Gets `name` as a file, unless it is a remote directory: then returns
@@ -86,8 +171,8 @@ fn get_file_or_list(
     link: &mut Link<'_>,
     name: &str,
     output: Option<&Path>,
-    transfer: Options,
-    status: bool,
+    ctx: &mut Ctx<'_>,
+    tally: &mut Tally<'_>,
 ) -> Result<Option<Vec<TreeEntry>>, ClientError> {
     let dest = files::destination(name, output)?;
     if dest.is_dir()
@@ -95,8 +180,22 @@ fn get_file_or_list(
     {
         return Ok(Some(entries));
     }
-    let staging = Staging::open(&dest, name, transfer)?;
+    if let Some(hash) = unchanged_file(link, name, &dest, ctx)? {
+        let size = fs::metadata(&dest).map_or(0, |m| m.len());
+        let done = Done {
+            name,
+            path: &dest,
+            size,
+            hash,
+            bytes: 0,
+            unchanged: true,
+        };
+        tally.done(&Meter::hidden(), &done)?;
+        return Ok(None);
+    }
+    let staging = Staging::open(&dest, name, ctx.transfer)?;
     let session = link.session()?;
+    let status = ctx.ui.status;
     let meter = Meter::single(status, Escaped(name).to_string());
     let mut note = |line: &str| {
         if status {
@@ -107,20 +206,62 @@ fn get_file_or_list(
     meter.finish();
     match result {
         Ok(saved) => {
-            if status {
-                eprintln!(
-                    "get {} -> {}: {} bytes, blake3 {}",
-                    Escaped(name),
-                    saved.path.display(),
-                    saved.size,
-                    hex(&saved.hash)
-                );
-            }
+            saved_file(ctx, tally, &meter, name, &saved)?;
             Ok(None)
         }
         // Perhaps a directory: saved where the file would have been.
         Err(e) if refused_as_not_a_file(&e) => list_directory(link, name).map(Some).map_err(|_| e),
         Err(e) => Err(e),
+    }
+}
+
+/// Counts a file saved, records its hash, and reports it.
+fn saved_file(
+    ctx: &mut Ctx<'_>,
+    tally: &mut Tally<'_>,
+    meter: &Meter,
+    name: &str,
+    saved: &Saved,
+) -> Result<(), ClientError> {
+    if let Some(stamp) = saved.stamp {
+        ctx.hashes.record(stamp, saved.hash);
+    }
+    let done = Done {
+        name,
+        path: &saved.path,
+        size: saved.size,
+        hash: saved.hash,
+        bytes: saved.received,
+        unchanged: false,
+    };
+    tally.done(meter, &done)
+}
+
+/// The hash of the local file `dest`, if it is a regular file that is
+/// already the server's `name`, identical: then it need not be
+/// downloaded. Asks the server only when there is such a local file; a
+/// server that cannot say (too old) gets the usual answer to a file in
+/// the way.
+fn unchanged_file(
+    link: &mut Link<'_>,
+    name: &str,
+    dest: &Path,
+    ctx: &mut Ctx<'_>,
+) -> Result<Option<Hash>, ClientError> {
+    let Ok(meta) = fs::symlink_metadata(dest) else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    match link.session()?.describe(name) {
+        Ok(Remote::File(file)) if file.size == meta.len() => Ok(ctx
+            .hashes
+            .hash_of(dest)
+            .ok()
+            .filter(|hash| *hash == file.hash)),
+        Err(e) if e.exit() == Exit::Connection => Err(e),
+        _ => Ok(None),
     }
 }
 
@@ -132,29 +273,37 @@ fn get_into(
     link: &mut Link<'_>,
     name: &str,
     into: &Path,
-    transfer: Options,
-    status: bool,
-    tally: &mut Tally,
+    ctx: &mut Ctx<'_>,
+    tally: &mut Tally<'_>,
 ) -> Result<(), ClientError> {
     let dir = match name.strip_suffix('/') {
         Some(dir) => dir,
         None => {
-            let meter = Meter::single(status, Escaped(name).to_string());
-            let fetched = files::destination(name, Some(into))
-                .and_then(|dest| fetch(link, name, &dest, transfer, &meter, status));
+            let meter = Meter::single(ctx.ui.status, Escaped(name).to_string());
+            let dest = files::destination(name, Some(into));
+            let unchanged = match &dest {
+                Ok(dest) => unchanged_file(link, name, dest, ctx)?,
+                Err(_) => None,
+            };
+            if let (Some(hash), Ok(dest)) = (unchanged, &dest) {
+                let size = fs::metadata(dest).map_or(0, |m| m.len());
+                let done = Done {
+                    name,
+                    path: dest,
+                    size,
+                    hash,
+                    bytes: 0,
+                    unchanged: true,
+                };
+                return tally.done(&meter, &done);
+            }
+            let fetched = dest.and_then(|dest| fetch(link, name, &dest, ctx, &meter));
             meter.finish();
             match fetched {
-                Ok(saved) => {
-                    tally.files += 1;
-                    tally.bytes += saved.received;
-                    return Ok(());
-                }
+                Ok(saved) => return saved_file(ctx, tally, &meter, name, &saved),
                 Err(e) if refused_as_not_a_file(&e) => name,
                 Err(e) if e.exit() == Exit::Connection => return Err(e),
-                Err(e) => {
-                    tally.fail(&Meter::hidden(), &Escaped(name).to_string(), &e);
-                    return Ok(());
-                }
+                Err(e) => return tally.fail(&Meter::hidden(), name, None, &e),
             }
         }
     };
@@ -165,13 +314,10 @@ fn get_into(
     match listed {
         Ok((dir, entries)) => {
             let dest = directory_destination(&dir, Some(into));
-            fetch_directory(link, &dir, &entries, &dest, transfer, status, tally)
+            fetch_directory(link, &dir, &entries, &dest, ctx, tally)
         }
         Err(e) if e.exit() == Exit::Connection => Err(e),
-        Err(e) => {
-            tally.fail(&Meter::hidden(), &Escaped(name).to_string(), &e);
-            Ok(())
-        }
+        Err(e) => tally.fail(&Meter::hidden(), name, None, &e),
     }
 }
 
@@ -182,12 +328,12 @@ fn fetch(
     link: &mut Link<'_>,
     name: &str,
     dest: &Path,
-    transfer: Options,
+    ctx: &Ctx<'_>,
     meter: &Meter,
-    status: bool,
 ) -> Result<Saved, ClientError> {
-    let staging = Staging::open(dest, name, transfer)?;
+    let staging = Staging::open(dest, name, ctx.transfer)?;
     let session = link.session()?;
+    let status = ctx.ui.status;
     let mut note = |line: &str| {
         if status {
             meter.println(line);
@@ -240,15 +386,15 @@ fn list_directory(link: &mut Link<'_>, dir: &str) -> Result<Vec<TreeEntry>, Clie
 /// Downloads what `entries` lists below the remote directory `dir` into
 /// `dest`, counting in `tally`: every name is checked first, and a name
 /// that fails, or a file that cannot be fetched, is reported and the rest
-/// go on. Fails as a whole only when the connection is lost for good.
+/// go on. Local files already identical to the server's are left as they
+/// are. Fails as a whole only when the connection is lost for good.
 fn fetch_directory(
     link: &mut Link<'_>,
     dir: &str,
     entries: &[TreeEntry],
     dest: &Path,
-    transfer: Options,
-    status: bool,
-    tally: &mut Tally,
+    ctx: &mut Ctx<'_>,
+    tally: &mut Tally<'_>,
 ) -> Result<(), ClientError> {
     let bytes = entries
         .iter()
@@ -257,23 +403,30 @@ fn fetch_directory(
             TreeEntry::Dir(_) => 0,
         })
         .sum();
-    let meter = Meter::for_set(status, format!("get {}", Escaped(dir)), bytes);
+    let meter = Meter::for_set(ctx.ui.status, format!("get {}", Escaped(dir)), bytes);
     if let Err(error) = make_real_dir(dest).or_else(|e| match dest.is_dir() {
         // The destination itself is the user's choice: a link to a
         // directory is fine there.
         true => Ok(()),
         false => Err(e),
     }) {
-        tally.fail(&meter, &format!("{}/", Escaped(dir)), &error);
+        let result = tally.fail(&meter, &format!("{dir}/"), Some(dest), &error);
         meter.finish();
-        return Ok(());
+        return result;
     }
+    let unchanged = match unchanged_files(link, dir, entries, dest, ctx) {
+        Ok(unchanged) => unchanged,
+        Err(e) => {
+            meter.finish();
+            return Err(e);
+        }
+    };
     let total = entries
         .iter()
         .filter(|e| matches!(e, TreeEntry::File(_)))
         .count();
     let mut done = 0;
-    for entry in entries {
+    for (i, entry) in entries.iter().enumerate() {
         let (name, size) = match entry {
             TreeEntry::Dir(name) => (name, 0),
             TreeEntry::File(file) => (&file.name, file.size),
@@ -282,28 +435,38 @@ fn fetch_directory(
             Ok(components) => components,
             Err(e) => {
                 meter.skip(size);
-                tally.fail(&meter, &Escaped(name).to_string(), &e);
+                tally.fail(&meter, name, None, &e)?;
                 continue;
             }
         };
         if let TreeEntry::Dir(_) = entry {
             if let Err(e) = prepare_path(dest, &components, true) {
-                tally.fail(&meter, &format!("{}/", Escaped(name)), &e);
+                tally.fail(&meter, &format!("{name}/"), None, &e)?;
             }
             continue;
         }
         done += 1;
+        if let Some((path, hash)) = unchanged.get(&i) {
+            meter.skip(size);
+            let done = Done {
+                name,
+                path,
+                size,
+                hash: *hash,
+                bytes: 0,
+                unchanged: true,
+            };
+            tally.done(&meter, &done)?;
+            continue;
+        }
         meter.start(Some(format!("[{done}/{total}] {}", Escaped(name))), size, 0);
         let fetched = prepare_path(dest, &components, false)
-            .and_then(|path| fetch(link, name, &path, transfer, &meter, status));
+            .and_then(|path| fetch(link, name, &path, ctx, &meter));
         meter.end_file();
         match fetched {
-            Ok(saved) => {
-                tally.files += 1;
-                tally.bytes += saved.received;
-            }
+            Ok(saved) => saved_file(ctx, tally, &meter, name, &saved)?,
             Err(e) => {
-                tally.fail(&meter, &Escaped(name).to_string(), &e);
+                tally.fail(&meter, name, None, &e)?;
                 // Without a connection nothing more can be done.
                 if e.exit() == Exit::Connection
                     && let Err(e) = link.session()
@@ -316,4 +479,73 @@ fn fetch_directory(
     }
     meter.finish();
     Ok(())
+}
+
+/// The files of `entries` (by index) that are already in `dest`,
+/// identical: a regular file of the same size under real directories,
+/// whose hash is the one the server describes. The server is asked only
+/// about such files, many at a time; a server too old to answer gets
+/// every file downloaded (or refused as in the way, without `--force`).
+fn unchanged_files(
+    link: &mut Link<'_>,
+    dir: &str,
+    entries: &[TreeEntry],
+    dest: &Path,
+    ctx: &mut Ctx<'_>,
+) -> Result<HashMap<usize, (PathBuf, Hash)>, ClientError> {
+    let mut candidates = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let TreeEntry::File(file) = entry else {
+            continue;
+        };
+        let Ok(components) = components_below(&file.name, dir) else {
+            continue;
+        };
+        if let Some(path) = existing_file(dest, &components, file.size) {
+            candidates.push((i, file.name.clone(), path));
+        }
+    }
+    let mut unchanged = HashMap::new();
+    if candidates.is_empty() {
+        return Ok(unchanged);
+    }
+    let names: Vec<String> = candidates.iter().map(|(_, name, _)| name.clone()).collect();
+    let mut remote: Vec<Option<(u64, Hash)>> = vec![None; names.len()];
+    let described = link.session()?.describe_each(&names, |j, result| {
+        if let Ok(Remote::File(file)) = result {
+            remote[j] = Some((file.size, file.hash));
+        }
+    });
+    match described {
+        Ok(()) => {}
+        Err(ClientError::TooOld { .. }) => return Ok(unchanged),
+        Err(e) => return Err(e),
+    }
+    for ((i, _, path), remote) in candidates.into_iter().zip(remote) {
+        let Some((size, hash)) = remote else {
+            continue;
+        };
+        let same_size = fs::symlink_metadata(&path).is_ok_and(|m| m.len() == size);
+        if same_size && ctx.hashes.hash_of(&path).is_ok_and(|local| local == hash) {
+            unchanged.insert(i, (path, hash));
+        }
+    }
+    Ok(unchanged)
+}
+
+/// The local path of `components` under `base`, if it is a regular file
+/// of `size` bytes reached through real directories only (never through a
+/// symbolic link), as a download would write it.
+fn existing_file(base: &Path, components: &[&str], size: u64) -> Option<PathBuf> {
+    let (last, dirs) = components.split_last()?;
+    let mut path = base.to_owned();
+    for dir in dirs {
+        path.push(dir);
+        if !fs::symlink_metadata(&path).ok()?.is_dir() {
+            return None;
+        }
+    }
+    path.push(last);
+    let meta = fs::symlink_metadata(&path).ok()?;
+    (meta.is_file() && meta.len() == size).then_some(path)
 }

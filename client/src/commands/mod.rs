@@ -4,6 +4,8 @@
 mod delete;
 mod get;
 mod list;
+mod mv;
+mod output;
 mod put;
 mod set;
 mod stat;
@@ -12,7 +14,9 @@ use crate::cli::{Cli, Command};
 use crate::connect::ConnectOptions;
 use crate::error::ClientError;
 use crate::escape::Escaped;
+use clap::CommandFactory;
 use framekit_transfer::Entry;
+use output::Ui;
 use std::io::Write;
 use std::path::Path;
 
@@ -29,6 +33,19 @@ const TOKEN_VAR: &str = "FRAMEKIT_TOKEN";
 /// fails: each failure is printed on stderr as an `error:` line, and the
 /// command ends with [`ClientError::SomeFailed`].
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), ClientError> {
+    match &cli.command {
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "client", out);
+            return out.flush().map_err(ClientError::Output);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(out)
+                .map_err(ClientError::Output)?;
+            return out.flush().map_err(ClientError::Output);
+        }
+        _ => {}
+    }
     let token = match &cli.token_file {
         Some(path) => Some(token_from_file(path)?),
         None => token_from_env()?,
@@ -44,13 +61,18 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), ClientError> {
         ..ConnectOptions::default()
     };
     let server = cli.server.as_str();
-    let status = !cli.quiet;
+    let ui = Ui {
+        status: !cli.quiet,
+        json: cli.json,
+    };
     match &cli.command {
-        Command::Put(args) => put::run(server, &options, args, status, out)?,
-        Command::Get(args) => get::run(server, &options, args, status)?,
-        Command::List(args) => list::run(server, &options, args, out)?,
-        Command::Stat(args) => stat::run(server, &options, args, out)?,
-        Command::Delete(args) => delete::run(server, &options, args, status)?,
+        Command::Put(args) => put::run(server, &options, args, ui, out)?,
+        Command::Get(args) => get::run(server, &options, args, ui, out)?,
+        Command::List(args) => list::run(server, &options, args, ui, out)?,
+        Command::Stat(args) => stat::run(server, &options, args, ui, out)?,
+        Command::Delete(args) => delete::run(server, &options, args, ui)?,
+        Command::Mv(args) => mv::run(server, &options, args, ui)?,
+        Command::Completions(_) | Command::Man => {}
     }
     out.flush().map_err(ClientError::Output)
 }

@@ -2,13 +2,17 @@
 //! when a failure leaves it unusable ([`Link`]), and their counts and
 //! summary line ([`Tally`]).
 
+use super::output::{Outcome, TransferRecord, Ui, json_line};
 use crate::connect::{ConnectOptions, Stream, connect};
 use crate::error::{ClientError, hex};
 use crate::escape::Escaped;
 use crate::files::Uploaded;
+use crate::files::hashes::LocalHashes;
 use crate::progress::Meter;
 use crate::session::Session;
+use framekit_transfer::Hash;
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// One connection for a whole set of transfers, made again if a failure
@@ -38,74 +42,226 @@ impl<'a> Link<'a> {
     }
 }
 
-/// How a set of transfers went.
-pub(super) struct Tally {
+/// One file done: transferred, or found identical on the other side.
+pub(super) struct Done<'a> {
+    /// The remote name.
+    pub(super) name: &'a str,
+    /// The local path.
+    pub(super) path: &'a Path,
+    pub(super) size: u64,
+    pub(super) hash: Hash,
+    /// Body bytes that travelled: 0 for an unchanged file.
+    pub(super) bytes: u64,
+    pub(super) unchanged: bool,
+}
+
+/// How a set of transfers (or a single one) went, and where it says so:
+/// result lines (or JSON records) and the summary.
+pub(super) struct Tally<'o> {
     /// "put" or "get".
     op: &'static str,
     started: Instant,
+    out: &'o mut dyn Write,
+    ui: Ui,
+    /// Whether each file done gets a plain line (put: on stdout; a
+    /// single get: on stderr).
+    pub(super) lines: bool,
     pub(super) files: usize,
+    pub(super) unchanged: usize,
     pub(super) failed: usize,
     pub(super) skipped: usize,
     pub(super) bytes: u64,
 }
 
-impl Tally {
-    pub(super) fn new(op: &'static str) -> Self {
+impl<'o> Tally<'o> {
+    pub(super) fn new(op: &'static str, out: &'o mut dyn Write, ui: Ui, lines: bool) -> Self {
         Tally {
             op,
             started: Instant::now(),
+            out,
+            ui,
+            lines,
             files: 0,
+            unchanged: 0,
             failed: 0,
             skipped: 0,
             bytes: 0,
         }
     }
 
-    /// Counts one upload and prints its line, or reports its failure.
-    /// Fails only if the output cannot be written.
-    pub(super) fn report(
-        &mut self,
-        meter: &Meter,
-        out: &mut dyn Write,
-        remote: &str,
-        result: Result<Uploaded, ClientError>,
-    ) -> Result<(), ClientError> {
-        match result {
-            Ok(uploaded) => {
-                self.files += 1;
-                self.bytes += uploaded.sent;
-                let done = uploaded.done;
-                writeln!(
-                    out,
-                    "put {}: {} bytes, blake3 {}",
-                    Escaped(remote),
-                    done.size,
-                    hex(&done.hash)
-                )
-                .map_err(ClientError::Output)
-            }
-            Err(e) => {
-                self.fail(meter, &Escaped(remote).to_string(), &e);
-                Ok(())
-            }
+    /// How the command speaks.
+    pub(super) fn ui(&self) -> Ui {
+        self.ui
+    }
+
+    /// Counts one file done and reports it. Fails only if the output
+    /// cannot be written.
+    pub(super) fn done(&mut self, meter: &Meter, done: &Done<'_>) -> Result<(), ClientError> {
+        self.files += 1;
+        self.bytes += done.bytes;
+        if done.unchanged {
+            self.unchanged += 1;
+        }
+        if self.ui.json {
+            let outcome = match (done.unchanged, self.op) {
+                (true, _) => Outcome::Unchanged,
+                (false, "put") => Outcome::Sent,
+                (false, _) => Outcome::Received,
+            };
+            let record = TransferRecord {
+                op: self.op,
+                name: Some(done.name),
+                path: Some(done.path.display().to_string()),
+                kind: "file",
+                size: Some(done.size),
+                blake3: Some(hex(&done.hash)),
+                outcome,
+                bytes: done.bytes,
+                error: None,
+            };
+            return meter.print_with(|| json_line(self.out, &record));
+        }
+        if !(self.ui.status && self.lines) {
+            return Ok(());
+        }
+        let what = if done.unchanged { "unchanged, " } else { "" };
+        let line = match self.op {
+            "put" => format!(
+                "put {}: {what}{} bytes, blake3 {}",
+                Escaped(done.name),
+                done.size,
+                hex(&done.hash)
+            ),
+            _ => format!(
+                "get {} -> {}: {what}{} bytes, blake3 {}",
+                Escaped(done.name),
+                done.path.display(),
+                done.size,
+                hex(&done.hash)
+            ),
+        };
+        if self.op == "put" {
+            meter.print_to(self.out, &line).map_err(ClientError::Output)
+        } else {
+            meter.println(&line);
+            Ok(())
         }
     }
 
-    /// Reports one failure on its own line.
-    pub(super) fn fail(&mut self, meter: &Meter, what: &str, error: &ClientError) {
-        self.failed += 1;
-        meter.println(&format!("error: {what}: {}", error.report()));
+    /// Counts one upload and reports it, or reports its failure. Fails
+    /// only if the output cannot be written.
+    pub(super) fn report(
+        &mut self,
+        meter: &Meter,
+        remote: &str,
+        path: &Path,
+        result: Result<Uploaded, ClientError>,
+        hashes: &mut LocalHashes,
+    ) -> Result<(), ClientError> {
+        match result {
+            Ok(uploaded) => {
+                if let Some(stamp) = uploaded.stamp {
+                    hashes.record(stamp, uploaded.done.hash);
+                }
+                let done = Done {
+                    name: remote,
+                    path,
+                    size: uploaded.done.size,
+                    hash: uploaded.done.hash,
+                    bytes: uploaded.sent,
+                    unchanged: false,
+                };
+                self.done(meter, &done)
+            }
+            Err(e) => self.fail(meter, remote, Some(path), &e),
+        }
     }
 
-    /// Prints the summary line on stderr when `status`, and ends the set:
+    /// Reports one failure on its own line on stderr (and as a record
+    /// with `--json`).
+    pub(super) fn fail(
+        &mut self,
+        meter: &Meter,
+        what: &str,
+        path: Option<&Path>,
+        error: &ClientError,
+    ) -> Result<(), ClientError> {
+        self.failed += 1;
+        meter.println(&format!("error: {}: {}", Escaped(what), error.report()));
+        if self.ui.json {
+            let record = TransferRecord {
+                op: self.op,
+                name: Some(what),
+                path: path.map(|p| p.display().to_string()),
+                kind: "file",
+                size: None,
+                blake3: None,
+                outcome: Outcome::Failed,
+                bytes: 0,
+                error: Some(error.report()),
+            };
+            return meter.print_with(|| json_line(self.out, &record));
+        }
+        Ok(())
+    }
+
+    /// Reports something left out on purpose: a warning, unless quiet.
+    pub(super) fn skip(
+        &mut self,
+        meter: &Meter,
+        path: &Path,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        self.skipped += 1;
+        if self.ui.status {
+            meter.println(&format!("warning: skipping {}: {reason}", path.display()));
+        }
+        if self.ui.json {
+            let record = TransferRecord {
+                op: self.op,
+                name: None,
+                path: Some(path.display().to_string()),
+                kind: "file",
+                size: None,
+                blake3: None,
+                outcome: Outcome::Skipped,
+                bytes: 0,
+                error: Some(reason.to_owned()),
+            };
+            return meter.print_with(|| json_line(self.out, &record));
+        }
+        Ok(())
+    }
+
+    /// Reports a directory made on the server (only with `--json`).
+    pub(super) fn made_dir(&mut self, meter: &Meter, remote: &str) -> Result<(), ClientError> {
+        if !self.ui.json {
+            return Ok(());
+        }
+        let record = TransferRecord {
+            op: self.op,
+            name: Some(remote),
+            path: None,
+            kind: "dir",
+            size: None,
+            blake3: None,
+            outcome: Outcome::Created,
+            bytes: 0,
+            error: None,
+        };
+        meter.print_with(|| json_line(self.out, &record))
+    }
+
+    /// Prints the summary line on stderr, unless quiet, and ends the set:
     /// [`ClientError::SomeFailed`] if any transfer failed.
-    pub(super) fn end(&self, status: bool) -> Result<(), ClientError> {
-        if status {
+    pub(super) fn end(&self) -> Result<(), ClientError> {
+        if self.ui.status {
             eprintln!("{}", self.summary());
         }
         match self.failed {
             0 => Ok(()),
             failed => Err(ClientError::SomeFailed {
+                what: "transfers",
                 failed,
                 total: self.files + failed,
             }),
@@ -118,6 +274,9 @@ impl Tally {
         let secs = elapsed.as_secs_f64();
         let verb = if self.op == "put" { "sent" } else { "received" };
         let mut line = format!("{}: {} files", self.op, self.files);
+        if self.unchanged > 0 {
+            line.push_str(&format!(", {} unchanged", self.unchanged));
+        }
         if self.failed > 0 {
             line.push_str(&format!(", {} failed", self.failed));
         }

@@ -9,6 +9,7 @@
 //! destination.
 
 use super::Staging;
+use super::hashes::Stamp;
 use crate::error::ClientError;
 use crate::escape::Escaped;
 use crate::progress::Meter;
@@ -29,6 +30,9 @@ pub struct Saved {
     pub hash: Hash,
     /// Bytes actually received: the partial file had the others.
     pub received: u64,
+    /// The saved file's stamp once in place: its hash may be recorded
+    /// under it.
+    pub stamp: Option<Stamp>,
 }
 
 /// Downloads `name` into `staging`'s partial file, after what it holds if
@@ -73,12 +77,13 @@ pub fn get_file<S: Read + Write>(
         match download.finish_with_hash(hash) {
             Ok(hash) => {
                 let path = staging.dest().to_owned();
-                staging.publish()?;
+                let stamp = staging.publish()?;
                 return Ok(Saved {
                     path,
                     size,
                     hash,
                     received: size - offset,
+                    stamp,
                 });
             }
             Err(ClientError::Integrity { .. }) if offset > 0 => {

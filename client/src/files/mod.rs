@@ -12,6 +12,8 @@
 //! - `download.rs`: [`get_file`] drives a session's download into a
 //!   staging; where downloads and downloaded directories go.
 //! - `plan.rs`: what a put of files and directories sends, in order.
+//! - `hashes.rs`: the hashes of local files kept between runs, so that
+//!   comparing unchanged files with the server's reads nothing.
 //!
 //! An upload checks that the file ends exactly where its size said it
 //! would. A file over 64 KiB is sent with a resume key, derived from its
@@ -27,6 +29,7 @@
 //! same version.
 
 mod download;
+pub mod hashes;
 mod pipeline;
 pub(crate) mod plan;
 mod source;

@@ -1,5 +1,6 @@
 //! A local file to upload: everything a put reads from it.
 
+use super::hashes::Stamp;
 use crate::error::ClientError;
 use framekit_transfer::{Hash, validate_name};
 use std::fs::{self, File, OpenOptions};
@@ -22,6 +23,7 @@ pub struct Source {
     path: PathBuf,
     size: u64,
     modified: Option<SystemTime>,
+    stamp: Stamp,
 }
 
 /// How far [`Source::read_and_hash`] went.
@@ -66,7 +68,15 @@ impl Source {
             path: path.to_owned(),
             size: meta.len(),
             modified: meta.modified().ok(),
+            stamp: Stamp::of(&meta),
         })
+    }
+
+    /// The file's stamp when it was opened, if it still has it: what was
+    /// read since is then the content of that version.
+    pub(super) fn unchanged_stamp(&self) -> Option<Stamp> {
+        let now = Stamp::of(&self.file.metadata().ok()?);
+        (now == self.stamp).then_some(self.stamp)
     }
 
     /// The file's size when it was opened.

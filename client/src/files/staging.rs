@@ -3,6 +3,7 @@
 //! then flushed to disk and renamed into place.
 
 use super::Options;
+use super::hashes::Stamp;
 use super::pipeline::{BODY_CHUNK, Pipeline};
 use crate::error::ClientError;
 use crate::session::Download;
@@ -351,8 +352,9 @@ impl Staging {
 
     /// Flushes the file to disk and renames it to the destination: without
     /// `force`, only if nothing appeared there meanwhile. Then removes the
-    /// description.
-    pub(super) fn publish(mut self) -> Result<(), ClientError> {
+    /// description. Returns the file's stamp in place (a rename moves its
+    /// change time), if it can be read.
+    pub(super) fn publish(mut self) -> Result<Option<Stamp>, ClientError> {
         self.file
             .sync_all()
             .map_err(|e| self.error("cannot write", e))?;
@@ -375,7 +377,8 @@ impl Staging {
         }
         self.done = true;
         let _ = remove_if_there(&self.meta);
-        sync_parent(&self.dest)
+        sync_parent(&self.dest)?;
+        Ok(self.file.metadata().ok().map(|meta| Stamp::of(&meta)))
     }
 }
 

@@ -2,6 +2,7 @@
 //! pipelined ([`put_small_files`]).
 
 use super::Options;
+use super::hashes::Stamp;
 use super::pipeline::Pipeline;
 use super::source::{FileSent, Source};
 use crate::error::ClientError;
@@ -31,6 +32,9 @@ pub struct Uploaded {
     pub done: PutDone,
     /// Bytes actually sent: the server had the others already.
     pub sent: u64,
+    /// The local file's stamp, if it did not change while it was sent:
+    /// its hash may be recorded under it.
+    pub stamp: Option<Stamp>,
 }
 
 /// Uploads `source` as `name`, resuming an interrupted upload of the same
@@ -54,9 +58,14 @@ pub fn put_file<S: Read + Write>(
     if size <= SMALL_FILE {
         let body = source.read_small()?;
         meter.start(None, size, 0);
+        let stamp = source.unchanged_stamp();
         let done = session.put_eager(name, &body, options.force)?;
         meter.inc(size);
-        return Ok(Uploaded { done, sent: size });
+        return Ok(Uploaded {
+            done,
+            sent: size,
+            stamp,
+        });
     }
     let key = match options.resume {
         true => Some(source.resume_key(name)?),
@@ -89,6 +98,7 @@ pub fn put_file<S: Read + Write>(
                 return Ok(Uploaded {
                     done,
                     sent: size - offset,
+                    stamp: source.unchanged_stamp(),
                 });
             }
             Err(e) => return Err(e),
@@ -211,13 +221,16 @@ pub fn put_small_files<S: Read + Write>(
                 return ahead.reported;
             }
         }
-        let sent = source
-            .read_small()
-            .and_then(|body| session.send_eager(file.remote, &body, options.force));
+        let sent = source.read_small().and_then(|body| {
+            let stamp = source.unchanged_stamp();
+            session
+                .send_eager(file.remote, &body, options.force)
+                .map(|sent| (sent, stamp))
+        });
         match sent {
-            Ok(sent) => {
+            Ok((sent, stamp)) => {
                 ahead.bytes += sent.size();
-                ahead.sent.push_back((i, sent));
+                ahead.sent.push_back((i, sent, stamp));
             }
             // A local failure, or a name refused before sending: this
             // file's own failure, reported after the ones before it.
@@ -231,7 +244,7 @@ pub fn put_small_files<S: Read + Write>(
             // The connection failed: it is the failure of the oldest file
             // not answered yet, and the rest can go on a new session.
             Err(e) => {
-                let oldest = ahead.sent.front().map_or(i, |&(j, _)| j);
+                let oldest = ahead.sent.front().map_or(i, |&(j, _, _)| j);
                 done(oldest, Err(e));
                 return ahead.reported + 1;
             }
@@ -243,8 +256,9 @@ pub fn put_small_files<S: Read + Write>(
 
 /// The eager uploads of [`put_small_files`] sent and not answered yet.
 struct Ahead {
-    /// Each one's index in the files, and what was sent.
-    sent: VecDeque<(usize, EagerSent)>,
+    /// Each one's index in the files, what was sent, and the file's stamp
+    /// if it did not change while it was read.
+    sent: VecDeque<(usize, EagerSent, Option<Stamp>)>,
     /// Their body bytes.
     bytes: u64,
     /// How many files were reported so far: files are reported in order,
@@ -259,13 +273,14 @@ impl Ahead {
         session: &mut Session<S>,
         done: &mut dyn FnMut(usize, Result<Uploaded, ClientError>),
     ) -> bool {
-        let Some((i, sent)) = self.sent.pop_front() else {
+        let Some((i, sent, stamp)) = self.sent.pop_front() else {
             return true;
         };
         self.bytes -= sent.size();
         let result = session.eager_answer(sent).map(|done| Uploaded {
             done,
             sent: sent.size(),
+            stamp,
         });
         done(i, result);
         self.reported += 1;

@@ -9,11 +9,11 @@
 //! header are body bytes) and written with `write_all` straight to the
 //! stream.
 //!
-//! - `upload.rs`: put and eager puts; an [`Upload`] takes the body chunk by
-//!   chunk.
+//! - `upload.rs`: put, eager puts and puts of unknown length; an
+//!   [`Upload`] or a [`StreamUpload`] takes the body piece by piece.
 //! - `download.rs`: get; a [`Download`] gives the body chunk by chunk.
-//! - `listing.rs`: list, tree, stat.
-//! - `admin.rs`: delete, make a directory.
+//! - `listing.rs`: list, list with directories, tree, stat, describe.
+//! - `admin.rs`: delete a file or a directory, make a directory, rename.
 //!
 //! Both body types hash the body with BLAKE3 as it passes and check the
 //! hash when finished, unless the caller hashes it itself (the file side
@@ -35,8 +35,8 @@ mod listing;
 mod upload;
 
 pub use download::Download;
-pub use listing::TreeEntry;
-pub use upload::{EagerSent, PutDone, Upload};
+pub use listing::{Remote, TreeEntry};
+pub use upload::{EagerSent, PutDone, StreamUpload, Upload};
 
 use crate::error::{ClientError, ProtocolError, Step};
 use framekit_codec::blocking::{read_message, write_message};
@@ -301,6 +301,8 @@ fn unexpected(expected: &'static str, got: &Response) -> ProtocolError {
             Response::Deleted => "Deleted",
             Response::DirMade => "DirMade",
             Response::Directory { .. } => "Directory",
+            Response::Renamed => "Renamed",
+            Response::Described(_) => "Described",
         },
     }
 }

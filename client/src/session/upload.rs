@@ -2,10 +2,11 @@
 //! that send a small body with the request.
 
 use super::{Session, State, check_name, closes, len64, salvage, unexpected};
-use crate::error::{ClientError, ProtocolError};
+use crate::error::{ClientError, Feature, ProtocolError};
 use framekit_codec::blocking::write_all_vectored;
 use framekit_transfer::{
-    Hash, MAX_EAGER_BODY, Operation, Put, PutEager, Request, Response, Trailer,
+    Hash, MAX_CHUNK_LEN, MAX_EAGER_BODY, Operation, Put, PutEager, PutStream, Request, Response,
+    Trailer,
 };
 use std::io::{self, Read, Write};
 
@@ -92,6 +93,45 @@ impl<S: Read + Write> Session<S> {
             }
             .into()),
             other => Err(self.refused_or_unexpected(Operation::Put, "PutReady", other)),
+        }
+    }
+
+    /// Starts uploading a body of unknown length as `name`, replacing an
+    /// existing file only if `overwrite`: send it through the returned
+    /// [`StreamUpload`] in pieces of any size, then
+    /// [`finish`](StreamUpload::finish) it. Such an upload is never
+    /// resumed.
+    ///
+    /// If the server refuses (the name exists...), no body is sent and the
+    /// session stays usable; a server too old for such uploads is
+    /// [`ClientError::TooOld`].
+    pub fn start_put_stream(
+        &mut self,
+        name: &str,
+        overwrite: bool,
+    ) -> Result<StreamUpload<'_, S>, ClientError> {
+        check_name(name)?;
+        self.begin()?;
+        let request = Request::PutStream(PutStream {
+            name: name.to_owned(),
+            overwrite,
+        });
+        self.send_request(&request)?;
+        match self.receive()? {
+            Response::PutReady { offset: 0 } => Ok(StreamUpload {
+                session: self,
+                sent: 0,
+                hasher: blake3::Hasher::new(),
+            }),
+            Response::PutReady { offset } => Err(ProtocolError::Offset {
+                offset,
+                size: 0,
+                expected: 0,
+            }
+            .into()),
+            other => Err(self
+                .refused_or_unexpected(Operation::Put, "PutReady", other)
+                .too_old(Feature::PutStream)),
         }
     }
 
@@ -351,6 +391,70 @@ impl<S: Read + Write> Upload<'_, S> {
             Response::PutDone { size, hash: stored } => {
                 session.state = State::Ready;
                 check_stored(size, stored, self.size, hash)
+            }
+            other => Err(session.refused_or_unexpected(Operation::Put, "PutDone", other)),
+        }
+    }
+}
+
+/// An upload of unknown length in progress: send the body with
+/// [`StreamUpload::send`], then [`finish`](StreamUpload::finish).
+///
+/// Dropping it unfinished leaves the session unusable (the server is still
+/// waiting for the end of the body).
+#[derive(Debug)]
+pub struct StreamUpload<'a, S> {
+    session: &'a mut Session<S>,
+    sent: u64,
+    hasher: blake3::Hasher,
+}
+
+impl<S: Read + Write> StreamUpload<'_, S> {
+    /// Body bytes sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Sends the next body bytes (as one chunk or more; none for an empty
+    /// slice) and hashes them.
+    pub fn send(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        let max = usize::try_from(MAX_CHUNK_LEN).unwrap_or(usize::MAX);
+        for piece in data.chunks(max) {
+            // A piece is at most MAX_CHUNK_LEN bytes long.
+            let head = u32::try_from(piece.len()).unwrap_or(MAX_CHUNK_LEN);
+            let written = write_all_vectored(
+                self.session.stream.get_mut(),
+                &mut [
+                    io::IoSlice::new(&head.to_be_bytes()),
+                    io::IoSlice::new(piece),
+                ],
+            );
+            if let Err(e) = written {
+                let error = ClientError::io(e);
+                return Err(salvage(
+                    &mut self.session.stream,
+                    &self.session.config,
+                    Operation::Put.into(),
+                    error,
+                ));
+            }
+            self.hasher.update(piece);
+            self.sent += len64(piece);
+        }
+        Ok(())
+    }
+
+    /// Ends the body, sends the trailer with its hash and waits for the
+    /// server to verify and publish the file, as [`Upload::finish`] does.
+    pub fn finish(self) -> Result<PutDone, ClientError> {
+        let hash: Hash = self.hasher.finalize().into();
+        let session = self.session;
+        session.send_body(&[0; 4], Operation::Put.into())?;
+        session.send(&Trailer { hash }, Operation::Put.into())?;
+        match session.receive()? {
+            Response::PutDone { size, hash: stored } => {
+                session.state = State::Ready;
+                check_stored(size, stored, self.sent, hash)
             }
             other => Err(session.refused_or_unexpected(Operation::Put, "PutDone", other)),
         }

@@ -216,3 +216,108 @@ fn tree_lists_directories_and_files_and_checks_the_count() {
         })
     );
 }
+
+fn description(name: &str, content: &[u8]) -> framekit_transfer::Description {
+    framekit_transfer::Description {
+        name: name.into(),
+        size: content.len() as u64,
+        modified_ns: 1,
+        hash: hash(content),
+    }
+}
+
+#[test]
+fn many_names_are_described_in_order_with_each_refusal_alone() {
+    use crate::session::Remote;
+    let names: Vec<String> = (0..150).map(|i| format!("f{i}")).collect();
+    let mut script = Script::welcome();
+    for (i, name) in names.iter().enumerate() {
+        script = match i % 3 {
+            0 => script.msg(&Response::Described(description(name, name.as_bytes()))),
+            1 => script.msg(&Response::Directory { name: name.clone() }),
+            _ => script.error(ErrorCode::NotFound, "no such file"),
+        };
+    }
+    let mut session = script.session();
+    let mut names_with_bad = names.clone();
+    names_with_bad.insert(1, "../bad".into());
+    let mut seen = Vec::new();
+    session
+        .describe_each(&names_with_bad, |i, result| seen.push((i, result)))
+        .unwrap();
+    assert!(session.is_usable());
+    assert_eq!(seen.len(), 151);
+    assert!(seen.iter().enumerate().all(|(n, (i, _))| n == *i));
+    assert!(matches!(&seen[0].1, Ok(Remote::File(f)) if f.hash == hash(b"f0")));
+    assert!(matches!(&seen[1].1, Err(ClientError::InvalidName { .. })));
+    assert!(matches!(&seen[2].1, Ok(Remote::Dir(d)) if d == "f1"));
+    assert_eq!(
+        refused_code(seen[3].1.as_ref().unwrap_err()),
+        ErrorCode::NotFound
+    );
+    let mut sent = Sent::of(session);
+    sent.hello();
+    for name in &names {
+        assert_eq!(
+            sent.request(),
+            Request::Describe(framekit_transfer::Describe { name: name.clone() })
+        );
+    }
+    assert!(sent.rest().is_empty());
+}
+
+#[test]
+fn a_server_that_does_not_know_a_new_request_is_too_old() {
+    let mut session = Script::welcome()
+        .error(ErrorCode::BadRequest, "unknown variant")
+        .session();
+    let err = session.describe("f").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::TooOld {
+                feature: crate::error::Feature::Describe,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.exit(), Exit::Refused);
+    assert!(session.is_broken());
+    let mut session = Script::welcome()
+        .error(ErrorCode::BadRequest, "unknown variant")
+        .session();
+    let err = session.rename("a", "b", false).unwrap_err();
+    assert!(
+        err.report()
+            .starts_with("the server is too old for renaming"),
+        "{}",
+        err.report()
+    );
+}
+
+#[test]
+fn list_all_reports_directories_and_files() {
+    let mut session = Script::welcome()
+        .msg(&Response::Directory { name: "d".into() })
+        .msg(&Response::Entry(entry("d/f", 3)))
+        .msg(&Response::ListEnd { count: 2 })
+        .session();
+    let mut seen = Vec::new();
+    session
+        .list_all("d", |e| {
+            seen.push(e);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        [TreeEntry::Dir("d".into()), TreeEntry::File(entry("d/f", 3))]
+    );
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert_eq!(
+        sent.request(),
+        Request::ListAll(framekit_transfer::ListAll { prefix: "d".into() })
+    );
+}

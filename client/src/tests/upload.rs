@@ -754,3 +754,59 @@ fn a_small_file_grown_large_goes_as_an_ordinary_put_after_the_others() {
     sent.msg::<Trailer>();
     assert!(matches!(sent.request(), Request::Put(p) if p.size == CHUNK as u64));
 }
+
+#[test]
+fn a_stream_is_sent_in_chunks_ended_by_an_empty_one_then_the_trailer() {
+    let body = data(3 * 1024 * 1024 + 5);
+    let mut session = Script::welcome()
+        .msg(&Response::PutReady { offset: 0 })
+        .msg(&put_done(&body))
+        .session();
+    let mut upload = session.start_put_stream("s", false).unwrap();
+    upload.send(&body[..10]).unwrap();
+    upload.send(&[]).unwrap();
+    upload.send(&body[10..]).unwrap();
+    assert_eq!(upload.sent(), body.len() as u64);
+    let done = upload.finish().unwrap();
+    assert_eq!(done.hash, hash(&body));
+    assert!(session.is_usable());
+
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert_eq!(
+        sent.request(),
+        Request::PutStream(framekit_transfer::PutStream {
+            name: "s".into(),
+            overwrite: false
+        })
+    );
+    let mut received = Vec::new();
+    let mut lengths = Vec::new();
+    loop {
+        let len = u32::from_be_bytes(sent.raw(4).try_into().unwrap());
+        lengths.push(len);
+        if len == 0 {
+            break;
+        }
+        assert!(len <= framekit_transfer::MAX_CHUNK_LEN);
+        received.extend_from_slice(&sent.raw(len as usize));
+    }
+    assert_eq!(received, body);
+    assert_eq!(lengths, [10, 1 << 20, 1 << 20, (1 << 20) - 5, 0]);
+    assert_eq!(sent.msg::<Trailer>().hash, hash(&body));
+    assert!(sent.rest().is_empty());
+}
+
+#[test]
+fn a_refused_stream_sends_no_body() {
+    let mut session = Script::welcome()
+        .error(ErrorCode::AlreadyExists, "exists")
+        .session();
+    let err = session.start_put_stream("s", false).unwrap_err();
+    assert_eq!(refused_code(&err), ErrorCode::AlreadyExists);
+    assert!(session.is_usable());
+    let mut sent = Sent::of(session);
+    sent.hello();
+    assert!(matches!(sent.request(), Request::PutStream(_)));
+    assert!(sent.rest().is_empty());
+}

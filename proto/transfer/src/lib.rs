@@ -26,7 +26,16 @@
 //!   Request::Tree{dir}            ------>
 //!                                 <------  Response::Directory | Response::Entry (0 or more)
 //!                                 <------  Response::ListEnd{count} | Response::Error
+//!   Request::PutStream{name, ..}  ------>
+//!                                 <------  Response::PutReady{offset: 0} | Response::Error
+//!   chunks, then an empty one     ------>
+//!   Trailer{hash}                 ------>
+//!                                 <------  Response::PutDone{size, hash} | Response::Error
 //! ```
+//!
+//! A body of unknown length ([`PutStream`]) travels as chunks: each a
+//! 4-byte big-endian length (1 to [`MAX_CHUNK_LEN`]) and that many raw
+//! bytes, ended by a chunk of length 0.
 //!
 //! Enums are encoded by variant index: new variants are only ever added at
 //! the end, so a newer peer's messages stay decodable up to the new
@@ -49,6 +58,9 @@ pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// The largest body of a [`PutEager`]: a larger one is a protocol
 /// violation, and the server closes the connection.
 pub const MAX_EAGER_BODY: u64 = 64 * 1024;
+
+/// The largest chunk of a body of unknown length ([`PutStream`]).
+pub const MAX_CHUNK_LEN: u32 = 1024 * 1024;
 
 /// The port the server listens on by default.
 pub const DEFAULT_PORT: u16 = 7878;
@@ -149,24 +161,35 @@ pub enum Request {
     Tree(Tree),
     /// Upload a small file whose body follows at once.
     PutEager(PutEager),
+    /// Move a file or directory to another name.
+    Rename(Rename),
+    /// Delete a directory, alone if empty or with everything in it.
+    DeleteDir(DeleteDir),
+    /// Describe one name, a file with its hash or a directory.
+    Describe(Describe),
+    /// List the files and directories whose names start with a prefix.
+    ListAll(ListAll),
+    /// Upload a file whose size is not known in advance.
+    PutStream(PutStream),
 }
 
 impl Request {
     /// The operation this request asks for.
     pub fn operation(&self) -> Operation {
         match self {
-            Request::Put(_) | Request::PutEager(_) => Operation::Put,
+            Request::Put(_) | Request::PutEager(_) | Request::PutStream(_) => Operation::Put,
             Request::Get(_) => Operation::Get,
-            Request::List(_) => Operation::List,
-            Request::Stat(_) => Operation::Stat,
-            Request::Delete(_) => Operation::Delete,
+            Request::List(_) | Request::ListAll(_) => Operation::List,
+            Request::Stat(_) | Request::Describe(_) => Operation::Stat,
+            Request::Delete(_) | Request::DeleteDir(_) => Operation::Delete,
             Request::MakeDir(_) => Operation::MakeDir,
             Request::Tree(_) => Operation::Tree,
+            Request::Rename(_) => Operation::Rename,
         }
     }
 
-    /// The name the request is about: a file or directory name, or a
-    /// listing's prefix.
+    /// The name the request is about: a file or directory name (the old
+    /// name of a rename), or a listing's prefix.
     pub fn subject(&self) -> &str {
         match self {
             Request::Put(Put { name, .. })
@@ -174,8 +197,12 @@ impl Request {
             | Request::Get(Get { name, .. })
             | Request::Stat(Stat { name })
             | Request::Delete(Delete { name })
-            | Request::MakeDir(MakeDir { name }) => name,
-            Request::List(List { prefix }) => prefix,
+            | Request::MakeDir(MakeDir { name })
+            | Request::DeleteDir(DeleteDir { name, .. })
+            | Request::Describe(Describe { name })
+            | Request::PutStream(PutStream { name, .. }) => name,
+            Request::Rename(Rename { from, .. }) => from,
+            Request::List(List { prefix }) | Request::ListAll(ListAll { prefix }) => prefix,
             Request::Tree(Tree { dir }) => dir,
         }
     }
@@ -187,25 +214,27 @@ impl Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Operation {
-    /// An upload ([`Put`] or [`PutEager`]).
+    /// An upload ([`Put`], [`PutEager`] or [`PutStream`]).
     Put,
     /// A download ([`Get`]).
     Get,
-    /// A listing ([`List`]).
+    /// A listing ([`List`] or [`ListAll`]).
     List,
-    /// A description of one name ([`Stat`]).
+    /// A description of one name ([`Stat`] or [`Describe`]).
     Stat,
-    /// A deletion ([`Delete`]).
+    /// A deletion of a file or a directory ([`Delete`] or [`DeleteDir`]).
     Delete,
     /// A directory creation ([`MakeDir`]).
     MakeDir,
     /// A listing of a directory's tree ([`Tree`]).
     Tree,
+    /// A move to another name ([`Rename`]).
+    Rename,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 7] = [
+    pub const ALL: [Operation; 8] = [
         Operation::Put,
         Operation::Get,
         Operation::List,
@@ -213,10 +242,11 @@ impl Operation {
         Operation::Delete,
         Operation::MakeDir,
         Operation::Tree,
+        Operation::Rename,
     ];
 
     /// A short name, as logs show it: `put`, `get`, `list`, `stat`,
-    /// `delete`, `mkdir`, `tree`.
+    /// `delete`, `mkdir`, `tree`, `rename`.
     pub const fn name(self) -> &'static str {
         match self {
             Operation::Put => "put",
@@ -226,6 +256,7 @@ impl Operation {
             Operation::Delete => "delete",
             Operation::MakeDir => "mkdir",
             Operation::Tree => "tree",
+            Operation::Rename => "rename",
         }
     }
 
@@ -234,13 +265,13 @@ impl Operation {
     pub const fn writes(self) -> bool {
         matches!(
             self,
-            Operation::Put | Operation::Delete | Operation::MakeDir
+            Operation::Put | Operation::Delete | Operation::MakeDir | Operation::Rename
         )
     }
 }
 
 /// What the operation is, in words: `put`, `get`, `list`, `stat`,
-/// `delete`, `directory creation`, `directory listing`.
+/// `delete`, `directory creation`, `directory listing`, `rename`.
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -351,6 +382,63 @@ pub struct Tree {
     pub dir: String,
 }
 
+/// Move the file or directory `from` to the name `to`, in one step. The
+/// answer is [`Response::Renamed`] or an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rename {
+    /// The current name.
+    pub from: String,
+    /// The new name; its missing parent directories are created.
+    pub to: String,
+    /// Replace a file already at `to`; without it, anything there makes
+    /// the rename fail with [`ErrorCode::AlreadyExists`].
+    pub overwrite: bool,
+}
+
+/// Delete the directory `name`. The answer is [`Response::Deleted`] or an
+/// error ([`ErrorCode::NotEmpty`] for a directory that holds something
+/// when `recursive` is false).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteDir {
+    /// The directory's name.
+    pub name: String,
+    /// Delete everything in it too.
+    pub recursive: bool,
+}
+
+/// Describe `name`: [`Response::Described`] for a regular file, with its
+/// BLAKE3 hash, [`Response::Directory`] for a directory, or an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Describe {
+    /// The remote name.
+    pub name: String,
+}
+
+/// List the files and directories whose names start with `prefix` (all if
+/// empty): one [`Response::Directory`] or [`Response::Entry`] each, in
+/// byte order of the names (a directory's with a `/` appended), then
+/// [`Response::ListEnd`]; or [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListAll {
+    /// A name prefix, compared byte by byte.
+    pub prefix: String,
+}
+
+/// Upload a body of unknown length as `name`.
+///
+/// The server answers [`Response::PutReady`] (always at offset 0) or
+/// [`Response::Error`]; only after `PutReady` does the client send the
+/// body as chunks (each a 4-byte big-endian length from 1 to
+/// [`MAX_CHUNK_LEN`] and that many raw bytes), then a chunk of length 0,
+/// then a [`Trailer`]. Such an upload cannot be resumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutStream {
+    /// The remote name.
+    pub name: String,
+    /// Replace an existing file of that name.
+    pub overwrite: bool,
+}
+
 /// Closes a file body, in both directions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trailer {
@@ -420,11 +508,28 @@ pub enum Response {
     Deleted,
     /// The directory exists now.
     DirMade,
-    /// One directory (for tree).
+    /// One directory (for tree, list-all and describe).
     Directory {
         /// The directory's full name, relative to the served root.
         name: String,
     },
+    /// The name was moved.
+    Renamed,
+    /// One file, with its hash (for describe).
+    Described(Description),
+}
+
+/// A file as described by the server, with its content's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Description {
+    /// The file's name, as asked.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time, in nanoseconds since the Unix epoch.
+    pub modified_ns: u64,
+    /// The BLAKE3 hash of its content.
+    pub hash: Hash,
 }
 
 /// An error answer.
@@ -523,6 +628,8 @@ error_codes! {
     NoSpace = 15, "no space";
     /// The name is a directory, or a file stands where a directory is needed.
     NotAFile = 16, "not a file";
+    /// The directory to delete on its own still holds something.
+    NotEmpty = 17, "not empty";
     /// The server is at its connection limit.
     Busy = 20, "busy";
     /// The server is shutting down.

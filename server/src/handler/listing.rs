@@ -1,10 +1,11 @@
-//! Listings: list and tree, sent as the storage finds them.
+//! Listings: list (of files, or of files and directories) and tree, sent
+//! as the storage finds them.
 
 use super::{Session, Summary};
 use crate::Transport;
 use crate::conn::ConnError;
 use crate::storage::{Found, Listing, Storage};
-use framekit_transfer::{ErrorCode, List, MAX_NAME_LEN, Response, Tree};
+use framekit_transfer::{ErrorCode, List, ListAll, MAX_NAME_LEN, Response, Tree};
 
 /// Listing entries are sent in batches of about this many bytes.
 const LIST_BATCH: usize = 32 * 1024;
@@ -16,7 +17,17 @@ impl<S: Transport, B: Storage> Session<S, B> {
                 .refuse(ErrorCode::InvalidName, "the prefix is longer than any name")
                 .await;
         }
-        let listing = self.shared.storage.list(&list.prefix);
+        let listing = self.shared.storage.list(&list.prefix, false);
+        self.send_listing(listing).await
+    }
+
+    pub(super) async fn list_all(&mut self, list: ListAll) -> Result<Summary, ConnError> {
+        if list.prefix.len() > MAX_NAME_LEN {
+            return self
+                .refuse(ErrorCode::InvalidName, "the prefix is longer than any name")
+                .await;
+        }
+        let listing = self.shared.storage.list(&list.prefix, true);
         self.send_listing(listing).await
     }
 

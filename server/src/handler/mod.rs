@@ -211,6 +211,11 @@ impl<S: Transport, B: Storage> Session<S, B> {
             Request::Delete(r) => self.delete(r).await,
             Request::MakeDir(r) => self.make_dir(r).await,
             Request::Tree(r) => self.tree(r).await,
+            Request::Rename(r) => self.rename(r).await,
+            Request::DeleteDir(r) => self.delete_dir(r).await,
+            Request::Describe(r) => self.describe(r).await,
+            Request::ListAll(r) => self.list_all(r).await,
+            Request::PutStream(r) => self.put_stream(r).await,
         };
         let ms = started.elapsed().as_millis();
         let bytes = match &result {

@@ -2,13 +2,13 @@
 
 use super::{Refusal, Session, Summary, log_request};
 use crate::Transport;
-use crate::body::{self, Received};
+use crate::body::{self, Received, StreamFailure};
 use crate::conn::ConnError;
 use crate::security::Access;
 use crate::storage::{SMALL_BODY, SmallPut, Storage, StoreError, Upload};
 use framekit_codec::message;
 use framekit_transfer::{
-    ErrorCode, MAX_EAGER_BODY, Put, PutEager, Request, Response, Trailer, validate_name,
+    ErrorCode, MAX_EAGER_BODY, Put, PutEager, PutStream, Request, Response, Trailer, validate_name,
 };
 use std::io;
 use std::time::Instant;
@@ -101,7 +101,8 @@ impl<S: Transport, B: Storage> Session<S, B> {
         match body::receive(&mut self.conn, &self.shared.pool, upload, body_size).await {
             Ok(received) => {
                 self.transferred = body_size;
-                self.finish_put(&put, received).await
+                self.finish_put(&put.name, put.overwrite, put.size, received)
+                    .await
             }
             Err(interrupted) => {
                 self.transferred = interrupted.received;
@@ -114,11 +115,66 @@ impl<S: Transport, B: Storage> Session<S, B> {
         }
     }
 
-    /// Reads the trailer of a put whose body was received, checks the
-    /// body against it, and publishes the upload.
+    /// An upload of unknown length: the checks of a put (but for the
+    /// size and the room, which are not known), then the body in chunks,
+    /// at most the largest file accepted, then the trailer as for a put.
+    /// Nothing of it is kept if it is interrupted.
+    pub(super) async fn put_stream(&mut self, put: PutStream) -> Result<Summary, ConnError> {
+        if let Some(refusal) = self.upload_refusal(&put.name, 0) {
+            return self.refuse_with(refusal).await;
+        }
+        let storage = &self.shared.storage;
+        let upload = match storage.create_upload(&put.name, 0, put.overwrite).await {
+            Ok(upload) => upload,
+            Err(e) => return self.refuse_store(e).await,
+        };
+        if let Err(e) = self.conn.send(&Response::PutReady { offset: 0 }).await {
+            upload.discard().await;
+            return Err(e);
+        }
+        let max = self.shared.config.max_file_size;
+        match body::receive_stream(&mut self.conn, &self.shared.pool, upload, max).await {
+            Ok((received, size)) => {
+                self.transferred = size;
+                self.finish_put(&put.name, put.overwrite, size, received)
+                    .await
+            }
+            Err((failure, upload, arrived)) => {
+                self.transferred = arrived;
+                if let Some(upload) = upload {
+                    upload.discard().await;
+                }
+                let (code, message) = match failure {
+                    StreamFailure::Conn(e) => return Err(e),
+                    StreamFailure::ChunkTooLong(len) => (
+                        ErrorCode::BadRequest,
+                        format!(
+                            "a chunk declares {len} bytes, over the limit of {}",
+                            framekit_transfer::MAX_CHUNK_LEN
+                        ),
+                    ),
+                    StreamFailure::TooLarge(max) => (
+                        ErrorCode::TooLarge,
+                        format!("the body is over the server's limit of {max} bytes"),
+                    ),
+                };
+                // The rest of the body cannot be skipped: hang up, telling
+                // the client why.
+                self.refuse(code, message.clone()).await?;
+                self.conn.shutdown().await;
+                Err(ConnError::Violation(message))
+            }
+        }
+    }
+
+    /// Reads the trailer of a put whose body (of `size` bytes in all) was
+    /// received, checks the body against it, and publishes the upload as
+    /// `name`.
     async fn finish_put(
         &mut self,
-        put: &Put,
+        name: &str,
+        overwrite: bool,
+        size: u64,
         received: Received<B::Upload>,
     ) -> Result<Summary, ConnError> {
         let Received {
@@ -155,17 +211,14 @@ impl<S: Transport, B: Storage> Session<S, B> {
             return self.refuse_store(StoreError::Mismatch).await;
         }
         let storage = &self.shared.storage;
-        match storage
-            .publish(upload, &put.name, put.overwrite, hash)
-            .await
-        {
+        match storage.publish(upload, name, overwrite, hash).await {
             Ok(()) => {
                 let done = Response::PutDone {
-                    size: put.size,
+                    size,
                     hash: *hash.as_bytes(),
                 };
                 self.conn.send(&done).await?;
-                Ok(Summary::done(put.size - self.offset))
+                Ok(Summary::done(size - self.offset))
             }
             Err(e) => self.refuse_store(e).await,
         }

@@ -70,8 +70,8 @@ impl StoreError {
             StoreError::InvalidName(_) => ErrorCode::InvalidName,
             StoreError::NotFound => ErrorCode::NotFound,
             StoreError::AlreadyExists => ErrorCode::AlreadyExists,
-            // The protocol has no code of its own for it yet.
-            StoreError::NotAFile | StoreError::NotEmpty => ErrorCode::NotAFile,
+            StoreError::NotAFile => ErrorCode::NotAFile,
+            StoreError::NotEmpty => ErrorCode::NotEmpty,
             StoreError::Denied => ErrorCode::Forbidden,
             StoreError::NoSpace => ErrorCode::NoSpace,
             StoreError::Mismatch => ErrorCode::IntegrityMismatch,
@@ -177,6 +177,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Checks that `size` bytes could be published as `name` (a valid name,
     /// not a directory, absent unless `overwrite`, room for it), then
     /// starts a fresh upload, staged where no client can see it.
+    ///
+    /// A body of unknown length is started with `size` 0: its room is
+    /// then checked only as it is written (a full disk fails the upload,
+    /// as for any body).
     fn create_upload(
         &self,
         name: &str,
@@ -221,9 +225,10 @@ pub trait Storage: Send + Sync + 'static {
         batch: Vec<SmallPut>,
     ) -> impl Future<Output = Vec<Result<blake3::Hash, StoreError>>> + Send;
 
-    /// Every regular file whose name starts with `prefix`, in byte order of
-    /// the names.
-    fn list(&self, prefix: &str) -> Self::Listing;
+    /// Every regular file whose name starts with `prefix`, and with `dirs`
+    /// every directory too, in byte order of the names (a directory's with
+    /// a `/` appended, so that it comes just before its content).
+    fn list(&self, prefix: &str, dirs: bool) -> Self::Listing;
 
     /// Every directory and regular file below the directory `dir` (the root
     /// if empty), depth first, a directory before its content, siblings in
@@ -232,6 +237,25 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Describes the regular file `name`.
     fn stat(&self, name: &str) -> impl Future<Output = Result<Entry, StoreError>> + Send;
+
+    /// Describes `name`, a regular file or a directory;
+    /// [`StoreError::NotAFile`] for anything else, or a name under a file.
+    ///
+    /// The default asks [`Storage::stat`], then, if the name is not a file,
+    /// whether [`Storage::tree`] can list it; a backend that can tell a
+    /// directory in one trip overrides it.
+    fn describe(&self, name: &str) -> impl Future<Output = Result<Found, StoreError>> + Send {
+        async move {
+            match self.stat(name).await {
+                Ok(entry) => Ok(Found::File(entry)),
+                Err(StoreError::NotAFile) => match self.tree(name).next().await {
+                    Some(Err(e)) => Err(e),
+                    _ => Ok(Found::Dir(name.to_owned())),
+                },
+                Err(e) => Err(e),
+            }
+        }
+    }
 
     /// Deletes the file `name`, and the directories this leaves empty.
     fn delete(&self, name: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -286,7 +310,9 @@ pub trait Upload: Send + Sized + 'static {
 
     /// Starts taking a body of `size` bytes, after what the upload holds,
     /// through `buffers` (the caller's memory budget; the sink gives them
-    /// back when it finishes).
+    /// back when it finishes). For a body of unknown length, `size` is the
+    /// most it may be (the server's largest file), and the body is what
+    /// was taken when the sink finishes complete.
     fn sink(self, size: u64, buffers: Vec<Vec<u8>>) -> Self::Sink;
 
     /// Ends an upload that failed and must start over: nothing of it is

@@ -162,9 +162,9 @@ impl Storage for LocalStore {
         })
     }
 
-    fn list(&self, prefix: &str) -> LocalListing {
+    fn list(&self, prefix: &str, dirs: bool) -> LocalListing {
         let prefix = prefix.to_owned();
-        self.listing(move |store, each| store.list(&prefix, &mut |entry| each(Found::File(entry))))
+        self.listing(move |store, each| store.list(&prefix, dirs, each))
     }
 
     fn tree(&self, dir: &str) -> LocalListing {
@@ -175,6 +175,11 @@ impl Storage for LocalStore {
     async fn stat(&self, name: &str) -> Result<Entry, StoreError> {
         let name = name.to_owned();
         self.blocking(move |store| store.stat(&name)).await
+    }
+
+    async fn describe(&self, name: &str) -> Result<Found, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |store| store.describe(&name)).await
     }
 
     async fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -390,7 +395,30 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(found(store.list("x/")).await.unwrap(), ["x/a", "x/b/c"]);
+        assert_eq!(
+            found(store.list("x/", false)).await.unwrap(),
+            ["x/a", "x/b/c"]
+        );
+        assert_eq!(
+            found(store.list("x", true)).await.unwrap(),
+            ["x/", "x/a", "x/b/", "x/b/c"]
+        );
+        assert_eq!(
+            store.describe("x/b").await.unwrap(),
+            Found::Dir("x/b".into())
+        );
+        assert!(matches!(
+            store.describe("x/a").await.unwrap(),
+            Found::File(Entry { size: 1, .. })
+        ));
+        assert!(matches!(
+            store.describe("x/a/under").await,
+            Err(StoreError::NotAFile)
+        ));
+        assert!(matches!(
+            store.describe("x/none").await,
+            Err(StoreError::NotFound)
+        ));
         assert_eq!(
             found(store.tree("")).await.unwrap(),
             ["x/", "x/a", "x/b/", "x/b/c", "y"]

@@ -44,11 +44,14 @@ pub struct LocalSink {
     free: mpsc::Receiver<Vec<u8>>,
     /// Raised when the hash is of no use any more.
     stop: Arc<AtomicBool>,
+    /// Raised when the whole body was taken: it is then synced.
+    complete: Arc<AtomicBool>,
     worker: JoinHandle<Written>,
 }
 
 impl LocalSink {
-    /// Starts the disk worker of a body of `size` bytes.
+    /// Starts the disk worker of a body of `size` bytes (or at most that
+    /// many, for a body of unknown length).
     pub(super) fn start(mut upload: LocalUpload, size: u64, buffers: Vec<Vec<u8>>) -> LocalSink {
         let buffers = at_least_one(buffers);
         let count = buffers.len();
@@ -59,6 +62,8 @@ impl LocalSink {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let worker_stop = Arc::clone(&stop);
+        let complete = Arc::new(AtomicBool::new(false));
+        let worker_complete = Arc::clone(&complete);
         let worker = tokio::task::spawn_blocking(move || {
             let mut hasher = blake3::Hasher::new();
             // What the upload already holds comes first; the body waits in
@@ -85,7 +90,8 @@ impl LocalSink {
             }
             // Only a complete body is worth syncing here; an incomplete one
             // is synced if it is kept.
-            if written == size
+            if worker_complete.load(Ordering::Acquire)
+                && written <= size
                 && error.is_none()
                 && let Err(e) = upload.sync()
             {
@@ -105,6 +111,7 @@ impl LocalSink {
             to_disk,
             free,
             stop,
+            complete,
             worker,
         }
     }
@@ -126,8 +133,11 @@ impl BodySink for LocalSink {
             to_disk,
             mut free,
             stop,
+            complete: whole,
             worker,
         } = self;
+        // Before the channel closes: the worker reads it at the end.
+        whole.store(complete, Ordering::Release);
         drop(to_disk);
         if !complete {
             // The hash is of no use now: let the worker stop hashing.

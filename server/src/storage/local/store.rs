@@ -334,20 +334,38 @@ impl Store {
         Ok(())
     }
 
+    /// Describes a regular file or a directory (a symlink inside the root
+    /// is followed, as for [`Store::stat`]).
+    pub(super) fn describe(&self, name: &str) -> Result<Found, StoreError> {
+        validate_name(name)?;
+        self.outside_reserved(Some(name))?;
+        let meta = self.root.metadata(name)?;
+        if meta.is_dir() {
+            return Ok(Found::Dir(name.to_owned()));
+        }
+        if !meta.is_file() {
+            return Err(StoreError::NotAFile);
+        }
+        Ok(Found::File(Entry {
+            name: name.to_owned(),
+            size: meta.len(),
+            modified_ns: mtime_ns(meta.mtime(), meta.mtime_nsec()),
+        }))
+    }
+
     /// Calls `each` for every regular file whose name starts with `prefix`,
-    /// in byte order of the names, until it returns `false`. Symlinks are
-    /// not followed and the staging area is never listed; names that the
-    /// protocol could not address are skipped.
+    /// and every directory too if `dirs`, in byte order of the names (a
+    /// directory's with a `/` appended), until it returns `false`. Symlinks
+    /// are not followed and the staging area is never listed; names that
+    /// the protocol could not address are skipped.
     pub(super) fn list(
         &self,
         prefix: &str,
-        each: &mut dyn FnMut(Entry) -> bool,
+        dirs: bool,
+        each: &mut dyn FnMut(Found) -> bool,
     ) -> Result<(), StoreError> {
         let root = self.root.try_clone()?;
-        walk(&root, "", prefix, false, &mut |found| match found {
-            Found::File(entry) => each(entry),
-            Found::Dir(_) => true,
-        })?;
+        walk(&root, "", prefix, dirs, each)?;
         Ok(())
     }
 
@@ -906,13 +924,9 @@ mod tests {
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"secret");
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
 
-        let mut names = Vec::new();
-        store
-            .list("", &mut |e| {
-                names.push(e.name);
-                true
-            })
-            .unwrap();
+        let names = listed(&store, "", false);
+        assert!(names.is_empty(), "{names:?}");
+        let names = listed(&store, "", true);
         assert!(names.is_empty(), "{names:?}");
     }
 
@@ -949,32 +963,71 @@ mod tests {
         drop(upload);
     }
 
+    fn listed(store: &Store, prefix: &str, dirs: bool) -> Vec<String> {
+        let mut names = Vec::new();
+        store
+            .list(prefix, dirs, &mut |found| {
+                names.push(match found {
+                    Found::File(e) => e.name,
+                    Found::Dir(d) => format!("{d}/"),
+                });
+                true
+            })
+            .unwrap();
+        names
+    }
+
     #[test]
     fn list_is_in_byte_order_and_honours_the_prefix() {
         let (_dir, store) = store();
         for name in ["b", "a/z", "a.txt", "a/b/c", "ab", "a-"] {
             put(&store, name, name.as_bytes(), false).unwrap();
         }
-        let mut names = Vec::new();
-        store
-            .list("", &mut |e| {
-                names.push(e.name);
-                true
-            })
-            .unwrap();
+        let names = listed(&store, "", false);
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
         assert_eq!(names, ["a-", "a.txt", "a/b/c", "a/z", "ab", "b"]);
+        assert_eq!(listed(&store, "a/", false), ["a/b/c", "a/z"]);
+    }
 
-        let mut under_a = Vec::new();
-        store
-            .list("a/", &mut |e| {
-                under_a.push(e.name);
-                true
-            })
-            .unwrap();
-        assert_eq!(under_a, ["a/b/c", "a/z"]);
+    #[test]
+    fn a_list_with_directories_shows_empty_ones_in_name_order() {
+        let (_dir, store) = store();
+        for name in ["b", "a/z", "a.txt", "a/b/c", "ab", "a-"] {
+            put(&store, name, name.as_bytes(), false).unwrap();
+        }
+        store.make_dir("a/empty").unwrap();
+        store.make_dir("e").unwrap();
+        assert_eq!(
+            listed(&store, "", true),
+            [
+                "a-", "a.txt", "a/", "a/b/", "a/b/c", "a/empty/", "a/z", "ab", "b", "e/"
+            ]
+        );
+        // The directory itself matches a prefix without its slash only.
+        assert_eq!(
+            listed(&store, "a/", true),
+            ["a/b/", "a/b/c", "a/empty/", "a/z"]
+        );
+        assert_eq!(listed(&store, "a/e", true), ["a/empty/"]);
+    }
+
+    #[test]
+    fn describe_tells_files_from_directories() {
+        let (_dir, store) = store();
+        put(&store, "d/f", b"12345", false).unwrap();
+        assert!(matches!(
+            store.describe("d/f"),
+            Ok(Found::File(Entry { size: 5, .. }))
+        ));
+        assert_eq!(store.describe("d").unwrap(), Found::Dir("d".into()));
+        assert!(matches!(store.describe("d/f/x"), Err(StoreError::NotAFile)));
+        assert!(matches!(store.describe("d/g"), Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.describe("../x"),
+            Err(StoreError::InvalidName(_))
+        ));
     }
 
     #[test]
