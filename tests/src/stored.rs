@@ -365,11 +365,20 @@ impl Stored {
         }
     }
 
-    /// Whether the file `name` is there.
+    /// Whether a file or a directory `name` is there.
     pub fn exists(&self, name: &str) -> bool {
         match self {
             Stored::Local(root) => root.join(name).exists(),
-            Stored::S3(_) => self.size(name).is_some(),
+            Stored::S3(_) => self.size(name).is_some() || self.is_dir(name),
+        }
+    }
+
+    /// Whether the directory `name` is there (on S3: a marker, or keys
+    /// under it).
+    pub fn is_dir(&self, name: &str) -> bool {
+        match self {
+            Stored::Local(root) => root.join(name).is_dir(),
+            Stored::S3(s3) => !s3.keys(&format!("{name}/")).is_empty(),
         }
     }
 

@@ -17,23 +17,16 @@ use std::sync::Arc;
 /// Keys asked for per page (S3's largest page).
 const PAGE: usize = 1000;
 
-#[derive(Debug)]
-enum Kind {
-    /// Files whose names start with a prefix.
-    List,
-    /// Files and directories under a directory.
-    Tree {
-        dir: String,
-        /// The directories the last key was in, from the top.
-        open: Vec<String>,
-    },
-}
-
 /// A listing of the S3 store in progress.
 #[derive(Debug)]
 pub struct S3Listing {
     inner: Arc<Inner>,
-    kind: Kind,
+    /// For a tree, the directory listed (which must exist).
+    tree: Option<String>,
+    /// With directories, what their names start with.
+    dirs: Option<String>,
+    /// The directories the last key was in, from the top, as announced.
+    open: Vec<String>,
     /// What every key listed starts with.
     prefix: String,
     start_after: Option<String>,
@@ -46,9 +39,10 @@ pub struct S3Listing {
 }
 
 impl S3Listing {
-    pub(super) fn list(inner: Arc<Inner>, prefix: &str) -> S3Listing {
-        let prefix = format!("{}{prefix}", inner.keys.prefix());
-        S3Listing::new(inner, Kind::List, prefix, None)
+    pub(super) fn list(inner: Arc<Inner>, prefix: &str, dirs: bool) -> S3Listing {
+        let key_prefix = format!("{}{prefix}", inner.keys.prefix());
+        let dirs = dirs.then(|| prefix.to_owned());
+        S3Listing::new(inner, None, dirs, key_prefix, None)
     }
 
     pub(super) fn tree(inner: Arc<Inner>, dir: &str) -> S3Listing {
@@ -58,17 +52,26 @@ impl S3Listing {
             validate_name(dir).err().map(StoreError::from)
         };
         let prefix = inner.keys.dir(dir);
-        let kind = Kind::Tree {
-            dir: dir.to_owned(),
-            open: Vec::new(),
+        let below = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
         };
-        S3Listing::new(inner, kind, prefix, refused)
+        S3Listing::new(inner, Some(dir.to_owned()), Some(below), prefix, refused)
     }
 
-    fn new(inner: Arc<Inner>, kind: Kind, prefix: String, refused: Option<StoreError>) -> Self {
+    fn new(
+        inner: Arc<Inner>,
+        tree: Option<String>,
+        dirs: Option<String>,
+        prefix: String,
+        refused: Option<StoreError>,
+    ) -> Self {
         S3Listing {
             inner,
-            kind,
+            tree,
+            dirs,
+            open: Vec::new(),
             prefix,
             start_after: None,
             token: None,
@@ -93,7 +96,7 @@ impl S3Listing {
             .map_err(failure)?;
         if std::mem::take(&mut self.first)
             && page.keys.is_empty()
-            && let Kind::Tree { dir, .. } = &self.kind
+            && let Some(dir) = &self.tree
             && !dir.is_empty()
         {
             return Err(missing_dir(&self.inner, dir).await);
@@ -120,7 +123,9 @@ impl S3Listing {
         Ok(())
     }
 
-    /// What one key adds to the listing.
+    /// What one key adds to the listing: the directories it is in that
+    /// were not announced yet (a directory comes before its content), then
+    /// the file, unless it is a directory's marker.
     fn take(&mut self, name: &str, listed: &super::raw::Listed) {
         let (name, marker) = match name.strip_suffix('/') {
             Some(dir) => (dir, true),
@@ -129,57 +134,34 @@ impl S3Listing {
         if validate_name(name).is_err() {
             return;
         }
-        let entry = || {
-            Found::File(Entry {
+        if let Some(filter) = &self.dirs {
+            let mut dirs: Vec<&str> = name
+                .match_indices('/')
+                .map(|(i, _)| &name[..i])
+                .chain(marker.then_some(name))
+                .filter(|dir| dir.starts_with(filter.as_str()))
+                .collect();
+            let same = self
+                .open
+                .iter()
+                .zip(&dirs)
+                .take_while(|(open, dir)| open.as_str() == **dir)
+                .count();
+            self.open.truncate(same);
+            for dir in dirs.drain(same..) {
+                self.open.push(dir.to_owned());
+                self.found.push_back(Found::Dir(dir.to_owned()));
+            }
+        }
+        if !marker {
+            self.found.push_back(Found::File(Entry {
                 name: name.to_owned(),
                 size: listed.size,
                 modified_ns: modified_ns(
                     rfc3339_seconds(&listed.last_modified).unwrap_or(0),
                     &listed.e_tag,
                 ),
-            })
-        };
-        match &mut self.kind {
-            Kind::List => {
-                if !marker {
-                    self.found.push_back(entry());
-                }
-            }
-            Kind::Tree { dir, open } => {
-                let below = if dir.is_empty() {
-                    name
-                } else {
-                    match name
-                        .strip_prefix(dir.as_str())
-                        .and_then(|rest| rest.strip_prefix('/'))
-                    {
-                        Some(below) => below,
-                        None => return,
-                    }
-                };
-                // The directories the key is in, below `dir`, and the
-                // marker's own directory.
-                let mut dirs: Vec<&str> = below
-                    .match_indices('/')
-                    .map(|(i, _)| &name[..name.len() - below.len() + i])
-                    .collect();
-                if marker {
-                    dirs.push(name);
-                }
-                let same = open
-                    .iter()
-                    .zip(&dirs)
-                    .take_while(|(open, dir)| open.as_str() == **dir)
-                    .count();
-                open.truncate(same);
-                for dir in &dirs[same..] {
-                    open.push((*dir).to_owned());
-                    self.found.push_back(Found::Dir((*dir).to_owned()));
-                }
-                if !marker {
-                    self.found.push_back(entry());
-                }
-            }
+            }));
         }
     }
 }

@@ -191,8 +191,8 @@ impl Storage for S3Store {
         upload::store_batch(&self.inner, batch).await
     }
 
-    fn list(&self, prefix: &str) -> S3Listing {
-        S3Listing::list(Arc::clone(&self.inner), prefix)
+    fn list(&self, prefix: &str, dirs: bool) -> S3Listing {
+        S3Listing::list(Arc::clone(&self.inner), prefix, dirs)
     }
 
     fn tree(&self, dir: &str) -> S3Listing {

@@ -318,8 +318,10 @@ async fn missing_dir(inner: &Inner, name: &str) -> StoreError {
 /// Moves a file (one CopyObject, then a DELETE) or a directory (each key
 /// under it, one after the other: not atomic; a failure midway leaves
 /// some keys moved). Without `overwrite`, fails if `to` exists, checked
-/// first: a move that races another write of `to` may still replace it.
-/// A moved file's recorded hash is dropped, as on a disk.
+/// first: through this server, renames and puts of the two names wait
+/// for each other; through another, a move that races a write of `to` may
+/// still replace it. A moved file's recorded hash is dropped, as on a
+/// disk.
 pub(super) async fn rename(
     inner: &Inner,
     from: &str,
@@ -328,6 +330,15 @@ pub(super) async fn rename(
 ) -> Result<(), StoreError> {
     validate_name(from)?;
     validate_name(to)?;
+    // Through this server, a rename is one step for other renames and puts
+    // of these names: both locked, in order.
+    let (first, second) = if from <= to { (from, to) } else { (to, from) };
+    let _first = inner.locks.lock(first).await;
+    let _second = if first == second {
+        None
+    } else {
+        Some(inner.locks.lock(second).await)
+    };
     let (from_file, from_dir) = futures_util::join!(is_file(inner, from), is_dir(inner, from));
     let (from_file, from_dir) = (from_file?, from_dir?);
     if !from_file && !from_dir {
@@ -349,11 +360,6 @@ pub(super) async fn rename(
     if to_under? || to.starts_with(&format!("{from}/")) {
         return Err(StoreError::NotAFile);
     }
-    let _lock = if overwrite {
-        None
-    } else {
-        Some(inner.locks.lock(to).await)
-    };
     if from_file {
         if to_dir {
             return Err(StoreError::NotAFile);

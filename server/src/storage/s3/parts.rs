@@ -58,6 +58,12 @@ impl PartHasher {
     pub(super) fn finish(&self) -> ChainingValue {
         self.0.finalize_non_root()
     }
+
+    /// The hash of the first part as a whole file (when it is the only
+    /// one).
+    pub(super) fn root(&self) -> blake3::Hash {
+        self.0.finalize()
+    }
 }
 
 /// The hash of a file of `size` bytes (more than one part of `part`

@@ -263,10 +263,11 @@ impl Drop for S3Upload {
 }
 
 /// Starts a multipart upload of `name`.
+/// Starts a multipart upload of `name` in parts of `part` bytes.
 async fn start_multipart(
     inner: &Inner,
     name: &str,
-    size: u64,
+    part: u64,
     token: &str,
 ) -> Result<Multipart, StoreError> {
     let path = inner.keys.path(name).map_err(failure)?;
@@ -284,7 +285,7 @@ async fn start_multipart(
     Ok(Multipart {
         path,
         id,
-        part: part_size(size),
+        part,
         parts: Vec::new(),
     })
 }
@@ -298,7 +299,7 @@ async fn ordinary(inner: &Arc<Inner>, name: &str, size: u64) -> Result<S3Upload,
             permit: None,
         }
     } else {
-        Body::Multipart(start_multipart(inner, name, size, &token).await?)
+        Body::Multipart(start_multipart(inner, name, part_size(size), &token).await?)
     };
     Ok(S3Upload::new(inner, name, size, body, token))
 }
@@ -370,7 +371,7 @@ async fn resumable(
         }
         Claim::Fresh => {
             let token = token();
-            let multipart = match start_multipart(inner, name, size, &token).await {
+            let multipart = match start_multipart(inner, name, part_size(size), &token).await {
                 Ok(multipart) => multipart,
                 Err(e) => {
                     kept::release(inner, name, &key_hex(&key));
@@ -415,14 +416,21 @@ impl Upload for S3Upload {
         if buffers.is_empty() {
             buffers.push(vec![0; 64 * 1024]);
         }
+        // A body of unknown length (an upload started with size 0, a sink
+        // of the largest size): held in memory while it fits one part, in
+        // a multipart upload beyond.
+        let stream = (size > self.size).then(|| part_size(size));
         let (whole, cvs) = match &self.body {
-            Body::Memory { .. } => (Some(blake3::Hasher::new()), Vec::new()),
+            Body::Memory { .. } if stream.is_none() => (Some(blake3::Hasher::new()), Vec::new()),
+            Body::Memory { .. } => (None, Vec::new()),
             Body::Multipart(multipart) => (None, multipart.parts.iter().map(|p| p.cv).collect()),
         };
         S3Sink {
             upload: self,
             free: buffers,
             remaining: size,
+            taken: 0,
+            stream,
             whole,
             filling: None,
             cvs,
@@ -479,8 +487,12 @@ pub struct S3Sink {
     upload: S3Upload,
     /// The connection's buffers, handed back as soon as copied.
     free: Vec<Vec<u8>>,
-    /// Body bytes still to come.
+    /// Body bytes still to come (at most, for a body of unknown length).
     remaining: u64,
+    /// Body bytes taken so far.
+    taken: u64,
+    /// For a body of unknown length, its part size.
+    stream: Option<u64>,
     /// The hash of a file held in memory.
     whole: Option<blake3::Hasher>,
     filling: Option<Filling>,
@@ -497,9 +509,12 @@ pub struct S3Sink {
 impl S3Sink {
     async fn absorb(&mut self, mut data: &[u8]) -> io::Result<()> {
         self.remaining = self.remaining.saturating_sub(data.len() as u64);
+        self.taken += data.len() as u64;
         let size = self.upload.size;
         let inner = Arc::clone(&self.upload.inner);
-        if let Body::Memory { data: held, permit } = &mut self.upload.body {
+        if self.stream.is_none()
+            && let Body::Memory { data: held, permit } = &mut self.upload.body
+        {
             if permit.is_none() {
                 *permit = Some(reserve(&inner, size).await?);
             }
@@ -510,13 +525,17 @@ impl S3Sink {
             return Ok(());
         }
         while !data.is_empty() {
-            let part = match &self.upload.body {
-                Body::Multipart(multipart) => multipart.part,
-                Body::Memory { .. } => return Ok(()),
+            let part = match (&self.upload.body, self.stream) {
+                (Body::Multipart(multipart), _) => multipart.part,
+                (Body::Memory { .. }, Some(part)) => part,
+                (Body::Memory { .. }, None) => return Ok(()),
             };
             if self.filling.is_none() {
                 let index = self.cvs.len() as u64;
-                let len = part_len(size, part, index);
+                let len = match self.stream {
+                    Some(part) => part,
+                    None => part_len(size, part, index),
+                };
                 if len == 0 {
                     return Err(io::Error::other("more body bytes than the file's size"));
                 }
@@ -560,6 +579,24 @@ impl S3Sink {
         self.cvs.push(cv);
         if self.upload.superseded {
             return Ok(());
+        }
+        // A body of unknown length goes to a multipart upload once it fills
+        // more than one part.
+        if let (Body::Memory { .. }, Some(part)) = (&self.upload.body, self.stream) {
+            let multipart = start_multipart(
+                &self.upload.inner,
+                &self.upload.name,
+                part,
+                &self.upload.token,
+            )
+            .await
+            .map_err(io::Error::other)?;
+            self.upload
+                .inner
+                .active()
+                .uploads
+                .insert(multipart.id.clone());
+            self.upload.body = Body::Multipart(multipart);
         }
         while self.in_flight.len() >= IN_FLIGHT {
             self.collect_one().await?;
@@ -645,6 +682,35 @@ impl S3Sink {
         self.filling = None;
     }
 
+    /// Ends a body of unknown length: the upload takes its size; a body
+    /// that fits one part stays in memory, to be written whole.
+    async fn finish_stream(&mut self) -> Option<blake3::Hash> {
+        self.upload.size = self.taken;
+        if let Body::Memory { data, permit } = &mut self.upload.body {
+            let Some(only) = self.filling.take() else {
+                return Some(blake3::hash(b""));
+            };
+            let hash = only.hasher.root();
+            *data = only.blocks;
+            *permit = Some(only.permit);
+            return Some(hash);
+        }
+        if let Some(last) = self.filling.take()
+            && let Err(e) = self.launch(last).await
+        {
+            self.fail(e);
+        }
+        self.collect_all().await;
+        if self.error.is_some() {
+            return None;
+        }
+        let hash = self.hash();
+        if hash.is_none() {
+            self.fail(io::Error::other("parts of the upload are missing"));
+        }
+        hash
+    }
+
     /// The hash of the whole file, once every part is stored (or, for a
     /// superseded upload, hashed).
     fn hash(&mut self) -> Option<blake3::Hash> {
@@ -684,7 +750,9 @@ impl BodySink for S3Sink {
 
     async fn finish(mut self, complete: bool) -> SinkEnd<S3Upload> {
         let mut hash = None;
-        if complete && self.error.is_none() && self.remaining == 0 {
+        if complete && self.error.is_none() && self.stream.is_some() {
+            hash = self.finish_stream().await;
+        } else if complete && self.error.is_none() && self.remaining == 0 {
             if let Some(last) = self.filling.take()
                 && let Err(e) = self.launch(last).await
             {
