@@ -262,7 +262,6 @@ impl Drop for S3Upload {
     }
 }
 
-/// Starts a multipart upload of `name`.
 /// Starts a multipart upload of `name` in parts of `part` bytes.
 async fn start_multipart(
     inner: &Inner,
