@@ -40,6 +40,49 @@ pub(super) struct Store {
     partials: Arc<Partials>,
     digests: Digests,
     next_upload: AtomicU64,
+    /// The steps of making uploads durable, in order (see [`Store::note`]).
+    #[cfg(test)]
+    steps: std::sync::Mutex<Vec<Step>>,
+}
+
+/// A step of making an upload durable, as the tests that check their
+/// order see it (see [`Store::note`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The content of the upload to be published under this name was
+    /// synced.
+    SyncFile(String),
+    /// The upload was linked or renamed to this name.
+    Publish(String),
+    /// This directory (empty for the root) was synced.
+    SyncDir(String),
+}
+
+/// A small upload written to its staged file ([`Store::stage_small`]),
+/// to be synced together with others, then published.
+#[derive(Debug)]
+pub(super) struct Staged {
+    pub(super) upload: LocalUpload,
+    pub(super) name: String,
+    pub(super) overwrite: bool,
+    pub(super) hash: blake3::Hash,
+}
+
+impl Staged {
+    /// Flushes the staged content to disk; an upload that cannot be
+    /// synced is removed.
+    pub(super) fn sync(self, store: &Store) -> Result<Staged, StoreError> {
+        match self.upload.sync() {
+            Ok(()) => {
+                store.note(|| Step::SyncFile(self.name.clone()));
+                Ok(self)
+            }
+            Err(e) => {
+                self.upload.discard();
+                Err(e.into())
+            }
+        }
+    }
 }
 
 impl Store {
@@ -76,6 +119,8 @@ impl Store {
             partials,
             digests,
             next_upload: AtomicU64::new(0),
+            #[cfg(test)]
+            steps: std::sync::Mutex::default(),
         })
     }
 
@@ -194,6 +239,25 @@ impl Store {
             upload.discard();
             return Err(e.into());
         }
+        // A streamed body was synced by its sink.
+        if !held.is_empty() {
+            self.note(|| Step::SyncFile(name.to_owned()));
+        }
+        let parent = self.place(upload, name, overwrite, hash)?;
+        self.sync_dir(parent)?;
+        Ok(())
+    }
+
+    /// [`Store::publish`] of an upload whose content is synced, but for
+    /// the last step: the directory that received the file, returned, is
+    /// still to be synced (`None` for the root).
+    pub(super) fn place<'n>(
+        &self,
+        mut upload: LocalUpload,
+        name: &'n str,
+        overwrite: bool,
+        hash: &blake3::Hash,
+    ) -> Result<Option<&'n str>, StoreError> {
         validate_name(name)?;
         // The file's content is synced by the caller and nothing more is
         // written through this handle; it is kept to describe the
@@ -219,6 +283,7 @@ impl Store {
             result => result?,
         }
         upload.published = true;
+        self.note(|| Step::Publish(name.to_owned()));
         match &upload.resume {
             Some(resume) => resume.partials.published(&resume.key),
             None if !overwrite => upload.dir.remove_file(&upload.temp)?,
@@ -226,7 +291,6 @@ impl Store {
         }
         // Interrupted uploads of this name were for an older content.
         self.partials.forget_name(name);
-        self.sync_dir(parent)?;
         // Last: linking, moving and unlinking the file change the time
         // the record holds. The file is published whatever happens here;
         // without a record, downloads hash it as they send it.
@@ -236,12 +300,13 @@ impl Store {
         {
             tracing::warn!(name, error = %e, "could not record the hash of a published file");
         }
-        Ok(())
+        Ok(parent)
     }
 
-    /// Checks, hashes, verifies, writes, syncs and publishes one small
-    /// upload received whole.
-    pub(super) fn store_small(&self, put: SmallPut) -> Result<blake3::Hash, StoreError> {
+    /// Checks, hashes and verifies one small upload received whole, and
+    /// writes it to a staged file, not synced yet: [`Staged::sync`] does
+    /// that, then [`Store::place`] publishes it.
+    pub(super) fn stage_small(&self, put: SmallPut) -> Result<Staged, StoreError> {
         let SmallPut {
             name,
             overwrite,
@@ -258,12 +323,95 @@ impl Store {
             upload.discard();
             return Err(StoreError::NoSpace);
         }
-        if let Err(e) = upload.write_whole(&body) {
+        if let Err(e) = upload.write(&body) {
             upload.discard();
             return Err(e.into());
         }
-        self.publish(upload, &name, overwrite, &hash)?;
-        Ok(hash)
+        Ok(Staged {
+            upload,
+            name,
+            overwrite,
+            hash,
+        })
+    }
+
+    /// Publishes synced uploads as [`Store::place`] does, then syncs each
+    /// directory that received one of them once, after all of them are in
+    /// place. One result per upload, in order: as for [`Store::publish`],
+    /// an upload whose directory could not be synced is reported failed,
+    /// although it is visible under its name.
+    pub(super) fn publish_batch(
+        &self,
+        synced: Vec<Result<Staged, StoreError>>,
+    ) -> Vec<Result<blake3::Hash, StoreError>> {
+        let placed: Vec<Result<(blake3::Hash, Option<String>), StoreError>> = synced
+            .into_iter()
+            .map(|staged| {
+                let Staged {
+                    upload,
+                    name,
+                    overwrite,
+                    hash,
+                } = staged?;
+                let parent = self.place(upload, &name, overwrite, &hash)?;
+                Ok((hash, parent.map(str::to_owned)))
+            })
+            .collect();
+        // Each directory once, with why it could not be synced.
+        let mut dirs: Vec<(Option<String>, Option<String>)> = Vec::new();
+        for (_, dir) in placed.iter().flatten() {
+            if !dirs.iter().any(|(synced, _)| synced == dir) {
+                let failure = self.sync_dir(dir.as_deref()).err().map(|e| e.to_string());
+                dirs.push((dir.clone(), failure));
+            }
+        }
+        placed
+            .into_iter()
+            .map(|result| {
+                let (hash, dir) = result?;
+                match dirs.iter().find(|(synced, _)| *synced == dir) {
+                    Some((_, Some(failure))) => {
+                        Err(StoreError::Io(io::Error::other(failure.clone())))
+                    }
+                    _ => Ok(hash),
+                }
+            })
+            .collect()
+    }
+
+    /// Syncs the directory `dir` (the root for `None`): what was linked,
+    /// renamed or removed in it is then durable.
+    pub(super) fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
+        // A directory handle from `open_dir` may be an O_PATH descriptor,
+        // which cannot be synced: open the directory for reading instead.
+        let handle = self.root.open(dir.unwrap_or("."))?;
+        handle.sync_all()?;
+        self.note(|| Step::SyncDir(dir.unwrap_or_default().to_owned()));
+        Ok(())
+    }
+
+    /// Records a step of making files durable, for the tests that check
+    /// their order; nothing outside tests.
+    #[cfg(not(test))]
+    pub(super) fn note(&self, _step: impl FnOnce() -> Step) {}
+
+    /// Records a step of making files durable, for the tests that check
+    /// their order.
+    #[cfg(test)]
+    pub(super) fn note(&self, step: impl FnOnce() -> Step) {
+        self.steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(step());
+    }
+
+    /// The steps recorded so far.
+    #[cfg(test)]
+    pub(super) fn steps(&self) -> Vec<Step> {
+        self.steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Opens a regular file for reading. Returns it with its size and
@@ -523,13 +671,6 @@ impl Store {
         Ok(())
     }
 
-    fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
-        // A directory handle from `open_dir` may be an O_PATH descriptor,
-        // which cannot be synced: open the directory for reading instead.
-        let dir = self.root.open(dir.unwrap_or("."))?;
-        dir.sync_all()?;
-        Ok(())
-    }
 }
 
 /// Visits `dir` (whose name relative to the root is `path`, empty for the
