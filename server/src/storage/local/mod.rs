@@ -512,10 +512,16 @@ mod tests {
             let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
             let dir_synced = at(&Step::SyncDir(parent.to_owned()));
             assert!(synced < first_publish, "{name} was synced after a publish");
-            assert!(published < dir_synced, "{name} was published after its directory was synced");
+            assert!(
+                published < dir_synced,
+                "{name} was published after its directory was synced"
+            );
         }
         // Each directory once, the root included; nothing of the refused one.
-        let dirs: Vec<&Step> = steps.iter().filter(|s| matches!(s, Step::SyncDir(_))).collect();
+        let dirs: Vec<&Step> = steps
+            .iter()
+            .filter(|s| matches!(s, Step::SyncDir(_)))
+            .collect();
         assert_eq!(dirs.len(), 4, "{steps:?}");
         assert_eq!(steps.len(), 21 + 21 + 4, "{steps:?}");
     }

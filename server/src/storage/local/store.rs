@@ -670,7 +670,6 @@ impl Store {
         }
         Ok(())
     }
-
 }
 
 /// Visits `dir` (whose name relative to the root is `path`, empty for the
