@@ -101,10 +101,140 @@ fn get(
         None => PathBuf::from("."),
     };
     let mut tally = Tally::new("get", out, ctx.ui, false);
-    for name in &args.names {
-        get_into(link, name, &into, ctx, &mut tally)?;
+    let names = args.names.as_slice();
+    let mut next = 0;
+    while next < names.len() {
+        // Names of files, up to the next directory, go pipelined.
+        let end = (next..names.len())
+            .find(|&i| names[i].ends_with('/'))
+            .unwrap_or(names.len());
+        match names.get(next..end) {
+            Some(run) if !run.is_empty() => {
+                get_names(link, run, &into, ctx, &mut tally)?;
+                next = end;
+            }
+            _ => {
+                get_into(link, &names[next], &into, ctx, &mut tally)?;
+                next += 1;
+            }
+        }
     }
     tally.end()
+}
+
+/// What to do with one of several names, once described.
+enum NamePlan {
+    /// A small file to fetch to this path.
+    Fetch(PathBuf),
+    /// A small file already there, identical, with its size and hash.
+    Unchanged(PathBuf, u64, Hash),
+    /// Anything else (a directory, a large file, a name the server
+    /// refused or could not describe): got on its own, as [`get_into`]
+    /// gets it.
+    Alone,
+}
+
+/// Gets several names of files (none ending with `/`) into `into`: the
+/// server describes them all first, many at a time; then the small files
+/// not there already go pipelined (see [`get_small_files`]), and the
+/// others one by one, as [`get_into`] gets them, in order.
+fn get_names(
+    link: &mut Link<'_>,
+    names: &[String],
+    into: &Path,
+    ctx: &mut Ctx<'_>,
+    tally: &mut Tally<'_>,
+) -> Result<(), ClientError> {
+    let mut remote: Vec<Option<(u64, Hash)>> = vec![None; names.len()];
+    let described = link.session()?.describe_each(names, |i, result| {
+        if let (Ok(Remote::File(file)), Some(slot)) = (result, remote.get_mut(i)) {
+            *slot = Some((file.size, file.hash));
+        }
+    });
+    match described {
+        Ok(()) | Err(ClientError::TooOld { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let plans: Vec<NamePlan> = names
+        .iter()
+        .zip(&remote)
+        .map(|(name, remote)| {
+            let (Some((size, hash)), Ok(dest)) = (remote, files::destination(name, Some(into)))
+            else {
+                return NamePlan::Alone;
+            };
+            if *size > SMALL_GET || dest.is_dir() {
+                return NamePlan::Alone;
+            }
+            let same = fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == *size)
+                && ctx.hashes.hash_of(&dest).is_ok_and(|local| local == *hash);
+            if same {
+                NamePlan::Unchanged(dest, *size, *hash)
+            } else {
+                NamePlan::Fetch(dest)
+            }
+        })
+        .collect();
+    let mut next = 0;
+    while next < names.len() {
+        if let Some(NamePlan::Alone) = plans.get(next) {
+            get_into(link, &names[next], into, ctx, tally)?;
+            next += 1;
+            continue;
+        }
+        let end = (next..names.len())
+            .find(|&i| matches!(plans.get(i), Some(NamePlan::Alone)))
+            .unwrap_or(names.len());
+        let run = names.get(next..end).unwrap_or_default();
+        let run_plans = plans.get(next..end).unwrap_or_default();
+        let items: Vec<Option<SmallGet<'_>>> = run
+            .iter()
+            .zip(run_plans)
+            .map(|(name, plan)| match plan {
+                NamePlan::Fetch(dest) => Some(SmallGet { name, dest }),
+                _ => None,
+            })
+            .collect();
+        let session = link.session()?;
+        let meter = Meter::hidden();
+        let mut output = Ok(());
+        let mut lost = None;
+        let reported = get_small_files(session, &items, ctx.transfer, &mut |k, outcome| {
+            let (Some(name), Some(plan)) = (run.get(k), run_plans.get(k)) else {
+                return;
+            };
+            if output.is_err() || lost.is_some() {
+                return;
+            }
+            output = match (outcome, plan) {
+                (None, NamePlan::Unchanged(path, size, hash)) => {
+                    let done = Done {
+                        name,
+                        path,
+                        size: *size,
+                        hash: *hash,
+                        bytes: 0,
+                        unchanged: true,
+                    };
+                    tally.done(&meter, &done)
+                }
+                (Some(Ok(saved)), _) => saved_file(ctx, tally, &meter, name, &saved),
+                // Without a connection nothing more can be done.
+                (Some(Err(e)), _) if e.exit() == Exit::Connection => {
+                    lost = Some(e);
+                    Ok(())
+                }
+                (Some(Err(e)), _) => tally.fail(&meter, name, None, &e),
+                (None, _) => Ok(()),
+            };
+        });
+        output?;
+        if let Some(e) = lost {
+            return Err(e);
+        }
+        next += reported.max(1);
+    }
+    Ok(())
 }
 
 /// Writes the file `name` to `out` as it arrives, and checks its hash at
