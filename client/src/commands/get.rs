@@ -574,6 +574,19 @@ fn fetch_directory(
         match result {
             Ok(reported) => next += reported,
             Err(e) => {
+                // Every file not dealt with yet is said not to be there.
+                if e.exit() == Exit::Connection {
+                    let names: Vec<&str> = entries
+                        .get(next..)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|entry| match entry {
+                            TreeEntry::File(file) => Some(file.name.as_str()),
+                            TreeEntry::Dir(_) => None,
+                        })
+                        .collect();
+                    tally.lost(&meter, &format!("{dir}/"), &names, &e)?;
+                }
                 meter.finish();
                 return Err(e);
             }
