@@ -527,21 +527,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_single_upload_is_synced_then_published_then_its_directory_synced() {
+    async fn a_single_upload_is_synced_then_published_then_its_directories_synced() {
         use store::Step;
         let (_dir, store) = local();
-        let mut upload = store.create_upload("a/b", 3, false).await.unwrap();
-        upload.hold(b"abc".to_vec());
-        store
-            .publish(upload, "a/b", false, blake3::hash(b"abc"))
-            .await
-            .unwrap();
+        for name in ["a/b/c", "a/b/d"] {
+            let mut upload = store.create_upload(name, 3, false).await.unwrap();
+            upload.hold(b"abc".to_vec());
+            store
+                .publish(upload, name, false, blake3::hash(b"abc"))
+                .await
+                .unwrap();
+        }
+        let step = |kind: fn(String) -> Step, name: &str| kind(name.to_owned());
         assert_eq!(
             store.steps(),
             [
-                Step::SyncFile("a/b".into()),
-                Step::Publish("a/b".into()),
-                Step::SyncDir("a".into())
+                step(Step::SyncFile, "a/b/c"),
+                step(Step::Publish, "a/b/c"),
+                // The directories created for it, in those that received
+                // them, outermost first, then its own.
+                step(Step::SyncDir, ""),
+                step(Step::SyncDir, "a"),
+                step(Step::SyncDir, "a/b"),
+                step(Step::SyncFile, "a/b/d"),
+                step(Step::Publish, "a/b/d"),
+                step(Step::SyncDir, "a/b"),
             ]
         );
     }

@@ -45,6 +45,9 @@ pub(super) struct Store {
     steps: std::sync::Mutex<Vec<Step>>,
 }
 
+/// A directory by its name, `None` for the root.
+type DirName = Option<String>;
+
 /// A step of making an upload durable, as the tests that check their
 /// order see it (see [`Store::note`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,21 +246,24 @@ impl Store {
         if !held.is_empty() {
             self.note(|| Step::SyncFile(name.to_owned()));
         }
-        let parent = self.place(upload, name, overwrite, hash)?;
-        self.sync_dir(parent)?;
+        for dir in self.place(upload, name, overwrite, hash)? {
+            self.sync_dir(dir.as_deref())?;
+        }
         Ok(())
     }
 
     /// [`Store::publish`] of an upload whose content is synced, but for
-    /// the last step: the directory that received the file, returned, is
-    /// still to be synced (`None` for the root).
-    pub(super) fn place<'n>(
+    /// the last step: the directories to sync, returned in order (`None`
+    /// for the root), are the one that received the file, and those that
+    /// received a directory created for it (the nearest one that existed
+    /// first, then each directory created, the file's last).
+    pub(super) fn place(
         &self,
         mut upload: LocalUpload,
-        name: &'n str,
+        name: &str,
         overwrite: bool,
         hash: &blake3::Hash,
-    ) -> Result<Option<&'n str>, StoreError> {
+    ) -> Result<Vec<DirName>, StoreError> {
         validate_name(name)?;
         // The file's content is synced by the caller and nothing more is
         // written through this handle; it is kept to describe the
@@ -265,6 +271,7 @@ impl Store {
         let file = upload.file.take();
         let parent = parent_of(name);
         self.outside_reserved(parent)?;
+        let to_sync = self.dirs_to_sync(parent);
         let place = || -> io::Result<()> {
             if let Some(parent) = parent {
                 self.root.create_dir_all(parent)?;
@@ -300,7 +307,26 @@ impl Store {
         {
             tracing::warn!(name, error = %e, "could not record the hash of a published file");
         }
-        Ok(parent)
+        Ok(to_sync)
+    }
+
+    /// The directories to sync once a file is placed in `parent` (`None`
+    /// for the root): `parent`, and, if it does not exist yet, the ones
+    /// that will receive the directories created for it, outermost first.
+    fn dirs_to_sync(&self, parent: Option<&str>) -> Vec<DirName> {
+        let mut dirs = Vec::new();
+        let mut dir = parent;
+        while let Some(missing) = dir {
+            dirs.push(Some(missing.to_owned()));
+            if self.root.symlink_metadata(missing).is_ok() {
+                dirs.reverse();
+                return dirs;
+            }
+            dir = parent_of(missing);
+        }
+        dirs.push(None);
+        dirs.reverse();
+        dirs
     }
 
     /// Checks, hashes and verifies one small upload received whole, and
@@ -344,7 +370,7 @@ impl Store {
         &self,
         synced: Vec<Result<Staged, StoreError>>,
     ) -> Vec<Result<blake3::Hash, StoreError>> {
-        let placed: Vec<Result<(blake3::Hash, Option<String>), StoreError>> = synced
+        let placed: Vec<Result<(blake3::Hash, Vec<DirName>), StoreError>> = synced
             .into_iter()
             .map(|staged| {
                 let Staged {
@@ -353,27 +379,31 @@ impl Store {
                     overwrite,
                     hash,
                 } = staged?;
-                let parent = self.place(upload, &name, overwrite, &hash)?;
-                Ok((hash, parent.map(str::to_owned)))
+                let dirs = self.place(upload, &name, overwrite, &hash)?;
+                Ok((hash, dirs))
             })
             .collect();
         // Each directory once, with why it could not be synced.
-        let mut dirs: Vec<(Option<String>, Option<String>)> = Vec::new();
-        for (_, dir) in placed.iter().flatten() {
-            if !dirs.iter().any(|(synced, _)| synced == dir) {
-                let failure = self.sync_dir(dir.as_deref()).err().map(|e| e.to_string());
-                dirs.push((dir.clone(), failure));
+        let mut synced: Vec<(DirName, Option<String>)> = Vec::new();
+        for (_, dirs) in placed.iter().flatten() {
+            for dir in dirs {
+                if !synced.iter().any(|(done, _)| done == dir) {
+                    let failure = self.sync_dir(dir.as_deref()).err().map(|e| e.to_string());
+                    synced.push((dir.clone(), failure));
+                }
             }
         }
         placed
             .into_iter()
             .map(|result| {
-                let (hash, dir) = result?;
-                match dirs.iter().find(|(synced, _)| *synced == dir) {
-                    Some((_, Some(failure))) => {
-                        Err(StoreError::Io(io::Error::other(failure.clone())))
-                    }
-                    _ => Ok(hash),
+                let (hash, dirs) = result?;
+                let failure = synced
+                    .iter()
+                    .filter(|(done, _)| dirs.contains(done))
+                    .find_map(|(_, failure)| failure.clone());
+                match failure {
+                    Some(failure) => Err(StoreError::Io(io::Error::other(failure))),
+                    None => Ok(hash),
                 }
             })
             .collect()
