@@ -558,6 +558,29 @@ fn run_rsync(args: &[&str]) -> Duration {
     elapsed
 }
 
+/// Runs the client as [`run_client`] does, with a cache of local hashes
+/// of its own in `cwd`, emptied first: every run then appends its records
+/// to an empty file, rather than now and then rewriting the records of
+/// the runs before (which is not what is measured here).
+fn run_set_client(server: &ServerProcess, cwd: &Path, args: &[&str]) -> Duration {
+    let cache = cwd.join("cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let start = Instant::now();
+    let out = server
+        .client(cwd)
+        .env("XDG_CACHE_HOME", &cache)
+        .args(args)
+        .output()
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "client {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
 /// Writes every dirty page of every file system to its disk, so that
 /// each timed transfer starts from the same state and pays for no other
 /// one's writes.
@@ -662,7 +685,7 @@ fn small_sets_in(settings: &Settings, base: &Path) {
                 (SetTransfer::FramekitPut, _) => {
                     let name = format!("put-{run}");
                     settle();
-                    let t = run_client(
+                    let t = run_set_client(
                         &server,
                         &work,
                         &["put", src.to_str().unwrap(), "--name", &name],
@@ -672,7 +695,7 @@ fn small_sets_in(settings: &Settings, base: &Path) {
                 (SetTransfer::FramekitGet, _) => {
                     let out = work.join(format!("get-{run}"));
                     settle();
-                    let t = run_client(
+                    let t = run_set_client(
                         &server,
                         &work,
                         &["get", "set/", "--output", out.to_str().unwrap()],
