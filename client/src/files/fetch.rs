@@ -4,12 +4,12 @@
 
 use super::Options;
 use super::Staging;
-use super::commit::{self, Unnamed};
+use super::commit::{self, Pending};
 use super::download::Saved;
 use crate::error::ClientError;
 use crate::session::{Download, Session};
 use framekit_transfer::Hash;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -39,9 +39,8 @@ pub struct SmallGet<'a> {
 enum Slot {
     /// Requested, not answered yet.
     Requested,
-    /// Received and verified, written to an unnamed file: saved with the
-    /// next batch.
-    Unsaved(Unnamed, Saved),
+    /// Received and verified, held in memory: saved with the next batch.
+    Unsaved(Pending, Saved),
     /// Done: nothing to fetch (`None`), saved, or failed.
     Done(Option<Result<Saved, ClientError>>),
 }
@@ -52,10 +51,11 @@ enum Slot {
 /// before, and many small files go at the speed of the disks rather than
 /// of round trips.
 ///
-/// A file is written to an unnamed file in its destination's directory,
-/// and saved with the others of its batch: synced together, linked under
-/// their names (never over an existing file), their directories synced
-/// (see `commit.rs`). With `options.force`, a file whose destination
+/// A file is held in memory once verified, and saved with the others of
+/// its batch (at most 256 files or 8 MiB): written to unnamed files in
+/// their destinations' directories and synced, several at once, then
+/// linked under their names (never over an existing file), then their
+/// directories synced (see `commit.rs`). With `options.force`, a file whose destination
 /// exists, and a file that has a partial download (`DEST.part`), are
 /// saved one at a time through a [`Staging`], as [`get_file`](super::get_file) saves
 /// them; so is every file where unnamed files cannot be made. A file that
@@ -82,6 +82,7 @@ pub fn get_small_files<S: Read + Write>(
         unsaved: 0,
         unsaved_bytes: 0,
     };
+    let mut unnamed = HashMap::new();
     let mut next = 0;
     loop {
         // Top up the window once half of it is answered.
@@ -122,7 +123,7 @@ pub fn get_small_files<S: Read + Write>(
                 done,
             );
         };
-        let outcome = receive(session, file, options);
+        let outcome = receive(session, file, options, &mut unnamed);
         if session.is_broken() {
             let error = match outcome {
                 Err(e) => e,
@@ -189,7 +190,7 @@ impl Run {
                 unnamed.push(file);
             }
         }
-        let results = commit::commit(unnamed, &|_| {});
+        let results = commit::commit(&unnamed, &|_| {});
         for ((k, saved), result) in at.into_iter().zip(results) {
             let result = result.map(|stamp| Saved { stamp, ..saved });
             if let Some(slot) = self.slots.get_mut(k) {
@@ -230,8 +231,8 @@ impl Run {
 
 /// What came of one answer.
 enum Received {
-    /// Verified and written to an unnamed file, to be saved.
-    Unsaved(Unnamed, Saved),
+    /// Verified, to be saved with its batch.
+    Unsaved(Pending, Saved),
     /// Verified and saved (through a [`Staging`]).
     Saved(Saved),
 }
@@ -248,12 +249,16 @@ fn ready_to_save(dest: &Path, options: Options) -> Result<(), ClientError> {
     }
 }
 
-/// Reads the answer to the get of `file` and saves it, or writes it to an
-/// unnamed file to be saved with its batch.
+/// Reads the answer to the get of `file` and saves it, or verifies it and
+/// holds it to be saved with its batch.
+///
+/// `unnamed` says, by directory, whether unnamed files can be made there
+/// (asked once a directory).
 fn receive<S: Read + Write>(
     session: &mut Session<S>,
     file: SmallGet<'_>,
     options: Options,
+    unnamed: &mut HashMap<PathBuf, bool>,
 ) -> Result<Received, ClientError> {
     let mut download = session.get_answer()?;
     let (size, version) = (download.size(), download.version());
@@ -277,8 +282,19 @@ fn receive<S: Read + Write>(
     // A file to replace, or one with a partial download, is saved alone.
     let in_the_way = std::fs::symlink_metadata(file.dest).is_ok()
         || std::fs::symlink_metadata(part_path(file.dest)).is_ok();
-    if !in_the_way && let Some(unnamed) = Unnamed::write(file.dest, &body)? {
-        return Ok(Received::Unsaved(unnamed, saved));
+    let dir = match file.dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let supported = *unnamed
+        .entry(dir.to_owned())
+        .or_insert_with(|| commit::unnamed_supported(dir));
+    if !in_the_way && supported {
+        let pending = Pending {
+            dest: file.dest.to_owned(),
+            body,
+        };
+        return Ok(Received::Unsaved(pending, saved));
     }
     let mut staging = Staging::open(file.dest, file.name, options)?;
     staging.restart(file.name, version)?;
