@@ -61,31 +61,43 @@ pub(super) enum Step {
     SyncDir(String),
 }
 
-/// A small upload written to its staged file ([`Store::stage_small`]),
-/// to be synced together with others, then published.
+/// A small upload received whole, checked and verified
+/// ([`Store::check_small`]), to be staged.
+#[derive(Debug)]
+pub(super) struct Checked {
+    name: String,
+    overwrite: bool,
+    body: bytes::Bytes,
+    hash: blake3::Hash,
+}
+
+impl Checked {
+    /// Writes the upload to a staged file and flushes it to disk; an
+    /// upload that cannot be written or synced is removed.
+    pub(super) fn stage(self, store: &Store) -> Result<Staged, StoreError> {
+        let mut upload = store.begin_upload()?;
+        if let Err(e) = upload.write(&self.body).and_then(|()| upload.sync()) {
+            upload.discard();
+            return Err(e.into());
+        }
+        store.note(|| Step::SyncFile(self.name.clone()));
+        Ok(Staged {
+            upload,
+            name: self.name,
+            overwrite: self.overwrite,
+            hash: self.hash,
+        })
+    }
+}
+
+/// A small upload written to its staged file and synced
+/// ([`Checked::stage`]), to be published.
 #[derive(Debug)]
 pub(super) struct Staged {
     pub(super) upload: LocalUpload,
     pub(super) name: String,
     pub(super) overwrite: bool,
     pub(super) hash: blake3::Hash,
-}
-
-impl Staged {
-    /// Flushes the staged content to disk; an upload that cannot be
-    /// synced is removed.
-    pub(super) fn sync(self, store: &Store) -> Result<Staged, StoreError> {
-        match self.upload.sync() {
-            Ok(()) => {
-                store.note(|| Step::SyncFile(self.name.clone()));
-                Ok(self)
-            }
-            Err(e) => {
-                self.upload.discard();
-                Err(e.into())
-            }
-        }
-    }
 }
 
 impl Store {
@@ -329,10 +341,10 @@ impl Store {
         dirs
     }
 
-    /// Checks, hashes and verifies one small upload received whole, and
-    /// writes it to a staged file, not synced yet: [`Staged::sync`] does
-    /// that, then [`Store::place`] publishes it.
-    pub(super) fn stage_small(&self, put: SmallPut) -> Result<Staged, StoreError> {
+    /// Checks, hashes and verifies one small upload received whole:
+    /// [`Checked::stage`] then writes and syncs it, and [`Store::place`]
+    /// publishes it.
+    pub(super) fn check_small(&self, put: SmallPut) -> Result<Checked, StoreError> {
         let SmallPut {
             name,
             overwrite,
@@ -344,19 +356,13 @@ impl Store {
         if expected != *hash.as_bytes() {
             return Err(StoreError::Mismatch);
         }
-        let mut upload = self.begin_upload()?;
         if self.available_space()? < body.len() as u64 {
-            upload.discard();
             return Err(StoreError::NoSpace);
         }
-        if let Err(e) = upload.write(&body) {
-            upload.discard();
-            return Err(e.into());
-        }
-        Ok(Staged {
-            upload,
+        Ok(Checked {
             name,
             overwrite,
+            body,
             hash,
         })
     }
