@@ -10,6 +10,7 @@
 pub mod corpus;
 pub mod hostile;
 pub mod proxy;
+pub mod rsync;
 pub mod s3;
 
 use framekit_codec::blocking::{read_message, write_message};
