@@ -13,7 +13,10 @@
 //!   recorded at the put and hashes the file as it sends it; alternating,
 //!   with the median of several runs each.
 //! - small: 4 KiB files put over one connection (`client put DIR`, and a
-//!   library loop of `put_file`), and by 16 clients at once.
+//!   library loop of `put_file`), and by 16 clients at once; then sets of
+//!   2,000 files of 4 KiB put and got whole (`client put DIR`, `client get
+//!   DIR/`) on a tmpfs and on a disk, against `rsync -a --fsync` and
+//!   `rsync -a` through an rsync daemon on loopback, in the same runs.
 //! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
 //!   once, while 100 clients each put 100 files of 64 KiB at once, and with
 //!   1,000 idle connections.
@@ -31,6 +34,7 @@
 use framekit_client::connect::{ConnectOptions, connect};
 use framekit_client::files::{Options, Source, put_file};
 use framekit_client::progress::Meter;
+use framekit_tests::rsync::RsyncDaemon;
 use framekit_tests::s3::{Bucket, Garage};
 use framekit_tests::{ServerProcess, random_bytes, write_random_file};
 use std::io::{Read, Write};
@@ -43,6 +47,10 @@ const MIB: u64 = 1 << 20;
 
 struct Settings {
     dir: PathBuf,
+    /// A directory on a disk, for the small-file sets.
+    disk: PathBuf,
+    /// Files in each small-file set.
+    set_files: usize,
     big: u64,
     runs: usize,
     small_files: usize,
@@ -57,17 +65,19 @@ fn settings() -> Settings {
     let mut args = std::env::args().skip(1);
     let mut quick = false;
     let mut dir = None;
+    let mut disk = None;
     let mut runs = None;
     let mut only = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--dir" => dir = args.next().map(PathBuf::from),
+            "--disk" => disk = args.next().map(PathBuf::from),
             "--runs" => runs = args.next().and_then(|r| r.parse().ok()),
             "--only" => only = args.next(),
             other => {
                 eprintln!(
-                    "usage: transfer_bench [--quick] [--dir DIR] [--runs N] [--only big|small|memory|s3|s3-big|s3-small|s3-memory] (got {other})"
+                    "usage: transfer_bench [--quick] [--dir DIR] [--disk DIR] [--runs N] [--only big|small|sets|memory|s3|s3-big|s3-small|s3-memory] (got {other})"
                 );
                 std::process::exit(2);
             }
@@ -80,9 +90,20 @@ fn settings() -> Settings {
             std::env::temp_dir()
         }
     });
+    // The small-file sets go to a disk as well as to a tmpfs: `--disk`,
+    // else `--dir` if it is not a tmpfs, else /var/tmp.
+    let disk = disk.unwrap_or_else(|| {
+        if on_tmpfs(&dir) {
+            PathBuf::from("/var/tmp")
+        } else {
+            dir.clone()
+        }
+    });
     if quick {
         Settings {
             dir,
+            disk,
+            set_files: 500,
             big: 64 * MIB,
             runs: runs.unwrap_or(1),
             small_files: 500,
@@ -95,6 +116,8 @@ fn settings() -> Settings {
     } else {
         Settings {
             dir,
+            disk,
+            set_files: 2_000,
             big: 1024 * MIB,
             runs: runs.unwrap_or(5),
             small_files: 10_000,
@@ -475,6 +498,291 @@ fn small(settings: &Settings) {
     println!("| {clients} clients at once, one at a time each | {many:.0} |");
 }
 
+/// The small-file sets, on a tmpfs and on a disk: see [`small_sets_in`].
+fn small_sets(settings: &Settings) {
+    let tmpfs = Path::new("/dev/shm");
+    if tmpfs.is_dir() && on_tmpfs(tmpfs) {
+        small_sets_in(settings, tmpfs);
+    } else {
+        println!("## small-file sets: no tmpfs at /dev/shm, skipped there");
+    }
+    if on_tmpfs(&settings.disk) {
+        println!(
+            "## small-file sets: {} is a tmpfs, not a disk: give one with --disk",
+            settings.disk.display()
+        );
+    } else {
+        small_sets_in(settings, &settings.disk);
+    }
+}
+
+/// The file system of `path` and its mount options, from /proc/mounts (the
+/// longest mount point above it).
+fn file_system(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [device, mount, kind, options, ..] = fields.as_slice() else {
+                return None;
+            };
+            path.starts_with(mount)
+                .then(|| (mount.len(), format!("{kind} on {device} ({options})")))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown file system".to_owned(), |(_, fs)| fs)
+}
+
+/// The machine, in one line: CPU model and count, memory, kernel.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown CPU", |m| m.trim_start_matches([' ', '\t', ':']));
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / (1024.0 * 1024.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} x {model}, {mem_gib:.0} GiB, Linux {}",
+        kernel.trim()
+    )
+}
+
+/// Runs `rsync` with `args`; its time.
+fn run_rsync(args: &[&str]) -> Duration {
+    let start = Instant::now();
+    let out = Command::new("rsync").args(args).output().unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "rsync {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+/// Runs the client as [`run_client`] does, with a cache of local hashes
+/// of its own in `cwd`, emptied first: every run then appends its records
+/// to an empty file, rather than now and then rewriting the records of
+/// the runs before (which is not what is measured here).
+fn run_set_client(server: &ServerProcess, cwd: &Path, args: &[&str]) -> Duration {
+    let cache = cwd.join("cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let start = Instant::now();
+    let out = server
+        .client(cwd)
+        .env("XDG_CACHE_HOME", &cache)
+        .args(args)
+        .output()
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "client {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+/// Writes every dirty page of every file system to its disk, so that
+/// each timed transfer starts from the same state and pays for no other
+/// one's writes.
+fn settle() {
+    assert!(Command::new("sync").status().unwrap().success());
+}
+
+/// The number of regular files below `dir`.
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                count_files(&entry.path())
+            } else {
+                usize::from(kind.is_file())
+            }
+        })
+        .sum()
+}
+
+/// One of the transfers of a small-file set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetTransfer {
+    FramekitPut,
+    RsyncFsyncPut,
+    RsyncPut,
+    FramekitGet,
+    RsyncFsyncGet,
+    RsyncGet,
+}
+
+const SET_TRANSFERS: [SetTransfer; 6] = [
+    SetTransfer::FramekitPut,
+    SetTransfer::RsyncFsyncPut,
+    SetTransfer::RsyncPut,
+    SetTransfer::FramekitGet,
+    SetTransfer::RsyncFsyncGet,
+    SetTransfer::RsyncGet,
+];
+
+/// A set of small files put and got whole in `base`: `client put DIR` and
+/// `client get DIR/` against a server whose root is there, and `rsync -a
+/// --fsync` and `rsync -a` to and from an rsync daemon whose module is
+/// there, into and out of a directory there; the six in a rotating order,
+/// each after a `sync`, `runs` times. Each framekit rate is compared with
+/// rsync's of the same run: a disk's speed changes from minute to minute.
+#[allow(clippy::too_many_lines)] // one measurement section, read top to bottom
+fn small_sets_in(settings: &Settings, base: &Path) {
+    let n = settings.set_files;
+    println!(
+        "## small-file sets: {n} x 4 KiB in {}: {}",
+        base.display(),
+        file_system(base)
+    );
+    println!("machine: {}", machine());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..n {
+        std::fs::write(src.join(format!("f{i:05}")), random_bytes(i as u64, 4096)).unwrap();
+    }
+    let copy_set = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for i in 0..n {
+            let name = format!("f{i:05}");
+            std::fs::copy(src.join(&name), to.join(&name)).unwrap();
+        }
+    };
+    let server = ServerProcess::start_logging_to(
+        &dir.path().join("root"),
+        &[],
+        &dir.path().join("server.log"),
+    );
+    copy_set(&server.root.join("set"));
+    let rsync_dir = dir.path().join("rsync");
+    std::fs::create_dir(&rsync_dir).unwrap();
+    let daemon = RsyncDaemon::start(&rsync_dir);
+    match &daemon {
+        Some(daemon) => copy_set(&daemon.path.join("set")),
+        None => println!("rsync is not installed (scripts/install-test-deps): no reference"),
+    }
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let src_arg = format!("{}/", src.display());
+
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); SET_TRANSFERS.len()];
+    for run in 0..settings.runs {
+        for k in 0..SET_TRANSFERS.len() {
+            let what = SET_TRANSFERS[(k + run) % SET_TRANSFERS.len()];
+            let rsync = |fsync: bool, args: [&str; 2]| {
+                let mut all = vec!["-a"];
+                if fsync {
+                    all.push("--fsync");
+                }
+                all.extend(args);
+                run_rsync(&all)
+            };
+            let (elapsed, written) = match (what, &daemon) {
+                (SetTransfer::FramekitPut, _) => {
+                    let name = format!("put-{run}");
+                    settle();
+                    let t = run_set_client(
+                        &server,
+                        &work,
+                        &["put", src.to_str().unwrap(), "--name", &name],
+                    );
+                    (t, server.root.join(name))
+                }
+                (SetTransfer::FramekitGet, _) => {
+                    let out = work.join(format!("get-{run}"));
+                    settle();
+                    let t = run_set_client(
+                        &server,
+                        &work,
+                        &["get", "set/", "--output", out.to_str().unwrap()],
+                    );
+                    (t, out)
+                }
+                (_, None) => continue,
+                (SetTransfer::RsyncFsyncPut | SetTransfer::RsyncPut, Some(daemon)) => {
+                    let fsync = what == SetTransfer::RsyncFsyncPut;
+                    let sub = format!("put-{fsync}-{run}/");
+                    settle();
+                    let t = rsync(fsync, [&src_arg, &daemon.url(&sub)]);
+                    (t, daemon.path.join(sub))
+                }
+                (SetTransfer::RsyncFsyncGet | SetTransfer::RsyncGet, Some(daemon)) => {
+                    let fsync = what == SetTransfer::RsyncFsyncGet;
+                    let out = work.join(format!("rsync-{fsync}-{run}"));
+                    let out_arg = format!("{}/", out.display());
+                    settle();
+                    let t = rsync(fsync, [&daemon.url("set/"), &out_arg]);
+                    (t, out)
+                }
+            };
+            assert_eq!(count_files(&written), n, "{what:?} left {written:?} short");
+            std::fs::remove_dir_all(&written).unwrap();
+            let index = SET_TRANSFERS.iter().position(|t| *t == what).unwrap();
+            rates[index].push(n as f64 / elapsed.as_secs_f64());
+        }
+        let line: Vec<String> = SET_TRANSFERS
+            .iter()
+            .zip(&rates)
+            .filter_map(|(what, r)| r.get(run).map(|rate| format!("{what:?} {rate:.0}")))
+            .collect();
+        println!("run {}: files/s: {}", run + 1, line.join(", "));
+    }
+    let [fk_put, fs_put, rs_put, fk_get, fs_get, rs_get] = rates.as_slice() else {
+        unreachable!("six transfers");
+    };
+    // Each framekit rate over the reference's of the same run.
+    let ratio = |ours: &[f64], reference: &[f64]| -> String {
+        if reference.is_empty() {
+            return "-".to_owned();
+        }
+        let mut ratios: Vec<f64> = ours.iter().zip(reference).map(|(a, b)| a / b).collect();
+        let m = median(&mut ratios);
+        format!("{m:.2} [{:.2}-{:.2}]", ratios[0], ratios[ratios.len() - 1])
+    };
+    let med = |rates: &[f64]| -> String {
+        if rates.is_empty() {
+            return "-".to_owned();
+        }
+        format!("{:.0}", median(&mut rates.to_vec()))
+    };
+    println!(
+        "| {n} x 4 KiB, {} runs | framekit files/s | `rsync -a --fsync` files/s | `rsync -a` files/s | framekit / `rsync -a --fsync` | framekit / `rsync -a` |",
+        settings.runs
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| `client put DIR` | {} | {} | {} | {} | {} |",
+        med(fk_put),
+        med(fs_put),
+        med(rs_put),
+        ratio(fk_put, fs_put),
+        ratio(fk_put, rs_put)
+    );
+    println!(
+        "| `client get DIR/` | {} | {} | {} | {} | {} |",
+        med(fk_get),
+        med(fs_get),
+        med(rs_get),
+        ratio(fk_get, fs_get),
+        ratio(fk_get, rs_get)
+    );
+}
+
 fn rss(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
@@ -624,6 +932,9 @@ fn main() {
     }
     if wants("small") {
         small(&settings);
+    }
+    if wants("small") || settings.only.as_deref() == Some("sets") {
+        small_sets(&settings);
     }
     if wants("memory") {
         memory(&settings);

@@ -18,6 +18,7 @@
 pub mod corpus;
 pub mod hostile;
 pub mod proxy;
+pub mod rsync;
 pub mod s3;
 pub mod stored;
 
