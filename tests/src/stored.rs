@@ -505,6 +505,28 @@ impl Stored {
             .collect()
     }
 
+    /// The files under the directory `dir` (at any depth, relative to it)
+    /// with their sizes: one listing, without reading any file.
+    pub fn file_sizes_under(&self, dir: &str) -> std::collections::BTreeMap<String, u64> {
+        match self {
+            Stored::Local(root) => crate::tree(&root.join(dir))
+                .into_iter()
+                .filter_map(|name| {
+                    let meta = std::fs::metadata(root.join(dir).join(&name)).ok()?;
+                    meta.is_file().then_some((name, meta.len()))
+                })
+                .collect(),
+            Stored::S3(s3) => {
+                let prefix = format!("{dir}/");
+                s3.keys(&prefix)
+                    .into_iter()
+                    .filter(|(key, _)| !key.ends_with('/'))
+                    .filter_map(|(key, size)| Some((key.strip_prefix(&prefix)?.to_owned(), size)))
+                    .collect()
+            }
+        }
+    }
+
     /// The multipart uploads in progress, with the bytes of their parts
     /// (on S3).
     fn s3_uploads(s3: &S3Bucket) -> Vec<(String, String, u64)> {
