@@ -207,6 +207,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         Ok(())
     }
 
+    /// Adds raw body bytes to the write buffer without sending them.
+    pub(crate) fn queue_body(&mut self, body: &[u8]) {
+        self.write_buf.extend_from_slice(body);
+    }
+
     /// Bytes queued and not yet sent.
     pub(crate) fn queued(&self) -> usize {
         self.write_buf.len()

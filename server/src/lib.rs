@@ -155,6 +155,7 @@ impl<B: Storage> Server<B> {
         summaries.abort();
         info!("shutting down");
         connections.shut_down(self.shared.config.grace_period).await;
+        self.shared.storage.close().await;
     }
 }
 

@@ -16,8 +16,8 @@ use crate::error::{ClientError, ProtocolError};
 use crate::escape::Escaped;
 use crate::files::hashes::LocalHashes;
 use crate::files::{
-    self, Options, Saved, Staging, components_below, directory_destination, make_real_dir,
-    prepare_path,
+    self, Options, SMALL_GET, Saved, SmallGet, Staging, components_below, directory_destination,
+    get_small_files, make_real_dir, prepare_path,
 };
 use crate::progress::Meter;
 use crate::session::{Remote, TreeEntry};
@@ -101,10 +101,140 @@ fn get(
         None => PathBuf::from("."),
     };
     let mut tally = Tally::new("get", out, ctx.ui, false);
-    for name in &args.names {
-        get_into(link, name, &into, ctx, &mut tally)?;
+    let names = args.names.as_slice();
+    let mut next = 0;
+    while next < names.len() {
+        // Names of files, up to the next directory, go pipelined.
+        let end = (next..names.len())
+            .find(|&i| names[i].ends_with('/'))
+            .unwrap_or(names.len());
+        match names.get(next..end) {
+            Some(run) if !run.is_empty() => {
+                get_names(link, run, &into, ctx, &mut tally)?;
+                next = end;
+            }
+            _ => {
+                get_into(link, &names[next], &into, ctx, &mut tally)?;
+                next += 1;
+            }
+        }
     }
     tally.end()
+}
+
+/// What to do with one of several names, once described.
+enum NamePlan {
+    /// A small file to fetch to this path.
+    Fetch(PathBuf),
+    /// A small file already there, identical, with its size and hash.
+    Unchanged(PathBuf, u64, Hash),
+    /// Anything else (a directory, a large file, a name the server
+    /// refused or could not describe): got on its own, as [`get_into`]
+    /// gets it.
+    Alone,
+}
+
+/// Gets several names of files (none ending with `/`) into `into`: the
+/// server describes them all first, many at a time; then the small files
+/// not there already go pipelined (see [`get_small_files`]), and the
+/// others one by one, as [`get_into`] gets them, in order.
+fn get_names(
+    link: &mut Link<'_>,
+    names: &[String],
+    into: &Path,
+    ctx: &mut Ctx<'_>,
+    tally: &mut Tally<'_>,
+) -> Result<(), ClientError> {
+    let mut remote: Vec<Option<(u64, Hash)>> = vec![None; names.len()];
+    let described = link.session()?.describe_each(names, |i, result| {
+        if let (Ok(Remote::File(file)), Some(slot)) = (result, remote.get_mut(i)) {
+            *slot = Some((file.size, file.hash));
+        }
+    });
+    match described {
+        Ok(()) | Err(ClientError::TooOld { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let plans: Vec<NamePlan> = names
+        .iter()
+        .zip(&remote)
+        .map(|(name, remote)| {
+            let (Some((size, hash)), Ok(dest)) = (remote, files::destination(name, Some(into)))
+            else {
+                return NamePlan::Alone;
+            };
+            if *size > SMALL_GET || dest.is_dir() {
+                return NamePlan::Alone;
+            }
+            let same = fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == *size)
+                && ctx.hashes.hash_of(&dest).is_ok_and(|local| local == *hash);
+            if same {
+                NamePlan::Unchanged(dest, *size, *hash)
+            } else {
+                NamePlan::Fetch(dest)
+            }
+        })
+        .collect();
+    let mut next = 0;
+    while next < names.len() {
+        if let Some(NamePlan::Alone) = plans.get(next) {
+            get_into(link, &names[next], into, ctx, tally)?;
+            next += 1;
+            continue;
+        }
+        let end = (next..names.len())
+            .find(|&i| matches!(plans.get(i), Some(NamePlan::Alone)))
+            .unwrap_or(names.len());
+        let run = names.get(next..end).unwrap_or_default();
+        let run_plans = plans.get(next..end).unwrap_or_default();
+        let items: Vec<Option<SmallGet<'_>>> = run
+            .iter()
+            .zip(run_plans)
+            .map(|(name, plan)| match plan {
+                NamePlan::Fetch(dest) => Some(SmallGet { name, dest }),
+                _ => None,
+            })
+            .collect();
+        let session = link.session()?;
+        let meter = Meter::hidden();
+        let mut output = Ok(());
+        let mut lost = None;
+        let reported = get_small_files(session, &items, ctx.transfer, &mut |k, outcome| {
+            let (Some(name), Some(plan)) = (run.get(k), run_plans.get(k)) else {
+                return;
+            };
+            if output.is_err() || lost.is_some() {
+                return;
+            }
+            output = match (outcome, plan) {
+                (None, NamePlan::Unchanged(path, size, hash)) => {
+                    let done = Done {
+                        name,
+                        path,
+                        size: *size,
+                        hash: *hash,
+                        bytes: 0,
+                        unchanged: true,
+                    };
+                    tally.done(&meter, &done)
+                }
+                (Some(Ok(saved)), _) => saved_file(ctx, tally, &meter, name, &saved),
+                // Without a connection nothing more can be done.
+                (Some(Err(e)), _) if e.exit() == Exit::Connection => {
+                    lost = Some(e);
+                    Ok(())
+                }
+                (Some(Err(e)), _) => tally.fail(&meter, name, None, &e),
+                (None, _) => Ok(()),
+            };
+        });
+        output?;
+        if let Some(e) = lost {
+            return Err(e);
+        }
+        next += reported.max(1);
+    }
+    Ok(())
 }
 
 /// Writes the file `name` to `out` as it arrives, and checks its hash at
@@ -421,64 +551,223 @@ fn fetch_directory(
             return Err(e);
         }
     };
-    let total = entries
-        .iter()
-        .filter(|e| matches!(e, TreeEntry::File(_)))
-        .count();
-    let mut done = 0;
-    for (i, entry) in entries.iter().enumerate() {
-        let (name, size) = match entry {
-            TreeEntry::Dir(name) => (name, 0),
-            TreeEntry::File(file) => (&file.name, file.size),
+    let mut set = DirSet {
+        dir,
+        dest,
+        unchanged: &unchanged,
+        meter: &meter,
+        total: entries
+            .iter()
+            .filter(|e| matches!(e, TreeEntry::File(_)))
+            .count(),
+        done: 0,
+    };
+    let mut next = 0;
+    while next < entries.len() {
+        let large = (next..entries.len())
+            .find(|&i| set.is_large(i, &entries[i]))
+            .unwrap_or(entries.len());
+        let result = match entries.get(next..large) {
+            Some(run) if !run.is_empty() => set.small_run(link, run, next, ctx, tally),
+            _ => set.large(link, &entries[next], ctx, tally).map(|()| 1),
         };
-        let components = match components_below(name, dir) {
-            Ok(components) => components,
+        match result {
+            Ok(reported) => next += reported,
             Err(e) => {
-                meter.skip(size);
-                tally.fail(&meter, name, None, &e)?;
-                continue;
-            }
-        };
-        if let TreeEntry::Dir(_) = entry {
-            if let Err(e) = prepare_path(dest, &components, true) {
-                tally.fail(&meter, &format!("{name}/"), None, &e)?;
-            }
-            continue;
-        }
-        done += 1;
-        if let Some((path, hash)) = unchanged.get(&i) {
-            meter.skip(size);
-            let done = Done {
-                name,
-                path,
-                size,
-                hash: *hash,
-                bytes: 0,
-                unchanged: true,
-            };
-            tally.done(&meter, &done)?;
-            continue;
-        }
-        meter.start(Some(format!("[{done}/{total}] {}", Escaped(name))), size, 0);
-        let fetched = prepare_path(dest, &components, false)
-            .and_then(|path| fetch(link, name, &path, ctx, &meter));
-        meter.end_file();
-        match fetched {
-            Ok(saved) => saved_file(ctx, tally, &meter, name, &saved)?,
-            Err(e) => {
-                tally.fail(&meter, name, None, &e)?;
-                // Without a connection nothing more can be done.
-                if e.exit() == Exit::Connection
-                    && let Err(e) = link.session()
-                {
-                    meter.finish();
-                    return Err(e);
+                // Every file not dealt with yet is said not to be there.
+                if e.exit() == Exit::Connection {
+                    let names: Vec<&str> = entries
+                        .get(next..)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|entry| match entry {
+                            TreeEntry::File(file) => Some(file.name.as_str()),
+                            TreeEntry::Dir(_) => None,
+                        })
+                        .collect();
+                    tally.lost(&meter, &format!("{dir}/"), &names, &e)?;
                 }
+                meter.finish();
+                return Err(e);
             }
         }
     }
     meter.finish();
     Ok(())
+}
+
+/// A directory being fetched by [`fetch_directory`].
+struct DirSet<'a> {
+    /// The remote directory.
+    dir: &'a str,
+    /// Where it is saved.
+    dest: &'a Path,
+    /// The files already there, identical, by index in the listing.
+    unchanged: &'a HashMap<usize, (PathBuf, Hash)>,
+    meter: &'a Meter,
+    /// Files in the listing, and how many were dealt with.
+    total: usize,
+    done: usize,
+}
+
+/// What to do with an entry of a run of [`DirSet::small_run`], decided
+/// before anything is asked for.
+enum Prepared {
+    /// A directory, made (or why not).
+    Dir(Result<(), ClientError>),
+    /// A file already there, identical.
+    Unchanged(PathBuf, Hash),
+    /// A file to fetch to this path.
+    Fetch(PathBuf),
+    /// A file that cannot be fetched.
+    Failed(ClientError),
+}
+
+impl DirSet<'_> {
+    /// Whether the entry at `index` is a file to fetch on its own: one
+    /// over [`SMALL_GET`], not there already, with a valid name.
+    fn is_large(&self, index: usize, entry: &TreeEntry) -> bool {
+        matches!(entry, TreeEntry::File(file) if file.size > SMALL_GET
+            && !self.unchanged.contains_key(&index)
+            && components_below(&file.name, self.dir).is_ok())
+    }
+
+    /// Fetches a file over [`SMALL_GET`] through its partial file, which a
+    /// later get resumes if this one is interrupted.
+    fn large(
+        &mut self,
+        link: &mut Link<'_>,
+        entry: &TreeEntry,
+        ctx: &mut Ctx<'_>,
+        tally: &mut Tally<'_>,
+    ) -> Result<(), ClientError> {
+        let TreeEntry::File(file) = entry else {
+            return Ok(());
+        };
+        let (name, size) = (&file.name, file.size);
+        self.done += 1;
+        let meter = self.meter;
+        meter.start(
+            Some(format!("[{}/{}] {}", self.done, self.total, Escaped(name))),
+            size,
+            0,
+        );
+        let fetched = components_below(name, self.dir)
+            .and_then(|components| prepare_path(self.dest, &components, false))
+            .and_then(|path| fetch(link, name, &path, ctx, meter));
+        meter.end_file();
+        match fetched {
+            Ok(saved) => saved_file(ctx, tally, meter, name, &saved),
+            Err(e) => {
+                tally.fail(meter, name, None, &e)?;
+                // Without a connection nothing more can be done.
+                if e.exit() == Exit::Connection {
+                    link.session()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deals with `run`, entries of the listing from index `first` on
+    /// with no file over [`SMALL_GET`] to fetch: makes the directories,
+    /// checks every name and path, then fetches the files pipelined (see
+    /// [`get_small_files`]), reporting each entry in order. Returns how
+    /// many entries it dealt with, at least one: after a failure that
+    /// breaks the connection, the rest of the run is left for a new one.
+    fn small_run(
+        &mut self,
+        link: &mut Link<'_>,
+        run: &[TreeEntry],
+        first: usize,
+        ctx: &mut Ctx<'_>,
+        tally: &mut Tally<'_>,
+    ) -> Result<usize, ClientError> {
+        let prepared: Vec<Prepared> = run
+            .iter()
+            .enumerate()
+            .map(|(k, entry)| {
+                let (name, all) = match entry {
+                    TreeEntry::Dir(name) => (name, true),
+                    TreeEntry::File(file) => (&file.name, false),
+                };
+                if let Some((path, hash)) = self.unchanged.get(&(first + k)) {
+                    return Prepared::Unchanged(path.clone(), *hash);
+                }
+                let path = components_below(name, self.dir)
+                    .and_then(|components| prepare_path(self.dest, &components, all));
+                match (all, path) {
+                    (true, path) => Prepared::Dir(path.map(drop)),
+                    (false, Ok(path)) => Prepared::Fetch(path),
+                    (false, Err(e)) => Prepared::Failed(e),
+                }
+            })
+            .collect();
+        let items: Vec<Option<SmallGet<'_>>> = run
+            .iter()
+            .zip(&prepared)
+            .map(|(entry, prepared)| match (entry, prepared) {
+                (TreeEntry::File(file), Prepared::Fetch(path)) => Some(SmallGet {
+                    name: &file.name,
+                    dest: path,
+                }),
+                _ => None,
+            })
+            .collect();
+        let session = link.session()?;
+        let meter = self.meter;
+        let mut output = Ok(());
+        let reported = get_small_files(session, &items, ctx.transfer, &mut |k, outcome| {
+            if output.is_err() {
+                return;
+            }
+            let (Some(entry), Some(prepared)) = (run.get(k), prepared.get(k)) else {
+                return;
+            };
+            let (name, size) = match entry {
+                TreeEntry::Dir(name) => (name, 0),
+                TreeEntry::File(file) => (&file.name, file.size),
+            };
+            if let TreeEntry::File(_) = entry {
+                self.done += 1;
+            }
+            output = match (outcome, prepared) {
+                (None, Prepared::Dir(Ok(()))) => Ok(()),
+                (None, Prepared::Dir(Err(e))) => tally.fail(meter, &format!("{name}/"), None, e),
+                (None, Prepared::Unchanged(path, hash)) => {
+                    meter.skip(size);
+                    let done = Done {
+                        name,
+                        path,
+                        size,
+                        hash: *hash,
+                        bytes: 0,
+                        unchanged: true,
+                    };
+                    tally.done(meter, &done)
+                }
+                (None, Prepared::Failed(e)) => {
+                    meter.skip(size);
+                    tally.fail(meter, name, None, e)
+                }
+                (Some(Ok(saved)), _) => {
+                    let label = format!("[{}/{}] {}", self.done, self.total, Escaped(name));
+                    meter.start(Some(label), size, 0);
+                    meter.inc(size);
+                    let result = saved_file(ctx, tally, meter, name, &saved);
+                    meter.end_file();
+                    result
+                }
+                (Some(Err(e)), _) => {
+                    meter.skip(size);
+                    tally.fail(meter, name, None, &e)
+                }
+                (None, Prepared::Fetch(_)) => Ok(()),
+            };
+        });
+        output?;
+        Ok(reported.max(1))
+    }
 }
 
 /// The files of `entries` (by index) that are already in `dest`,

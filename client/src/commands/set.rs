@@ -216,6 +216,49 @@ impl<'o> Tally<'o> {
         Ok(())
     }
 
+    /// Reports `names`, files that were not transferred because the
+    /// connection was lost for good: each counts as failed, with one line
+    /// on stderr for all of them (and a record each with `--json`).
+    pub(super) fn lost(
+        &mut self,
+        meter: &Meter,
+        what: &str,
+        names: &[&str],
+        error: &ClientError,
+    ) -> Result<(), ClientError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.failed += names.len();
+        meter.println(&format!(
+            "error: {}: {} files not transferred: {}",
+            Escaped(what),
+            names.len(),
+            error.report()
+        ));
+        if !self.ui.json {
+            return Ok(());
+        }
+        let report = error.report();
+        meter.print_with(|| {
+            for name in names {
+                let record = TransferRecord {
+                    op: self.op,
+                    name: Some(name),
+                    path: None,
+                    kind: "file",
+                    size: None,
+                    blake3: None,
+                    outcome: Outcome::Failed,
+                    bytes: 0,
+                    error: Some(report.clone()),
+                };
+                json_line(self.out, &record)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Reports something left out on purpose: a warning, unless quiet.
     pub(super) fn skip(
         &mut self,

@@ -195,7 +195,9 @@ pub(crate) fn prepare_path(
 }
 
 /// Creates `path` as a directory if it is not one; fails if something
-/// else, a symbolic link included, is there.
+/// else, a symbolic link included, is there. A directory created is made
+/// durable (its parent is synced) before this returns, so that the files
+/// saved in it later are.
 pub(crate) fn make_real_dir(path: &Path) -> Result<(), ClientError> {
     let error = |source| ClientError::Local {
         action: "cannot create the directory",
@@ -203,7 +205,15 @@ pub(crate) fn make_real_dir(path: &Path) -> Result<(), ClientError> {
         source,
     };
     match fs::create_dir(path) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            let parent = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            fs::File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(error)
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::symlink_metadata(path) {
             Ok(meta) if meta.is_dir() => Ok(()),
             Ok(_) => Err(error(io::Error::new(

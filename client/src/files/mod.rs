@@ -11,6 +11,9 @@
 //!   another thread, then flushed and renamed into place.
 //! - `download.rs`: [`get_file`] drives a session's download into a
 //!   staging; where downloads and downloaded directories go.
+//! - `fetch.rs`: [`get_small_files`] keeps many gets of small files in
+//!   flight and saves what arrives in batches;
+//!   `commit.rs` saves a batch durably in a few journal commits.
 //! - `plan.rs`: what a put of files and directories sends, in order.
 //! - `hashes.rs`: the hashes of local files kept between runs, so that
 //!   comparing unchanged files with the server's reads nothing.
@@ -28,7 +31,9 @@
 //! the server for the rest only, provided the remote file is still the
 //! same version.
 
+mod commit;
 mod download;
+mod fetch;
 pub mod hashes;
 mod pipeline;
 pub(crate) mod plan;
@@ -38,6 +43,7 @@ mod upload;
 
 pub use download::{Saved, destination, get_file};
 pub(crate) use download::{components_below, directory_destination, make_real_dir, prepare_path};
+pub use fetch::{SMALL_GET, SmallGet, get_small_files};
 pub use source::{Source, remote_name};
 pub use staging::Staging;
 pub(crate) use upload::{Attempt, PutFailure, put_file_attempt};

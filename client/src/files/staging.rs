@@ -24,7 +24,7 @@ const META_HEADER: &str = "framekit partial download 1";
 /// The partial file of a download to `dest`, and its description:
 /// `DEST.part` and `DEST.part.meta` next to it; for a name too long for
 /// that, a name derived from its hash.
-fn part_paths(dest: &Path) -> (PathBuf, PathBuf) {
+pub(super) fn part_paths(dest: &Path) -> (PathBuf, PathBuf) {
     const LONGEST_SUFFIX: usize = ".part.meta".len();
     let name = dest.file_name().unwrap_or_default();
     let stem = if name.len() + LONGEST_SUFFIX <= 255 {
@@ -341,6 +341,13 @@ impl Staging {
             .write_all(&buf)
             .map_err(|e| self.error("cannot write", e))?;
         Ok(hasher.finalize().into())
+    }
+
+    /// Writes a body received whole, after what the partial file holds.
+    pub(super) fn write_body(&mut self, body: &[u8]) -> Result<(), ClientError> {
+        self.file
+            .write_all(body)
+            .map_err(|e| self.error("cannot write", e))
     }
 
     /// Forgets what the partial file holds.

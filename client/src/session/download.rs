@@ -1,7 +1,7 @@
 //! Downloads: a get, from the start or from an offset, and its streamed
 //! body.
 
-use super::{Session, State, check_name, receive};
+use super::{Session, State, check_name, closes, receive, salvage};
 use crate::error::{ClientError, ProtocolError};
 use framekit_transfer::{FileVersion, Get, Hash, Operation, Request, Response, Trailer};
 use std::io::{self, Read, Write};
@@ -58,6 +58,7 @@ impl<S: Read + Write> Session<S> {
                 offset: start,
                 received: start,
                 hasher: (start == 0).then(blake3::Hasher::new),
+                after: State::Ready,
             }),
             Response::GetReady {
                 size,
@@ -70,6 +71,119 @@ impl<S: Read + Write> Session<S> {
             }
             .into()),
             other => Err(self.refused_or_unexpected(Operation::Get, "GetReady", other)),
+        }
+    }
+}
+
+impl<S: Read + Write> Session<S> {
+    /// Sends a get of each of `names` from byte 0, in one write, without
+    /// reading the answers, so that the server sends one file while the
+    /// client saves the one before: many small files then go at the speed
+    /// of the disks rather than of round trips.
+    ///
+    /// Read the answers with [`Session::get_answer`], in the order the
+    /// names were sent, before any other request. Keep what is unanswered
+    /// bounded (this client keeps 64 gets of small files in flight): the
+    /// server does not read on while an answer waits for a client that is
+    /// only writing.
+    pub fn send_gets(&mut self, names: &[&str]) -> Result<(), ClientError> {
+        let unanswered = match self.state {
+            State::Ready => 0,
+            State::Gets(n) => n,
+            State::Busy => return Err(ClientError::Unusable),
+            State::Eager(_) => {
+                return Err(ClientError::Misuse(
+                    "eager uploads must be answered before the next request",
+                ));
+            }
+        };
+        let mut frames = Vec::new();
+        for name in names {
+            check_name(name)?;
+            let request = Request::Get(Get {
+                name: (*name).to_owned(),
+                offset: 0,
+                if_version: None,
+            });
+            let frame = framekit_codec::message::to_frame(&self.config, &request)
+                .map_err(ClientError::write)?;
+            frames.extend_from_slice(&frame);
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.state = State::Busy;
+        if let Err(e) = self.stream.get_mut().write_all(&frames) {
+            let error = ClientError::io(e);
+            // With answers still due, the next frame is one of them, not
+            // an explanation of this failure.
+            return Err(match unanswered {
+                0 => salvage(&mut self.stream, &self.config, Operation::Get.into(), error),
+                _ => error,
+            });
+        }
+        self.state = State::Gets(unanswered + names.len());
+        Ok(())
+    }
+
+    /// Reads the answer to the oldest get sent with [`Session::send_gets`]
+    /// and not answered yet: a [`Download`] of the whole file, to read
+    /// and [`finish`](Download::finish) before the next answer, or the
+    /// server's refusal ([`ClientError::Refused`]), which is this get's
+    /// failure alone unless its code closes the connection. Any other
+    /// error leaves the session unusable: the gets still unanswered were
+    /// not carried out.
+    pub fn get_answer(&mut self) -> Result<Download<'_, S>, ClientError> {
+        let State::Gets(unanswered) = self.state else {
+            return Err(match self.state {
+                State::Busy => ClientError::Unusable,
+                _ => ClientError::Misuse("no get is waiting for its answer"),
+            });
+        };
+        self.state = State::Busy;
+        let answered = match unanswered - 1 {
+            0 => State::Ready,
+            n => State::Gets(n),
+        };
+        match self.receive()? {
+            Response::GetReady {
+                size,
+                offset: 0,
+                modified_ns,
+            } => Ok(Download {
+                session: self,
+                size,
+                modified_ns,
+                offset: 0,
+                received: 0,
+                hasher: Some(blake3::Hasher::new()),
+                after: answered,
+            }),
+            Response::GetReady { size, offset, .. } => Err(ProtocolError::Offset {
+                offset,
+                size,
+                expected: 0,
+            }
+            .into()),
+            Response::Error(reply) => {
+                if !closes(reply.code) {
+                    self.state = answered;
+                }
+                Err(ClientError::Refused {
+                    step: Operation::Get.into(),
+                    reply,
+                })
+            }
+            other => Err(super::unexpected("GetReady", &other).into()),
+        }
+    }
+
+    /// How many gets sent with [`Session::send_gets`] are not answered
+    /// yet.
+    pub fn gets_unanswered(&self) -> usize {
+        match self.state {
+            State::Gets(n) => n,
+            _ => 0,
         }
     }
 }
@@ -95,6 +209,9 @@ pub struct Download<'a, S> {
     /// The hash of the file so far, while the download hashes it; `None`
     /// when the caller does.
     hasher: Option<blake3::Hasher>,
+    /// The session's state once the download is finished: more pipelined
+    /// gets may be waiting for their answers.
+    after: State,
 }
 
 impl<S: Read + Write> Download<'_, S> {
@@ -208,7 +325,7 @@ impl<S: Read + Write> Download<'_, S> {
         }
         let session = self.session;
         let trailer: Trailer = receive(&mut session.stream, &session.config)?;
-        session.state = State::Ready;
+        session.state = self.after;
         if trailer.hash != hash {
             return Err(ClientError::Integrity {
                 expected: trailer.hash,

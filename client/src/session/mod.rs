@@ -11,7 +11,8 @@
 //!
 //! - `upload.rs`: put, eager puts and puts of unknown length; an
 //!   [`Upload`] or a [`StreamUpload`] takes the body piece by piece.
-//! - `download.rs`: get; a [`Download`] gives the body chunk by chunk.
+//! - `download.rs`: get, one at a time or pipelined; a [`Download`] gives
+//!   the body chunk by chunk.
 //! - `listing.rs`: list, list with directories, tree, stat, describe.
 //! - `admin.rs`: delete a file or a directory, make a directory, rename.
 //!
@@ -77,6 +78,8 @@ enum State {
     Busy,
     /// This many eager uploads were sent and not answered yet.
     Eager(usize),
+    /// This many gets were sent and not answered yet.
+    Gets(usize),
 }
 
 impl<S: Read + Write> Session<S> {
@@ -182,6 +185,9 @@ impl<S: Read + Write> Session<S> {
             State::Busy => Err(ClientError::Unusable),
             State::Eager(_) => Err(ClientError::Misuse(
                 "eager uploads must be answered before the next request",
+            )),
+            State::Gets(_) => Err(ClientError::Misuse(
+                "pipelined gets must be answered before the next request",
             )),
         }
     }

@@ -177,6 +177,11 @@ impl<S: Read + Write> Session<S> {
             State::Ready => 0,
             State::Eager(n) => n,
             State::Busy => return Err(ClientError::Unusable),
+            State::Gets(_) => {
+                return Err(ClientError::Misuse(
+                    "pipelined gets must be answered before the next request",
+                ));
+            }
         };
         let request = Request::PutEager(PutEager {
             name: name.to_owned(),

@@ -26,8 +26,11 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use store::Store;
+use store::{Checked, Staged, Store};
 use walk::Walk;
+
+/// At most this many threads sync the files of a batch at once.
+const SYNC_TASKS: usize = 8;
 
 /// A directory on the local file system, served.
 #[derive(Debug, Clone)]
@@ -79,6 +82,90 @@ impl LocalStore {
             state: ListingState::Start(Box::new(start)),
             found: VecDeque::new(),
         }
+    }
+
+    /// Writes the checked uploads of a batch to staged files and syncs
+    /// them, from up to [`SYNC_TASKS`] threads of the blocking pool at
+    /// once: the file system commits their `fsync`s in a few journal
+    /// transactions instead of one each, and creating the files, which
+    /// costs the kernel more CPU than writing 4 KiB, runs on every core.
+    /// (Measured on ext4 here, 32 files of 4 KiB synced from 8 threads
+    /// went 2.2x as fast as one after the other; one `syncfs` was as fast
+    /// when the disk was idle, but it also flushes everything else written
+    /// to the file system, and with another process writing a big file
+    /// meanwhile it went 3.7x slower than the threads: see
+    /// docs/BENCHMARKS.md.)
+    async fn stage_together(
+        &self,
+        checked: Vec<Result<Checked, StoreError>>,
+    ) -> Vec<Result<Staged, StoreError>> {
+        let tasks = checked.iter().filter(|s| s.is_ok()).count().min(SYNC_TASKS);
+        let mut results: Vec<Option<Result<Staged, StoreError>>> = Vec::new();
+        let mut groups: Vec<Vec<(usize, Checked)>> = (0..tasks).map(|_| Vec::new()).collect();
+        let mut next = 0;
+        for (i, checked) in checked.into_iter().enumerate() {
+            match checked {
+                Ok(checked) => {
+                    if let Some(group) = groups.get_mut(next % tasks.max(1)) {
+                        group.push((i, checked));
+                    }
+                    next += 1;
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let running: Vec<_> = groups
+            .into_iter()
+            .map(|group| {
+                let store = Arc::clone(&self.store);
+                let indices: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+                let task = tokio::task::spawn_blocking(move || {
+                    group
+                        .into_iter()
+                        .map(|(i, checked)| (i, checked.stage(&store)))
+                        .collect::<Vec<_>>()
+                });
+                (indices, task)
+            })
+            .collect();
+        for (indices, task) in running {
+            match task.await {
+                Ok(synced) => {
+                    for (i, result) in synced {
+                        if let Some(slot) = results.get_mut(i) {
+                            *slot = Some(result);
+                        }
+                    }
+                }
+                // The uploads went with the task: their staged files, if
+                // any, were removed when they were dropped.
+                Err(e) => {
+                    let message = e.to_string();
+                    for i in indices {
+                        if let Some(slot) = results.get_mut(i) {
+                            *slot = Some(Err(StoreError::Io(io::Error::other(message.clone()))));
+                        }
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(StoreError::Io(io::Error::other(
+                        "an upload of a batch was left unstaged",
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// The steps of making uploads durable taken so far, in order.
+    #[cfg(test)]
+    fn steps(&self) -> Vec<store::Step> {
+        self.store.steps()
     }
 
     /// An upload whose data goes to `file` instead of a staged file.
@@ -151,22 +238,34 @@ impl Storage for LocalStore {
             .await
     }
 
+    /// The uploads are checked in one trip, written to their staged files
+    /// and synced together (see [`LocalStore::stage_together`]), then
+    /// published in one more trip, which syncs each directory that
+    /// received one of them once, after all of them are in place. Only
+    /// then are they answered: what is reported stored is durable.
     async fn store_batch(&self, batch: Vec<SmallPut>) -> Vec<Result<blake3::Hash, StoreError>> {
         let count = batch.len();
-        let stored = self
-            .blocking(move |store| {
-                Ok(batch
-                    .into_iter()
-                    .map(|put| store.store_small(put))
-                    .collect::<Vec<_>>())
-            })
-            .await;
-        stored.unwrap_or_else(|e| {
+        let failed = |e: StoreError| {
             let message = e.to_string();
             (0..count)
                 .map(|_| Err(StoreError::Io(io::Error::other(message.clone()))))
                 .collect()
-        })
+        };
+        let checked = self
+            .blocking(move |store| {
+                Ok(batch
+                    .into_iter()
+                    .map(|put| store.check_small(put))
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        let staged = match checked {
+            Ok(checked) => self.stage_together(checked).await,
+            Err(e) => return failed(e),
+        };
+        self.blocking(move |store| Ok(store.publish_batch(staged)))
+            .await
+            .unwrap_or_else(failed)
     }
 
     fn list(&self, prefix: &str, dirs: bool) -> LocalListing {
@@ -216,6 +315,9 @@ impl Storage for LocalStore {
             .await
             .unwrap_or(0)
     }
+
+    /// Nothing is left to do: a dropped upload cleans up after itself.
+    async fn close(&self) {}
 }
 
 impl Upload for LocalUpload {
@@ -432,6 +534,84 @@ mod tests {
         assert!(matches!(results[3], Err(StoreError::InvalidName(_))));
         assert_eq!(std::fs::read(dir.path().join("root/a")).unwrap(), b"one");
         assert!(!dir.path().join("root/b").exists());
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_synced_whole_before_any_of_it_is_published_and_its_directories_after() {
+        use store::Step;
+        let (_dir, store) = local();
+        let small = |name: &str, body: &'static [u8]| SmallPut {
+            name: name.into(),
+            overwrite: false,
+            body: bytes::Bytes::from_static(body),
+            expected: *blake3::hash(body).as_bytes(),
+        };
+        let mut batch: Vec<SmallPut> = (0..20)
+            .map(|i| small(&format!("d{}/f{i}", i % 3), b"content"))
+            .collect();
+        batch.push(small("top", b"top"));
+        let mut refused = small("d0/bad", b"body");
+        refused.expected = [0; 32];
+        batch.push(refused);
+        let names: Vec<String> = batch.iter().take(21).map(|p| p.name.clone()).collect();
+        let results = store.store_batch(batch).await;
+        assert!(results[..21].iter().all(Result::is_ok));
+        assert!(matches!(results[21], Err(StoreError::Mismatch)));
+
+        let steps = store.steps();
+        let at = |step: &Step| steps.iter().position(|s| s == step).unwrap();
+        let first_publish = steps
+            .iter()
+            .position(|s| matches!(s, Step::Publish(_)))
+            .unwrap();
+        for name in &names {
+            let synced = at(&Step::SyncFile(name.clone()));
+            let published = at(&Step::Publish(name.clone()));
+            let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
+            let dir_synced = at(&Step::SyncDir(parent.to_owned()));
+            assert!(synced < first_publish, "{name} was synced after a publish");
+            assert!(
+                published < dir_synced,
+                "{name} was published after its directory was synced"
+            );
+        }
+        // Each directory once, the root included; nothing of the refused one.
+        let dirs: Vec<&Step> = steps
+            .iter()
+            .filter(|s| matches!(s, Step::SyncDir(_)))
+            .collect();
+        assert_eq!(dirs.len(), 4, "{steps:?}");
+        assert_eq!(steps.len(), 21 + 21 + 4, "{steps:?}");
+    }
+
+    #[tokio::test]
+    async fn a_single_upload_is_synced_then_published_then_its_directories_synced() {
+        use store::Step;
+        let (_dir, store) = local();
+        for name in ["a/b/c", "a/b/d"] {
+            let mut upload = store.create_upload(name, 3, false).await.unwrap();
+            upload.hold(b"abc".to_vec());
+            store
+                .publish(upload, name, false, blake3::hash(b"abc"))
+                .await
+                .unwrap();
+        }
+        let step = |kind: fn(String) -> Step, name: &str| kind(name.to_owned());
+        assert_eq!(
+            store.steps(),
+            [
+                step(Step::SyncFile, "a/b/c"),
+                step(Step::Publish, "a/b/c"),
+                // The directories created for it, in those that received
+                // them, outermost first, then its own.
+                step(Step::SyncDir, ""),
+                step(Step::SyncDir, "a"),
+                step(Step::SyncDir, "a/b"),
+                step(Step::SyncFile, "a/b/d"),
+                step(Step::Publish, "a/b/d"),
+                step(Step::SyncDir, "a/b"),
+            ]
+        );
     }
 
     #[tokio::test]

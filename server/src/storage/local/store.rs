@@ -62,6 +62,64 @@ pub(super) struct Store {
     listings: Arc<ListingMemory>,
     /// The room uploads take on the disk.
     space: Arc<Space>,
+    /// The steps of making uploads durable, in order (see [`Store::note`]).
+    #[cfg(test)]
+    steps: std::sync::Mutex<Vec<Step>>,
+}
+
+/// A directory by its name, `None` for the root.
+type DirName = Option<String>;
+
+/// A step of making an upload durable, as the tests that check their
+/// order see it (see [`Store::note`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Step {
+    /// The content of the upload to be published under this name was
+    /// synced.
+    SyncFile(String),
+    /// The upload was linked or renamed to this name.
+    Publish(String),
+    /// This directory (empty for the root) was synced.
+    SyncDir(String),
+}
+
+/// A small upload received whole, checked and verified
+/// ([`Store::check_small`]), to be staged.
+#[derive(Debug)]
+pub(super) struct Checked {
+    name: String,
+    overwrite: bool,
+    body: bytes::Bytes,
+    hash: blake3::Hash,
+}
+
+impl Checked {
+    /// Writes the upload to a staged file and flushes it to disk; an
+    /// upload that cannot be written or synced is removed.
+    pub(super) fn stage(self, store: &Store) -> Result<Staged, StoreError> {
+        let mut upload = store.begin_upload(self.body.len() as u64)?;
+        if let Err(e) = upload.write(&self.body).and_then(|()| upload.sync()) {
+            upload.discard();
+            return Err(e.into());
+        }
+        store.note(|| Step::SyncFile(self.name.clone()));
+        Ok(Staged {
+            upload,
+            name: self.name,
+            overwrite: self.overwrite,
+            hash: self.hash,
+        })
+    }
+}
+
+/// A small upload written to its staged file and synced
+/// ([`Checked::stage`]), to be published.
+#[derive(Debug)]
+pub(super) struct Staged {
+    pub(super) upload: LocalUpload,
+    pub(super) name: String,
+    pub(super) overwrite: bool,
+    pub(super) hash: blake3::Hash,
 }
 
 impl Store {
@@ -106,6 +164,8 @@ impl Store {
             next_upload: AtomicU64::new(0),
             listings: Arc::default(),
             space: Arc::new(Space::new(min_free)),
+            #[cfg(test)]
+            steps: std::sync::Mutex::default(),
         })
     }
 
@@ -238,7 +298,7 @@ impl Store {
     /// atomically replacing an existing file if `overwrite`, otherwise
     /// failing with [`StoreError::AlreadyExists`] if the name was taken in
     /// the meantime. Creates missing parent directories and syncs the
-    /// directory that received the file. `hash` is the file's verified
+    /// directories that received them and the file. `hash` is the file's verified
     /// BLAKE3 hash, recorded for downloads.
     pub(super) fn publish(
         &self,
@@ -252,6 +312,29 @@ impl Store {
             upload.discard();
             return Err(e.into());
         }
+        // A streamed body was synced by its sink.
+        if !held.is_empty() {
+            self.note(|| Step::SyncFile(name.to_owned()));
+        }
+        for dir in self.place(upload, name, overwrite, hash)? {
+            self.sync_existing(dir.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// [`Store::publish`] of an upload whose content is synced, but for
+    /// the last step: the directories to sync, returned in order (`None`
+    /// for the root), are those that received a directory created for it
+    /// (the nearest one that existed first, then each directory created),
+    /// then the one that received the file. A failed publish removes the
+    /// directories it made and keeps nothing of the upload.
+    pub(super) fn place(
+        &self,
+        mut upload: LocalUpload,
+        name: &str,
+        overwrite: bool,
+        hash: &blake3::Hash,
+    ) -> Result<Vec<DirName>, StoreError> {
         // The file's content is synced by the caller and nothing more is
         // written through this handle; it is kept to describe the
         // published file in its hash's record.
@@ -261,7 +344,7 @@ impl Store {
         let placed = validate_name(name)
             .map_err(StoreError::from)
             .and_then(|()| self.outside_reserved(parent))
-            .and_then(|()| self.place(&upload, name, overwrite, &mut made));
+            .and_then(|()| self.link(&upload, name, overwrite, &mut made));
         if let Err(e) = placed {
             // Directories made for it go again (if nothing else went in
             // them meanwhile): a failed put leaves nothing behind. Nor is
@@ -271,7 +354,9 @@ impl Store {
             upload.discard_because("its publish failed");
             return Err(e);
         }
+        let to_sync = dirs_to_sync(parent, &made);
         upload.published = true;
+        self.note(|| Step::Publish(name.to_owned()));
         match &upload.resume {
             Some(resume) => resume.partials.published(&resume.key),
             None if !overwrite => upload.dir.remove_file(&upload.temp)?,
@@ -279,7 +364,6 @@ impl Store {
         }
         // Interrupted uploads of this name were for an older content.
         self.partials.forget_name(name);
-        self.sync_existing(parent)?;
         // Last: linking, moving and unlinking the file change the time
         // the record holds. The file is published whatever happens here;
         // without a record, downloads hash it as they send it.
@@ -289,7 +373,7 @@ impl Store {
         {
             tracing::warn!(name, error = %e, "could not record the hash of a published file");
         }
-        Ok(())
+        Ok(to_sync)
     }
 
     /// Moves (`overwrite`) or links a staged upload to `name`, making its
@@ -297,7 +381,7 @@ impl Store {
     /// delete removes again in between is made again, a few times; a name
     /// taken meanwhile is [`StoreError::AlreadyExists`] only if something
     /// other than a directory is there when the link failed.
-    fn place<'a>(
+    fn link<'a>(
         &self,
         upload: &LocalUpload,
         name: &'a str,
@@ -411,9 +495,10 @@ impl Store {
         }
     }
 
-    /// Checks, hashes, verifies, writes, syncs and publishes one small
-    /// upload received whole.
-    pub(super) fn store_small(&self, put: SmallPut) -> Result<blake3::Hash, StoreError> {
+    /// Checks, hashes and verifies one small upload received whole:
+    /// [`Checked::stage`] then writes and syncs it, and [`Store::place`]
+    /// publishes it.
+    pub(super) fn check_small(&self, put: SmallPut) -> Result<Checked, StoreError> {
         let SmallPut {
             name,
             overwrite,
@@ -425,13 +510,98 @@ impl Store {
         if expected != *hash.as_bytes() {
             return Err(StoreError::Mismatch);
         }
-        let mut upload = self.begin_upload(body.len() as u64)?;
-        if let Err(e) = upload.write_whole(&body) {
-            upload.discard();
-            return Err(e.into());
+        Ok(Checked {
+            name,
+            overwrite,
+            body,
+            hash,
+        })
+    }
+
+    /// Publishes synced uploads as [`Store::place`] does, then syncs each
+    /// directory that received one of them once, after all of them are in
+    /// place. One result per upload, in order: as for [`Store::publish`],
+    /// an upload whose directory could not be synced is reported failed,
+    /// although it is visible under its name.
+    pub(super) fn publish_batch(
+        &self,
+        synced: Vec<Result<Staged, StoreError>>,
+    ) -> Vec<Result<blake3::Hash, StoreError>> {
+        let placed: Vec<Result<(blake3::Hash, Vec<DirName>), StoreError>> = synced
+            .into_iter()
+            .map(|staged| {
+                let Staged {
+                    upload,
+                    name,
+                    overwrite,
+                    hash,
+                } = staged?;
+                let dirs = self.place(upload, &name, overwrite, &hash)?;
+                Ok((hash, dirs))
+            })
+            .collect();
+        // Each directory once, with why it could not be synced.
+        let mut synced: Vec<(DirName, Option<String>)> = Vec::new();
+        for (_, dirs) in placed.iter().flatten() {
+            for dir in dirs {
+                if !synced.iter().any(|(done, _)| done == dir) {
+                    let failure = self
+                        .sync_existing(dir.as_deref())
+                        .err()
+                        .map(|e| e.to_string());
+                    synced.push((dir.clone(), failure));
+                }
+            }
         }
-        self.publish(upload, &name, overwrite, &hash)?;
-        Ok(hash)
+        placed
+            .into_iter()
+            .map(|result| {
+                let (hash, dirs) = result?;
+                let failure = synced
+                    .iter()
+                    .filter(|(done, _)| dirs.contains(done))
+                    .find_map(|(_, failure)| failure.clone());
+                match failure {
+                    Some(failure) => Err(StoreError::Io(io::Error::other(failure))),
+                    None => Ok(hash),
+                }
+            })
+            .collect()
+    }
+
+    /// Syncs the directory `dir` (the root for `None`): what was linked,
+    /// renamed or removed in it is then durable.
+    pub(super) fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
+        // A directory handle from `open_dir` may be an O_PATH descriptor,
+        // which cannot be synced: open the directory for reading instead.
+        let handle = self.root.open(dir.unwrap_or("."))?;
+        handle.sync_all()?;
+        self.note(|| Step::SyncDir(dir.unwrap_or_default().to_owned()));
+        Ok(())
+    }
+
+    /// Records a step of making files durable, for the tests that check
+    /// their order; nothing outside tests.
+    #[cfg(not(test))]
+    pub(super) fn note(&self, _step: impl FnOnce() -> Step) {}
+
+    /// Records a step of making files durable, for the tests that check
+    /// their order.
+    #[cfg(test)]
+    pub(super) fn note(&self, step: impl FnOnce() -> Step) {
+        self.steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(step());
+    }
+
+    /// The steps recorded so far.
+    #[cfg(test)]
+    pub(super) fn steps(&self) -> Vec<Step> {
+        self.steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Opens a regular file for reading. Returns it with its size and
@@ -704,14 +874,21 @@ impl Store {
             }
         }
     }
+}
 
-    fn sync_dir(&self, dir: Option<&str>) -> Result<(), StoreError> {
-        // A directory handle from `open_dir` may be an O_PATH descriptor,
-        // which cannot be synced: open the directory for reading instead.
-        let dir = self.root.open(dir.unwrap_or("."))?;
-        dir.sync_all()?;
-        Ok(())
+/// The directories to sync once a file is placed in `parent` (`None` for
+/// the root), given the directories made for it (`made`, outermost
+/// first): those that received one of them, then `parent`.
+fn dirs_to_sync(parent: Option<&str>, made: &[&str]) -> Vec<DirName> {
+    let mut dirs: Vec<DirName> = Vec::new();
+    let received = made.iter().map(|dir| parent_of(dir)).chain([parent]);
+    for dir in received {
+        let dir = dir.map(str::to_owned);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
     }
+    dirs
 }
 
 fn parent_of(name: &str) -> Option<&str> {
