@@ -20,17 +20,49 @@ thread_local! {
 fn base() -> &'static Path {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     BASE.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        let parent = if shm.is_dir() {
-            shm.to_owned()
-        } else {
-            std::env::temp_dir()
-        };
+        let parent = parent();
+        remove_stale(&parent);
         let base = parent.join(format!("framekit-client-fuzz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(base.join("out")).expect("create the fuzzing directory");
         base
     })
+}
+
+/// Where the fuzzing directory goes: `$FRAMEKIT_FUZZ_DIR` (which
+/// `scripts/fuzz` makes, and removes when the run ends), else `/dev/shm`,
+/// else the temporary directory.
+fn parent() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FRAMEKIT_FUZZ_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Removes the fuzzing directories in `parent` of processes that are gone:
+/// a fuzzer ends with `exit`, which runs no destructor, so each process
+/// leaves its directory behind.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("framekit-client-fuzz-"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new("/proc").join(pid.to_string()).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A peer whose every answer is `input`, and which accepts whatever the
