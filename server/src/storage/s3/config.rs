@@ -278,6 +278,7 @@ pub(super) async fn open(config: S3Config) -> Result<S3Store, OpenError> {
             retention: config.retention,
             quota: config.retention.quota.unwrap_or(super::DEFAULT_QUOTA),
             active: Mutex::new(Active::default()),
+            ended: tokio::sync::Notify::new(),
             locks: NameLocks::default(),
             cleanup: tokio_util::task::TaskTracker::new(),
         }),

@@ -115,6 +115,8 @@ struct Inner {
     quota: u64,
     /// What this process is doing that a sweep must leave alone.
     active: Mutex<Active>,
+    /// Woken when a resumable upload in progress here ends.
+    ended: tokio::sync::Notify,
     /// Serialises puts without overwrite of one name, where the store does
     /// not.
     locks: NameLocks,
@@ -126,8 +128,9 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Active {
     /// Names and resume keys (hex) of the resumable uploads in progress
-    /// here.
-    kept: HashSet<(String, String)>,
+    /// here, each with whether it is ending (its connection broke, and
+    /// what it stored is being kept).
+    kept: HashMap<(String, String), bool>,
     /// Multipart uploads in progress here.
     uploads: HashSet<String>,
 }
