@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use framekit_tests::{
-    RawPeer, Running, ServerProcess, assert_success, hash_file, stderr, tree,
-    write_random_file,
+    RawPeer, Running, ServerProcess, assert_success, hash_file, stderr, tree, write_random_file,
 };
 use framekit_transfer::{Delete, ErrorCode, MakeDir, PutEager, Request, Response, Stat, Trailer};
 use std::collections::HashSet;

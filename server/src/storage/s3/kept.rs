@@ -417,10 +417,13 @@ pub(super) async fn forget_name(inner: &Inner, name: &str, except: Option<&str>,
     }
 }
 
-/// Keeps the states within the staging quota, removing the oldest first
-/// and sparing the one of `name` under `key` (just kept, it fits the quota
-/// alone).
-pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) {
+/// Keeps what resumable uploads hold within the staging quota: the parts
+/// of the kept ones, and the whole size of every one in progress (here,
+/// or by its state on another server), as on a local root. Drops the
+/// oldest kept uploads but the one of `name` under `key` until that fits;
+/// drops none if dropping them all would not make it fit. Returns whether
+/// it fits (or could not be told: the states could not be listed).
+pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) -> bool {
     let mut states = Vec::new();
     let dir = inner.keys.private_dir(Private::Kept);
     let mut token = None;
@@ -433,7 +436,7 @@ pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) {
             Ok(page) => page,
             Err(e) => {
                 warn!(error = %e, "cannot list the kept uploads");
-                return;
+                return true;
             }
         };
         for listed in page.keys {
@@ -449,21 +452,38 @@ pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) {
             break;
         }
     }
-    let mut total: u64 = states.iter().map(KeptState::received).sum();
+    let in_progress = |state: &KeptState| {
+        active(inner, state)
+            || (state.in_progress && now_ms().saturating_sub(state.updated_ms) < LIVE_MS)
+    };
+    let held = |state: &KeptState| {
+        if in_progress(state) {
+            state.size
+        } else {
+            state.received()
+        }
+    };
+    let mut total: u64 = states.iter().map(held).sum();
     if total <= inner.quota {
-        return;
+        return true;
     }
-    states.sort_by_key(|s| s.updated_ms);
-    for state in states {
+    let mut droppable: Vec<KeptState> = states
+        .into_iter()
+        .filter(|s| !(s.name == name && s.key == key) && !in_progress(s))
+        .collect();
+    let freeable: u64 = droppable.iter().map(KeptState::received).sum();
+    if total.saturating_sub(freeable) > inner.quota {
+        return false;
+    }
+    droppable.sort_by_key(|s| s.updated_ms);
+    for state in droppable {
         if total <= inner.quota {
             break;
         }
-        if (state.name == name && state.key == key) || active(inner, &state) {
-            continue;
-        }
         drop_kept(inner, &state, why::QUOTA).await;
-        total -= state.received();
+        total = total.saturating_sub(state.received());
     }
+    true
 }
 
 /// Removes the kept uploads whose time to live is over, and the multipart

@@ -428,6 +428,8 @@ async fn resumable(
             );
             upload.kept = Some((state.key, state.created_ms));
             upload.replaces = state.replaces;
+            // In progress again: counted at its whole size in the quota.
+            upload.save_state(true).await;
             Ok(upload)
         }
         Claim::Fresh => {
@@ -449,6 +451,15 @@ async fn resumable(
             {
                 upload.drop_stored().await;
                 return Err(e);
+            }
+            // The quota counts it at its whole size from now on: if that
+            // does not fit, once the oldest kept uploads are dropped, it is
+            // an ordinary upload, not kept if it is interrupted.
+            let key = key_hex(&key);
+            if !kept::enforce_quota(inner, name, &key).await {
+                kept::delete_state(inner, name, &key).await;
+                upload.kept = None;
+                kept::release(inner, name, &key);
             }
             Ok(upload)
         }
