@@ -139,6 +139,7 @@ impl<B: Storage> Server<B> {
         sweeper.abort();
         info!("shutting down");
         connections.shut_down(self.shared.config.grace_period).await;
+        self.shared.storage.close().await;
     }
 }
 

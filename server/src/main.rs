@@ -1,13 +1,18 @@
-//! `server`: serves a directory over the framekit protocol.
+//! `server`: serves a directory, or an S3 bucket, over the framekit
+//! protocol.
 //!
 //! Exit codes: 0 after a clean shutdown (SIGINT or SIGTERM), 1 on an
 //! unexpected runtime failure, 2 on a usage error, 3 when the address
 //! cannot be listened on, 4 when the root directory cannot be used, 5 when
-//! the TLS or token files cannot be used.
+//! the TLS or token files cannot be used; with `--store`: 6 when the S3
+//! store cannot be reached or used, 7 when it refuses the credentials, 8
+//! when the bucket does not exist, 9 when it does not enforce conditional
+//! creates (and `--no-atomic-create` was not given).
 
 use clap::Parser;
 use framekit_server::security::{Tokens, generate_self_signed, load_tls};
-use framekit_server::storage::Retention;
+use framekit_server::storage::s3::{OpenError, S3Config};
+use framekit_server::storage::{Retention, S3Store, Storage};
 use framekit_server::{Config, Server};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -15,7 +20,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-/// Serve a directory over the framekit file-transfer protocol.
+/// Serve a directory, or an S3 bucket, over the framekit file-transfer
+/// protocol.
 ///
 /// The first line printed on stdout is `listening on ADDR`, with the actual
 /// port when 0 was asked for. Logs go to stderr (set RUST_LOG, e.g.
@@ -30,6 +36,32 @@ struct Args {
     /// Directory to serve; created if missing.
     #[arg(long, value_name = "DIR", default_value = "storage")]
     root: PathBuf,
+
+    /// Serve an S3 bucket (or the keys under PREFIX in it) instead of a
+    /// directory: s3://BUCKET or s3://BUCKET/PREFIX. The store is configured
+    /// by the AWS_* environment variables (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT, AWS_ALLOW_HTTP...).
+    #[arg(long, value_name = "URL", conflicts_with = "root")]
+    store: Option<String>,
+
+    /// With --store: start even if the store does not enforce conditional
+    /// creates (Garage 2.5). A put without --force then checks that the
+    /// name is free and writes: two such puts of one new name through
+    /// different servers at the same moment may both succeed, the later
+    /// replacing the earlier (through one server, they never do).
+    #[arg(long, requires = "store")]
+    no_atomic_create: bool,
+
+    /// With --store: the most memory that the part buffers of uploads may
+    /// hold together (each upload over 8 MiB needs at least one part of 8
+    /// MiB in memory). K, M, G and T suffixes are accepted.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size)]
+    store_memory: u64,
+
+    /// With --store: seconds a failing request to the store (unreachable,
+    /// 5xx, throttled) is tried again before the client is told it failed.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    store_retry_timeout: u64,
 
     /// Largest file accepted, in bytes; K, M, G and T suffixes (powers of
     /// 1024) are accepted.
@@ -102,7 +134,11 @@ Exit codes:
   2  usage error
   3  cannot listen on the address
   4  cannot use the root directory
-  5  cannot use the TLS certificate, key or token file";
+  5  cannot use the TLS certificate, key or token file
+  6  cannot reach or use the S3 store (--store)
+  7  the S3 store refused the credentials, or they are missing
+  8  the S3 bucket does not exist
+  9  the S3 store does not enforce conditional creates (see --no-atomic-create)";
 
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -204,18 +240,61 @@ async fn serve(args: Args) -> ExitCode {
             quota: args.staging_quota,
         },
     };
-    let root = config.root.clone();
-    let server = match Server::new(config) {
-        Ok(server) => server,
+    let Some(url) = args.store else {
+        let root = config.root.clone();
+        return match Server::new(config) {
+            Ok(server) => run(server, listener, root.display().to_string()).await,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot use {} as the root directory: {e}",
+                    root.display()
+                );
+                ExitCode::from(4)
+            }
+        };
+    };
+    let s3 = S3Config {
+        url: url.clone(),
+        no_atomic_create: args.no_atomic_create,
+        memory: args.store_memory,
+        retention: config.retention,
+        retry_timeout: Duration::from_secs(args.store_retry_timeout),
+    };
+    match S3Store::open(s3).await {
+        Ok(store) => {
+            if !store.atomic_create() {
+                tracing::warn!(
+                    "the store does not enforce conditional creates: puts without overwrite of one new name through different servers may both succeed"
+                );
+            }
+            run(Server::with_storage(config, store), listener, url).await
+        }
         Err(e) => {
-            eprintln!(
-                "error: cannot use {} as the root directory: {e}",
-                root.display()
-            );
-            return ExitCode::from(4);
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                OpenError::Config(_) => 2,
+                OpenError::Unreachable { .. } | OpenError::Store(_) => 6,
+                OpenError::Denied { .. } => 7,
+                OpenError::NoBucket(_) => 8,
+                OpenError::NotAtomic(_) => 9,
+            })
+        }
+    }
+}
+
+/// Announces the address and serves until SIGINT or SIGTERM.
+async fn run<B: Storage>(
+    server: Server<B>,
+    listener: tokio::net::TcpListener,
+    serving: String,
+) -> ExitCode {
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("error: cannot listen: {e}");
+            return ExitCode::from(3);
         }
     };
-
     // Installed before the address is announced: a signal sent as soon as
     // the first line is read must already mean a graceful shutdown.
     let shutdown = match shutdown_signal() {
@@ -234,7 +313,7 @@ async fn serve(args: Args) -> ExitCode {
         // Nobody is reading stdout; keep serving.
     }
     drop(stdout);
-    tracing::info!(%addr, root = %root.display(), "serving");
+    tracing::info!(%addr, serving = %serving, "serving");
 
     server.run(listener, shutdown).await;
     ExitCode::SUCCESS

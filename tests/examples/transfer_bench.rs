@@ -20,6 +20,13 @@
 //! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
 //!   once, while 100 clients each put 100 files of 64 KiB at once, and with
 //!   1,000 idle connections.
+//! - s3: the server on an S3 store (a single-node Garage, its data in the
+//!   benchmark's directory) against `rclone copy` to and from the same
+//!   bucket and against the local backend, alternating: a big file and
+//!   2,000 files of 4 KiB each way, with the CPU time the server and
+//!   Garage spent; then the server's peak RSS while 100 clients upload
+//!   64 MiB each at once to the store. Not part of the default run
+//!   (`--only s3`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 // Sizes here are small constants and measured figures, printed as floats.
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
@@ -28,6 +35,7 @@ use framekit_client::connect::{ConnectOptions, connect};
 use framekit_client::files::{Options, Source, put_file};
 use framekit_client::progress::Meter;
 use framekit_tests::rsync::RsyncDaemon;
+use framekit_tests::s3::{Bucket, Garage};
 use framekit_tests::{ServerProcess, random_bytes, write_random_file};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -46,6 +54,7 @@ struct Settings {
     big: u64,
     runs: usize,
     small_files: usize,
+    s3_small_files: usize,
     uploads: usize,
     upload_size: u64,
     idle: usize,
@@ -68,7 +77,7 @@ fn settings() -> Settings {
             "--only" => only = args.next(),
             other => {
                 eprintln!(
-                    "usage: transfer_bench [--quick] [--dir DIR] [--disk DIR] [--runs N] [--only big|small|sets|memory] (got {other})"
+                    "usage: transfer_bench [--quick] [--dir DIR] [--disk DIR] [--runs N] [--only big|small|sets|memory|s3|s3-big|s3-small|s3-memory] (got {other})"
                 );
                 std::process::exit(2);
             }
@@ -98,6 +107,7 @@ fn settings() -> Settings {
             big: 64 * MIB,
             runs: runs.unwrap_or(1),
             small_files: 500,
+            s3_small_files: 200,
             uploads: 10,
             upload_size: 4 * MIB,
             idle: 100,
@@ -111,6 +121,7 @@ fn settings() -> Settings {
             big: 1024 * MIB,
             runs: runs.unwrap_or(5),
             small_files: 10_000,
+            s3_small_files: 2_000,
             uploads: 100,
             upload_size: 64 * MIB,
             idle: 1_000,
@@ -908,6 +919,14 @@ fn main() {
     }
     let settings = settings();
     let wants = |part: &str| settings.only.as_deref().is_none_or(|only| only == part);
+    if settings
+        .only
+        .as_deref()
+        .is_some_and(|only| only.starts_with("s3"))
+    {
+        s3(&settings);
+        return;
+    }
     if wants("big") {
         big(&settings);
     }
@@ -920,4 +939,475 @@ fn main() {
     if wants("memory") {
         memory(&settings);
     }
+}
+
+/// CPU seconds process `pid` has used so far (user and system).
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let utime: f64 = fields[11].parse().unwrap();
+    let stime: f64 = fields[12].parse().unwrap();
+    (utime + stime) / ticks
+}
+
+/// CPU seconds the processes this one has waited for have used (the
+/// `client` or `rclone` of a finished transfer).
+fn children_cpu_seconds() -> f64 {
+    let ticks = {
+        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let cutime: f64 = fields[13].parse().unwrap();
+    let cstime: f64 = fields[14].parse().unwrap();
+    (cutime + cstime) / ticks
+}
+
+/// What one timed transfer cost: wall time, and the CPU time of the
+/// framekit server (if one took part), of Garage, and of the program that
+/// ran the transfer (`client` or `rclone`).
+#[derive(Default, Clone, Copy)]
+struct Cost {
+    seconds: f64,
+    server_cpu: f64,
+    garage_cpu: f64,
+    tool_cpu: f64,
+}
+
+/// Runs `transfer` (which runs one program and waits for it), measuring
+/// its wall time and the CPU time `server`, Garage (`garage`) and the
+/// program spent meanwhile.
+fn measure(server: Option<u32>, garage: u32, transfer: impl FnOnce()) -> Cost {
+    let (server_before, garage_before) = (server.map(cpu_seconds), cpu_seconds(garage));
+    let tool_before = children_cpu_seconds();
+    let start = Instant::now();
+    transfer();
+    let seconds = start.elapsed().as_secs_f64();
+    Cost {
+        seconds,
+        server_cpu: server.map_or(0.0, |pid| cpu_seconds(pid) - server_before.unwrap_or(0.0)),
+        garage_cpu: cpu_seconds(garage) - garage_before,
+        tool_cpu: children_cpu_seconds() - tool_before,
+    }
+}
+
+/// Runs an rclone command on `bucket` (its remote is `store:`); panics
+/// unless it succeeds.
+fn rclone(bucket: &Bucket, args: &[&str]) {
+    let out = bucket.rclone().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "rclone {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The median of `costs` by one field.
+fn median_of(costs: &[Cost], field: impl Fn(&Cost) -> f64) -> f64 {
+    let mut values: Vec<f64> = costs.iter().map(field).collect();
+    median(&mut values)
+}
+
+/// Prints a table row: median rate, the median of the per-run ratios to
+/// rclone, the server's and Garage's CPU seconds per GiB moved.
+fn s3_row(what: &str, costs: &[Cost], rclone: &[Cost], amount: f64, unit: &str, gib: f64) {
+    let rate = median_of(costs, |c| amount / c.seconds);
+    let mut ratios: Vec<f64> = costs
+        .iter()
+        .zip(rclone)
+        .map(|(c, r)| r.seconds / c.seconds)
+        .collect();
+    let ratio = median(&mut ratios);
+    let server = median_of(costs, |c| c.server_cpu / gib);
+    let garage = median_of(costs, |c| c.garage_cpu / gib);
+    let tool = median_of(costs, |c| c.tool_cpu / gib);
+    println!(
+        "| {what} | {rate:.0} {unit} | {ratio:.2} [{:.2}-{:.2}] | {} | {garage:.2} | {tool:.2} |",
+        ratios[0],
+        ratios[ratios.len() - 1],
+        if costs.iter().all(|c| c.server_cpu == 0.0) {
+            "-".to_owned()
+        } else {
+            format!("{server:.2}")
+        }
+    );
+}
+
+/// What the S3 section's parts share: Garage, a bucket, a server on it and
+/// one on a local root, their working directory.
+struct S3Bench {
+    dir: tempfile::TempDir,
+    garage: Garage,
+    garage_pid: u32,
+    bucket: Bucket,
+    server: ServerProcess,
+    local: ServerProcess,
+    work: PathBuf,
+}
+
+fn s3(settings: &Settings) {
+    // Garage's data too: it keeps one copy of identical 1 MiB blocks, so
+    // the copies of the big file take the room of one.
+    let dir = tempfile::tempdir_in(&settings.dir).unwrap();
+    let garage = Garage::start_in(dir.path());
+    let garage_pid = garage.pid(0).unwrap();
+    let bucket = garage.bucket();
+    let server = ServerProcess::start_on_bucket_logging_to(
+        &bucket,
+        &["--no-atomic-create"],
+        &dir.path().join("server.log"),
+    );
+    let local = ServerProcess::start_logging_to(
+        &dir.path().join("root"),
+        &[],
+        &dir.path().join("local.log"),
+    );
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    println!(
+        "## S3 store (Garage {}, one node, data in {}, {}): framekit against rclone copy",
+        framekit_tests::s3::GARAGE_VERSION,
+        settings.dir.display(),
+        if on_tmpfs(&settings.dir) {
+            "tmpfs"
+        } else {
+            "disk"
+        }
+    );
+    let bench = S3Bench {
+        dir,
+        garage,
+        garage_pid,
+        bucket,
+        server,
+        local,
+        work,
+    };
+    let only = settings.only.as_deref().unwrap_or("s3");
+    if matches!(only, "s3" | "s3-big") {
+        s3_big(settings, &bench);
+    }
+    if matches!(only, "s3" | "s3-small") {
+        s3_small(settings, &bench);
+    }
+    if matches!(only, "s3" | "s3-memory") {
+        s3_memory(settings, &bench);
+    }
+    drop(bench.garage);
+}
+
+#[allow(clippy::too_many_lines)] // one measurement section, read top to bottom
+fn s3_big(settings: &Settings, bench: &S3Bench) {
+    let S3Bench {
+        dir,
+        garage_pid,
+        bucket,
+        server,
+        local,
+        work,
+        ..
+    } = bench;
+    let (dir, garage_pid, work) = (dir, *garage_pid, work.as_path());
+    let size = settings.big;
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let src = work.join("big.bin");
+    let hash = write_random_file(&src, 2, size);
+    let src_arg = src.to_str().unwrap();
+    let (mut put, mut rput, mut lput) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut get, mut rget, mut lget) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..settings.runs {
+        // A new name each time, for both: rclone skips a copy whose
+        // destination it finds identical.
+        let name = format!("big-{run}.bin");
+        let remote = bucket.rclone_path(&format!("rclone/{name}"));
+        warm(dir.path(), size);
+        put.push(measure(Some(server.pid()), garage_pid, || {
+            run_client(server, work, &["put", src_arg, "--name", &name]);
+        }));
+        warm(dir.path(), size);
+        rput.push(measure(None, garage_pid, || {
+            rclone(bucket, &["copyto", src_arg, &remote]);
+        }));
+        warm(dir.path(), size);
+        lput.push(measure(Some(local.pid()), garage_pid, || {
+            run_client(local, work, &["put", src_arg, "--name", &name]);
+        }));
+
+        let got = work.join("got.bin");
+        let got_arg = got.to_str().unwrap();
+        for (what, costs) in [("framekit", &mut get), ("local", &mut lget)] {
+            let server = if what == "local" { &local } else { &server };
+            warm(dir.path(), size);
+            costs.push(measure(Some(server.pid()), garage_pid, || {
+                run_client(server, work, &["get", &name, "--output", got_arg]);
+            }));
+            assert_eq!(framekit_tests::hash_file(&got), hash, "{what}");
+            std::fs::remove_file(&got).unwrap();
+            if what == "framekit" {
+                warm(dir.path(), size);
+                rget.push(measure(None, garage_pid, || {
+                    rclone(bucket, &["copyto", &remote, got_arg]);
+                }));
+                assert_eq!(framekit_tests::hash_file(&got), hash, "rclone");
+                std::fs::remove_file(&got).unwrap();
+            }
+        }
+        // Room for the next runs.
+        run_client(server, work, &["delete", &name]);
+        run_client(local, work, &["delete", &name]);
+        rclone(bucket, &["deletefile", &remote]);
+        let mib = size as f64 / MIB as f64;
+        println!(
+            "run {}: put MiB/s framekit {:.0}, rclone {:.0}, local {:.0}; get MiB/s framekit {:.0}, rclone {:.0}, local {:.0}",
+            run + 1,
+            mib / put[run].seconds,
+            mib / rput[run].seconds,
+            mib / lput[run].seconds,
+            mib / get[run].seconds,
+            mib / rget[run].seconds,
+            mib / lget[run].seconds,
+        );
+    }
+    let mib = size as f64 / MIB as f64;
+    println!(
+        "| {} MiB file | median | ratio to rclone, median of runs [min-max] | server CPU s/GiB | Garage CPU s/GiB | client or rclone CPU s/GiB |",
+        size / MIB
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    s3_row("put, framekit on Garage", &put, &rput, mib, "MiB/s", gib);
+    s3_row(
+        "put, rclone copy to Garage",
+        &rput,
+        &rput,
+        mib,
+        "MiB/s",
+        gib,
+    );
+    s3_row(
+        "put, framekit on the local backend",
+        &lput,
+        &rput,
+        mib,
+        "MiB/s",
+        gib,
+    );
+    s3_row("get, framekit on Garage", &get, &rget, mib, "MiB/s", gib);
+    s3_row(
+        "get, rclone copy from Garage",
+        &rget,
+        &rget,
+        mib,
+        "MiB/s",
+        gib,
+    );
+    s3_row(
+        "get, framekit on the local backend",
+        &lget,
+        &rget,
+        mib,
+        "MiB/s",
+        gib,
+    );
+}
+
+#[allow(clippy::too_many_lines)] // one measurement section, read top to bottom
+fn s3_small(settings: &Settings, bench: &S3Bench) {
+    let S3Bench {
+        garage_pid,
+        bucket,
+        server,
+        local,
+        work,
+        ..
+    } = bench;
+    let (garage_pid, work) = (*garage_pid, work.as_path());
+    // Small files.
+    let n = settings.s3_small_files;
+    let files = work.join("small");
+    std::fs::create_dir(&files).unwrap();
+    for i in 0..n {
+        std::fs::write(files.join(format!("f{i:05}")), random_bytes(i as u64, 4096)).unwrap();
+    }
+    let files_arg = files.to_str().unwrap();
+    let small_gib = (n * 4096) as f64 / (1u64 << 30) as f64;
+    println!("## S3 store: {n} files of 4 KiB");
+    let (mut put, mut rput, mut lput) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut get, mut rget, mut lget) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..settings.runs {
+        let name = format!("small-{run}");
+        put.push(measure(Some(server.pid()), garage_pid, || {
+            run_client(server, work, &["put", files_arg, "--name", &name]);
+        }));
+        let remote = bucket.rclone_path(&format!("rclone/{name}"));
+        rput.push(measure(None, garage_pid, || {
+            rclone(bucket, &["copy", files_arg, &remote]);
+        }));
+        lput.push(measure(Some(local.pid()), garage_pid, || {
+            run_client(local, work, &["put", files_arg, "--name", &name]);
+        }));
+        let out = work.join(format!("out-{run}"));
+        let (rout, lout) = (
+            work.join(format!("rout-{run}")),
+            work.join(format!("lout-{run}")),
+        );
+        get.push(measure(Some(server.pid()), garage_pid, || {
+            run_client(
+                server,
+                work,
+                &[
+                    "get",
+                    &format!("{name}/"),
+                    "--output",
+                    out.to_str().unwrap(),
+                ],
+            );
+        }));
+        rget.push(measure(None, garage_pid, || {
+            rclone(bucket, &["copy", &remote, rout.to_str().unwrap()]);
+        }));
+        lget.push(measure(Some(local.pid()), garage_pid, || {
+            run_client(
+                local,
+                work,
+                &[
+                    "get",
+                    &format!("{name}/"),
+                    "--output",
+                    lout.to_str().unwrap(),
+                ],
+            );
+        }));
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), n);
+        assert_eq!(std::fs::read_dir(&rout).unwrap().count(), n);
+        for out in [out, rout, lout] {
+            std::fs::remove_dir_all(out).unwrap();
+        }
+        println!(
+            "run {}: put files/s framekit {:.0}, rclone {:.0}, local {:.0}; get files/s framekit {:.0}, rclone {:.0}, local {:.0}",
+            run + 1,
+            n as f64 / put[run].seconds,
+            n as f64 / rput[run].seconds,
+            n as f64 / lput[run].seconds,
+            n as f64 / get[run].seconds,
+            n as f64 / rget[run].seconds,
+            n as f64 / lget[run].seconds,
+        );
+    }
+    println!(
+        "| {n} x 4 KiB | median | ratio to rclone, median of runs [min-max] | server CPU s/GiB | Garage CPU s/GiB | client or rclone CPU s/GiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let files_n = n as f64;
+    s3_row(
+        "put, framekit on Garage",
+        &put,
+        &rput,
+        files_n,
+        "files/s",
+        small_gib,
+    );
+    s3_row(
+        "put, rclone copy to Garage",
+        &rput,
+        &rput,
+        files_n,
+        "files/s",
+        small_gib,
+    );
+    s3_row(
+        "put, framekit on the local backend",
+        &lput,
+        &rput,
+        files_n,
+        "files/s",
+        small_gib,
+    );
+    s3_row(
+        "get, framekit on Garage",
+        &get,
+        &rget,
+        files_n,
+        "files/s",
+        small_gib,
+    );
+    s3_row(
+        "get, rclone copy from Garage",
+        &rget,
+        &rget,
+        files_n,
+        "files/s",
+        small_gib,
+    );
+    s3_row(
+        "get, framekit on the local backend",
+        &lget,
+        &rget,
+        files_n,
+        "files/s",
+        small_gib,
+    );
+}
+
+fn s3_memory(settings: &Settings, bench: &S3Bench) {
+    let S3Bench { dir, bucket, .. } = bench;
+    // Memory: many uploads at once, each needing parts in memory.
+    let uploads = settings.uploads;
+    let upload_size = settings.upload_size;
+    let server = ServerProcess::start_on_bucket_logging_to(
+        bucket,
+        &[
+            "--no-atomic-create",
+            "--max-connections",
+            "2000",
+            "--max-connections-per-ip",
+            "2000",
+        ],
+        &dir.path().join("memory.log"),
+    );
+    let (_, before) = rss(server.pid());
+    let block = random_bytes(7, MIB as usize);
+    let mut hasher = blake3::Hasher::new();
+    for _ in 0..upload_size / MIB {
+        hasher.update(&block);
+    }
+    let expected = *hasher.finalize().as_bytes();
+    let addr = server.addr.to_string();
+    let barrier = std::sync::Barrier::new(uploads);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for u in 0..uploads {
+            let (addr, block, barrier) = (&addr, &block, &barrier);
+            scope.spawn(move || {
+                let mut session = connect(addr, &ConnectOptions::default()).unwrap();
+                barrier.wait();
+                let mut upload = session
+                    .start_put(&format!("memory/up{u}"), upload_size, true)
+                    .unwrap();
+                for _ in 0..upload_size / MIB {
+                    upload.send(block).unwrap();
+                }
+                let done = upload.finish().unwrap();
+                assert_eq!(done.hash, expected);
+            });
+        }
+    });
+    let took = start.elapsed();
+    let (_, peak) = rss(server.pid());
+    println!(
+        "| {uploads} clients uploading {} MiB each at once to Garage | peak RSS {:.1} MiB (at start {:.1} MiB), {:.1} s |",
+        upload_size / MIB,
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0,
+        took.as_secs_f64()
+    );
 }

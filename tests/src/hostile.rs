@@ -1,7 +1,7 @@
 //! Helpers for the hostile-peer tests: raw handshakes with or without a
 //! token, and [`Intact`], the checks every such test ends with.
 
-use crate::{Memory, ServerProcess, random_bytes, staging, stderr};
+use crate::{Memory, ServerProcess, Stored, random_bytes, stderr};
 use framekit_codec::blocking::{read_message, write_message};
 use framekit_transfer::{ErrorCode, Hello, Put, Request, Response, frame_config};
 use std::collections::{BTreeMap, BTreeSet};
@@ -204,17 +204,21 @@ static ROUND_TRIPS: AtomicUsize = AtomicUsize::new(0);
 
 /// The state a hostile-peer test must leave intact, recorded before the
 /// peer acts: the disk around the server's root (its parent directory, so
-/// anything written next to the root shows), and the server's memory.
+/// anything written next to the root shows), on S3 the bucket, and the
+/// server's memory.
 ///
 /// [`Intact::check`] then asserts that nothing is left in the staging
-/// area, that the disk changed only where the test expects, that the
-/// server's peak memory did not grow with what a peer declared, and that a
-/// new client can still put and get a file.
+/// area, that the disk (or bucket) changed only where the test expects,
+/// that the server's peak memory did not grow with what a peer declared,
+/// and that a new client can still put and get a file.
 #[derive(Debug)]
 pub struct Intact {
     parent: PathBuf,
     root: PathBuf,
+    stored: Stored,
     disk: BTreeMap<String, Node>,
+    /// On S3, every key and upload of the bucket.
+    objects: BTreeSet<String>,
     memory: Memory,
     client_args: Vec<String>,
     token: Option<String>,
@@ -248,7 +252,9 @@ impl Intact {
         let mut intact = Intact {
             parent,
             root: server.root.clone(),
+            stored: server.stored().clone(),
             disk: BTreeMap::new(),
+            objects: BTreeSet::new(),
             memory: server.memory(),
             client_args: client_args.iter().map(|a| (*a).to_owned()).collect(),
             token: token.map(str::to_owned),
@@ -256,9 +262,17 @@ impl Intact {
             round_trips: std::sync::Mutex::new(Vec::new()),
         };
         intact.round_trip(server);
-        intact.disk = disk(&intact.parent);
+        intact.record_disk();
         intact.memory = server.memory();
         intact
+    }
+
+    /// Every key and upload of an S3 store (nothing for a local one).
+    fn objects(&self) -> BTreeSet<String> {
+        match &self.stored {
+            Stored::Local(_) => BTreeSet::new(),
+            Stored::S3(_) => self.stored.everything().into_iter().collect(),
+        }
     }
 
     /// The server's memory when the state was recorded.
@@ -270,6 +284,7 @@ impl Intact {
     /// attack.
     pub fn record_disk(&mut self) {
         self.disk = disk(&self.parent);
+        self.objects = self.objects();
     }
 
     /// Puts a fresh file through the `client` binary and gets it back;
@@ -331,11 +346,11 @@ impl Intact {
     /// - a new client can put and get a file.
     pub fn check(&self, server: &ServerProcess, changed: &[&str], declared: Option<u64>) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !staging(&self.root).is_empty() {
+        while self.stored.uploads_in_progress() > 0 {
             assert!(
                 Instant::now() < deadline,
                 "the staging area still holds {:?}\nserver log:\n{}",
-                staging(&self.root),
+                self.stored.everything(),
                 server.log()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -356,15 +371,46 @@ impl Intact {
             .chain(round_trips.iter().map(String::as_str))
             .chain(records.iter().map(String::as_str))
             .collect();
+        // In a bucket: the same names, without the root's, and their
+        // records under the private area.
+        let root_name = self.root.file_name().unwrap().to_string_lossy();
+        let in_bucket: BTreeSet<String> = allowed
+            .iter()
+            .filter_map(|path| path.strip_prefix(&format!("{root_name}/")))
+            .flat_map(|name| {
+                [
+                    name.to_owned(),
+                    crate::stored::s3_private_key("digests", name),
+                ]
+            })
+            .collect();
         loop {
+            let objects = self.objects();
+            let mut differences: Vec<String> = objects
+                .symmetric_difference(&self.objects)
+                .filter(|key| !in_bucket.contains(*key))
+                .map(|key| {
+                    format!(
+                        "{key}: {}",
+                        if objects.contains(key) {
+                            "added"
+                        } else {
+                            "gone"
+                        }
+                    )
+                })
+                .collect();
             let now = disk(&self.parent);
             let paths: BTreeSet<&String> = self.disk.keys().chain(now.keys()).collect();
-            let differences: Vec<String> = paths
-                .into_iter()
-                .filter(|path| !allowed.contains(path.as_str()))
-                .filter(|path| self.disk.get(*path) != now.get(*path))
-                .map(|path| format!("{path}: {:?} -> {:?}", self.disk.get(path), now.get(path)))
-                .collect();
+            differences.extend(
+                paths
+                    .into_iter()
+                    .filter(|path| !allowed.contains(path.as_str()))
+                    .filter(|path| self.disk.get(*path) != now.get(*path))
+                    .map(|path| {
+                        format!("{path}: {:?} -> {:?}", self.disk.get(path), now.get(path))
+                    }),
+            );
             if differences.is_empty() {
                 break;
             }

@@ -4,6 +4,14 @@
 //!
 //! The binaries are the ones `cargo test --workspace` builds next to the
 //! test executables (`target/<profile>/server` and `client`).
+//!
+//! The server runs on the backend `FRAMEKIT_TEST_STORE` names: `local`
+//! (the default: a root directory), `garage` or `moto` (a bucket of its own
+//! per root, on a service shared by the test binary, see [`s3`]). Tests see
+//! what it stored through [`ServerProcess::stored`], whichever it is. The
+//! tests listed in `tests/local-only.txt` are about the local file system
+//! and run only on it: `scripts/test` skips them in the S3 pass, and a
+//! server started for one of them on S3 refuses to.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -12,15 +20,82 @@ pub mod hostile;
 pub mod proxy;
 pub mod rsync;
 pub mod s3;
+pub mod stored;
+
+pub use stored::Stored;
 
 use framekit_codec::blocking::{read_message, write_message};
 use framekit_transfer::{Hello, Response, Welcome, frame_config};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The storage the end-to-end tests run the server on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A root directory (`--root`).
+    Local,
+    /// A bucket on a single-node Garage (`--store`, with
+    /// `--no-atomic-create`: Garage does not enforce conditional creates).
+    Garage,
+    /// A bucket on moto, which enforces conditional creates.
+    Moto,
+}
+
+impl Backend {
+    /// The backend `FRAMEKIT_TEST_STORE` names (`local`, `garage`, `moto`);
+    /// local if unset.
+    pub fn current() -> Backend {
+        match std::env::var("FRAMEKIT_TEST_STORE").as_deref() {
+            Err(_) | Ok("" | "local") => Backend::Local,
+            Ok("garage") => Backend::Garage,
+            Ok("moto") => Backend::Moto,
+            Ok(other) => panic!("FRAMEKIT_TEST_STORE={other:?}: expected local, garage or moto"),
+        }
+    }
+
+    /// Whether it is an S3 store.
+    pub fn is_s3(self) -> bool {
+        self != Backend::Local
+    }
+}
+
+/// The tests that run only on the local backend, from
+/// `tests/local-only.txt` (`name: why` per line): their names.
+pub fn local_only() -> Vec<String> {
+    include_str!("../local-only.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':').map(|(name, _)| name.trim().to_owned()))
+        .collect()
+}
+
+/// The storage of a server started on `root` with the current backend: the
+/// root itself, or the bucket for it (one per root, so that a server
+/// started again on a root finds what it stored).
+pub fn stored_for(root: &Path) -> Stored {
+    let backend = Backend::current();
+    if !backend.is_s3() {
+        return Stored::Local(root.to_owned());
+    }
+    static BUCKETS: OnceLock<Mutex<HashMap<PathBuf, stored::S3Bucket>>> = OnceLock::new();
+    let mut buckets = BUCKETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let bucket = buckets.entry(root.to_owned()).or_insert_with(|| {
+        stored::S3Bucket::new(match backend {
+            Backend::Moto => s3::Moto::shared().bucket(),
+            _ => s3::Garage::shared().bucket(),
+        })
+    });
+    Stored::S3(bucket.clone())
+}
 
 /// The path of one of the workspace's binaries.
 pub fn bin(name: &str) -> PathBuf {
@@ -45,8 +120,9 @@ pub struct ServerProcess {
     child: Child,
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// The directory it serves.
+    /// The directory it serves (on S3, what names its bucket).
     pub root: PathBuf,
+    stored: Stored,
     log: Arc<Mutex<String>>,
 }
 
@@ -71,19 +147,77 @@ impl ServerProcess {
         ServerProcess::spawn("127.0.0.1:0", root, extra, Some(file))
     }
 
+    /// Starts a server on `bucket` (under `prefix`, if any), whatever the
+    /// backend of the other tests, with extra arguments (on Garage, it
+    /// needs `--no-atomic-create`).
+    pub fn start_on_bucket(
+        bucket: &s3::Bucket,
+        prefix: Option<&str>,
+        extra: &[&str],
+    ) -> ServerProcess {
+        let stored = Stored::S3(stored::S3Bucket::new(bucket.clone()));
+        let root = PathBuf::from(bucket.url(prefix));
+        ServerProcess::spawn_on("127.0.0.1:0", &root, stored, prefix, extra, None)
+    }
+
+    /// Like [`ServerProcess::start_on_bucket`], with the server's log
+    /// written to `log_file` (see [`ServerProcess::start_logging_to`]).
+    pub fn start_on_bucket_logging_to(
+        bucket: &s3::Bucket,
+        extra: &[&str],
+        log_file: &Path,
+    ) -> ServerProcess {
+        let file = std::fs::File::create(log_file).expect("create the server's log file");
+        let stored = Stored::S3(stored::S3Bucket::new(bucket.clone()));
+        let root = PathBuf::from(bucket.url(None));
+        ServerProcess::spawn_on("127.0.0.1:0", &root, stored, None, extra, Some(file))
+    }
+
     fn spawn(
         listen: &str,
         root: &Path,
         extra: &[&str],
         log_file: Option<std::fs::File>,
     ) -> ServerProcess {
+        let stored = stored_for(root);
+        if let Stored::S3(_) = &stored {
+            let test = std::thread::current().name().unwrap_or_default().to_owned();
+            assert!(
+                !local_only().contains(&test),
+                "{test} is listed in tests/local-only.txt: it runs only on the local backend"
+            );
+        }
+        let mut extra = extra.to_vec();
+        if Backend::current() == Backend::Garage {
+            extra.push("--no-atomic-create");
+        }
+        ServerProcess::spawn_on(listen, root, stored, None, &extra, log_file)
+    }
+
+    fn spawn_on(
+        listen: &str,
+        root: &Path,
+        stored: Stored,
+        prefix: Option<&str>,
+        extra: &[&str],
+        log_file: Option<std::fs::File>,
+    ) -> ServerProcess {
         let logged_to_file = log_file.is_some();
         let stderr = log_file.map_or_else(Stdio::piped, Stdio::from);
-        let mut child = Command::new(bin("server"))
-            .arg("--listen")
-            .arg(listen)
-            .arg("--root")
-            .arg(root)
+        let mut cmd = Command::new(bin("server"));
+        cmd.arg("--listen").arg(listen);
+        match &stored {
+            Stored::Local(root) => {
+                cmd.arg("--root").arg(root);
+            }
+            Stored::S3(s3) => {
+                s3.bucket
+                    .configure(&mut cmd)
+                    .arg("--store")
+                    .arg(s3.bucket.url(prefix));
+            }
+        }
+        let mut child = cmd
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -117,8 +251,14 @@ impl ServerProcess {
             child,
             addr,
             root: root.to_owned(),
+            stored,
             log,
         }
+    }
+
+    /// What the server stores, seen directly.
+    pub fn stored(&self) -> &Stored {
+        &self.stored
     }
 
     /// The server's process id.

@@ -185,14 +185,20 @@ impl Garage {
     /// Starts a single node (replication factor 1) with a layout, and an
     /// access key.
     pub fn start() -> Garage {
-        Garage::start_nodes(1)
+        Garage::start_nodes(1, &std::env::temp_dir())
+    }
+
+    /// Starts a single node keeping its data in a directory under `dir`
+    /// (a benchmark chooses the file system).
+    pub fn start_in(dir: &Path) -> Garage {
+        Garage::start_nodes(1, dir)
     }
 
     /// Starts a cluster of three nodes on loopback, replication factor 3:
     /// every object is on every node, and reads and writes need two of
     /// them.
     pub fn start_cluster() -> Garage {
-        Garage::start_nodes(3)
+        Garage::start_nodes(3, &std::env::temp_dir())
     }
 
     /// One single-node Garage for the whole test binary, started by the
@@ -203,12 +209,12 @@ impl Garage {
         SHARED.get_or_init(Garage::start)
     }
 
-    fn start_nodes(count: usize) -> Garage {
+    fn start_nodes(count: usize, base: &Path) -> Garage {
         // A free port found by binding port 0 may be taken by someone else
         // before Garage binds it: try again with new ones.
         let mut failures = Vec::new();
         for _ in 0..3 {
-            match Garage::try_start(count) {
+            match Garage::try_start(count, base) {
                 Ok(garage) => return garage,
                 Err(failure) => failures.push(failure),
             }
@@ -216,9 +222,9 @@ impl Garage {
         panic!("cannot start Garage:\n{}", failures.join("\n---\n"));
     }
 
-    fn try_start(count: usize) -> Result<Garage, String> {
+    fn try_start(count: usize, base: &Path) -> Result<Garage, String> {
         let program = garage_program();
-        let dir = service_dir("garage");
+        let dir = service_dir(base, "garage");
         let rpc_secret = random_hex(32);
         let admin_token = random_hex(32);
         let mut nodes = Vec::new();
@@ -490,7 +496,7 @@ impl Moto {
         let program = moto_program();
         let mut failures = Vec::new();
         for _ in 0..3 {
-            let dir = service_dir("moto");
+            let dir = service_dir(&std::env::temp_dir(), "moto");
             let addr = free_port();
             let log = dir.join("moto.log");
             let mut cmd = Command::new(&program);
@@ -736,11 +742,12 @@ fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-/// A new directory for a service: `$TMPDIR/framekit-s3/<pid>-<random>`.
-/// Those of processes that no longer run are removed first (a shared
-/// service's directory outlives its process).
-fn service_dir(what: &str) -> PathBuf {
-    let base = std::env::temp_dir().join("framekit-s3");
+/// A new directory for a service: `<base>/framekit-s3/<pid>-<random>`
+/// (`base` is `$TMPDIR` but for a benchmark's Garage). Those of processes
+/// that no longer run are removed first (a shared service's directory
+/// outlives its process).
+fn service_dir(base: &Path, what: &str) -> PathBuf {
+    let base = base.join("framekit-s3");
     std::fs::create_dir_all(&base).expect("create the services' directory");
     static SWEPT: OnceLock<()> = OnceLock::new();
     SWEPT.get_or_init(|| {

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use framekit_tests::{
-    ServerProcess, assert_error, assert_success, bin, hash_file, loud_client_at, random_bytes,
-    stderr, stdout, tree, write_random_file,
+    ServerProcess, Stored, assert_error, assert_success, bin, loud_client_at, random_bytes, stderr,
+    stdout, tree, write_random_file,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,8 +42,9 @@ impl Setup {
             .unwrap()
     }
 
-    fn remote(&self, name: &str) -> PathBuf {
-        self.server.root.join(name)
+    /// What the server stored.
+    fn stored(&self) -> &Stored {
+        self.server.stored()
     }
 }
 
@@ -61,7 +62,7 @@ fn delete_r_removes_a_tree_with_nested_empty_directories() {
     }
     std::fs::write(s.work.join("t/a/b/file"), b"1").unwrap();
     assert_success(&s.run(&["put", "t"]));
-    assert!(s.remote("t/c/d/e/f").is_dir());
+    assert!(s.stored().is_dir("t/c/d/e/f"));
 
     // Not empty: refused, with the way to do it.
     let out = s.run(&["delete", "t"]);
@@ -70,14 +71,14 @@ fn delete_r_removes_a_tree_with_nested_empty_directories() {
         7,
         "not empty: the directory is not empty (use -r to delete it with everything in it)",
     );
-    assert!(s.remote("t/a/b/file").exists());
+    assert!(s.stored().exists("t/a/b/file"));
     // An empty one alone, without -r, and its parents left empty go too.
     assert_success(&s.run(&["delete", "t/c/d/e/f"]));
-    assert!(!s.remote("t/c").exists());
+    assert!(!s.stored().exists("t/c"));
     let out = s.loud(&["delete", "-r", "t/"]);
     assert_success(&out);
     assert_eq!(stderr(&out), "deleted t/\n");
-    assert!(!s.remote("t").exists());
+    assert!(!s.stored().exists("t"));
     assert_eq!(assert_success(&s.run(&["list"])), "");
 }
 
@@ -94,7 +95,7 @@ fn delete_takes_several_names_and_reports_each_failure() {
         "error: missing: the server refused the delete: not found: no such file\n\
          error: 1 of 3 deletions failed\n"
     );
-    assert!(!s.remote("a").exists() && !s.remote("b").exists());
+    assert!(!s.stored().exists("a") && !s.stored().exists("b"));
 }
 
 #[test]
@@ -158,17 +159,14 @@ fn mv_renames_atomically_and_replaces_only_with_force() {
 
     let out = s.run(&["mv", "a", "b"]);
     assert_error(&out, 5, "already exists (use --force to replace it)");
-    assert_eq!(std::fs::read(s.remote("b")).unwrap(), b"bbb");
+    assert_eq!(s.stored().read("b").unwrap(), b"bbb");
     assert_success(&s.run(&["mv", "a", "b", "--force"]));
-    assert_eq!(std::fs::read(s.remote("b")).unwrap(), b"aaa");
-    assert!(!s.remote("a").exists());
+    assert_eq!(s.stored().read("b").unwrap(), b"aaa");
+    assert!(!s.stored().exists("a"));
     // A directory moves whole; NEW ending with / is a directory to move into.
     assert_success(&s.run(&["mv", "dir", "new/place/"]));
-    assert_eq!(
-        std::fs::read(s.remote("new/place/dir/sub/x")).unwrap(),
-        b"x"
-    );
-    assert!(!s.remote("dir").exists());
+    assert_eq!(s.stored().read("new/place/dir/sub/x").unwrap(), b"x");
+    assert!(!s.stored().exists("dir"));
     assert_error(&s.run(&["mv", "nothing", "z"]), 4, "not found");
 }
 
@@ -198,10 +196,10 @@ fn two_renames_of_one_name_at_once_one_wins() {
         let winner = if codes[0] == Some(0) { "one" } else { "two" };
         let loser = if winner == "one" { "two" } else { "one" };
         assert_eq!(
-            std::fs::read_to_string(s.remote(winner)).unwrap(),
+            String::from_utf8(s.stored().read(winner).unwrap()).unwrap(),
             format!("round {round}")
         );
-        assert!(!s.remote(loser).exists() && !s.remote("x").exists());
+        assert!(!s.stored().exists(loser) && !s.stored().exists("x"));
         assert_success(&s.run(&["delete", winner]));
     }
     // Two names to one new name: one wins, the other is refused.
@@ -225,7 +223,7 @@ fn two_renames_of_one_name_at_once_one_wins() {
         let mut sorted = codes;
         sorted.sort();
         assert_eq!(sorted, [Some(0), Some(5)], "round {round}");
-        let moved = std::fs::read_to_string(s.remote("t")).unwrap();
+        let moved = String::from_utf8(s.stored().read("t").unwrap()).unwrap();
         let winner = if codes[0] == Some(0) { "p" } else { "q" };
         assert_eq!(moved, format!("{winner}{round}"));
         assert_success(&s.run(&["delete", "t", if winner == "p" { "q" } else { "p" }]));
@@ -271,7 +269,7 @@ fn put_of_standard_input_of_0_bytes() {
         assert_success(&out),
         format!("put empty: 0 bytes, blake3 {}\n", hash.to_hex())
     );
-    assert_eq!(std::fs::read(s.remote("empty")).unwrap(), b"");
+    assert_eq!(s.stored().read("empty").unwrap(), b"");
     assert_eq!(tree(&s.work), Vec::<String>::new());
 }
 
@@ -288,7 +286,7 @@ fn put_of_200_mib_through_a_pipe() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(hash_file(&s.remote("piped/big")), hash);
+    assert_eq!(s.stored().hash("piped/big"), hash);
     // Without a name, or with other files, it is a usage error.
     assert_error(&s.run(&["put", "-"]), 2, "give its remote name with --name");
     std::fs::write(s.work.join("f"), b"f").unwrap();

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use framekit_tests::{
-    Running, ServerProcess, assert_success, hash_file, staging, stderr, tree, write_random_file,
+    Running, ServerProcess, assert_success, hash_file, stderr, tree, write_random_file,
 };
 use std::collections::HashSet;
 
@@ -73,12 +73,12 @@ fn fifty_clients_put_and_get_distinct_files_at_once() {
         let out = work.join(format!("out-{i}"));
         assert_eq!(std::fs::metadata(&out).unwrap().len(), *size);
         assert_eq!(hash_file(&out), *hash, "client {i}");
-        let stored = server.root.join(format!("client {i}/file.bin"));
-        assert_eq!(hash_file(&stored), *hash, "client {i}");
+        let stored = server.stored().hash(&format!("client {i}/file.bin"));
+        assert_eq!(stored, *hash, "client {i}");
     }
     // Inputs and outputs, and no temporary file.
     assert_eq!(tree(&work).len(), 2 * CLIENTS);
-    assert!(staging(&server.root).is_empty());
+    assert_eq!(server.stored().uploads_in_progress(), 0);
 }
 
 /// Eight random files of 2 MiB in `dir`, as (path, hash).
@@ -126,29 +126,20 @@ fn eight_forced_puts_of_one_name_at_once_leave_one_whole_content() {
         );
     }
 
-    let stored = hash_file(&server.root.join("same.bin"));
+    let stored = server.stored().hash("same.bin");
     let hashes: HashSet<blake3::Hash> = versions.iter().map(|(_, hash)| *hash).collect();
     assert!(
         hashes.contains(&stored),
         "the stored file is none of the uploads"
     );
-    assert_eq!(
-        std::fs::metadata(server.root.join("same.bin"))
-            .unwrap()
-            .len(),
-        2 << 20
-    );
-    assert_eq!(
-        tree(&server.root),
-        [
-            ".framekit",
-            ".framekit/digests",
-            &framekit_tests::digest_record("same.bin"),
-            ".framekit/partial",
-            ".framekit/staging",
-            "same.bin"
-        ]
-    );
+    assert_eq!(server.stored().size("same.bin"), Some(2 << 20));
+    // One file, a hash recorded for it (a local record is checked against
+    // the file when it is read: one of a concurrent upload may be there),
+    // nothing staged or kept.
+    assert_eq!(server.stored().names(), ["same.bin"]);
+    assert!(server.stored().recorded_hash("same.bin").is_some());
+    assert_eq!(server.stored().uploads_in_progress(), 0);
+    assert_eq!(server.stored().kept(), 0);
     // What the client downloads is that same content.
     assert_success(
         &server
@@ -205,6 +196,6 @@ fn gets_during_forced_replacements_each_see_one_whole_version() {
             "download {i} is none of the versions"
         );
     }
-    assert!(hashes.contains(&hash_file(&server.root.join("same.bin"))));
-    assert!(staging(&server.root).is_empty());
+    assert!(hashes.contains(&server.stored().hash("same.bin")));
+    assert_eq!(server.stored().uploads_in_progress(), 0);
 }

@@ -6,7 +6,7 @@
 use framekit_codec::blocking::{read_message, write_message};
 use framekit_tests::{
     Running, ServerProcess, assert_success, bin, client_at, eventually, hash_file, is_root,
-    random_bytes, signal, staged_bytes, stderr, stdout, tree, write_random_file,
+    random_bytes, signal, stderr, stdout, tree, write_random_file,
 };
 use framekit_transfer::{
     Entry, ErrorCode, ErrorReply, Hello, Request, Response, Trailer, VERSION, Welcome, frame_config,
@@ -188,7 +188,7 @@ fn several_files_and_names_go_over_one_connection() {
     assert_eq!(assert_success(&out).lines().count(), 3);
     for name in ["one", "two", "three"] {
         assert_eq!(
-            hash_file(&server.root.join("in/here").join(name)),
+            server.stored().hash(&format!("in/here/{name}")),
             hash_file(&work.join(name))
         );
     }
@@ -244,7 +244,7 @@ fn links_and_special_files_are_skipped_with_a_warning_unless_links_are_followed(
         "{err}"
     );
     assert!(err.contains("put: 1 files, 2 skipped, "), "{err}");
-    assert_eq!(tree(&server.root.join("src")), ["real"]);
+    assert_eq!(server.stored().names_under("src"), ["real"]);
 
     let out = server
         .client(&work)
@@ -252,11 +252,8 @@ fn links_and_special_files_are_skipped_with_a_warning_unless_links_are_followed(
         .output()
         .unwrap();
     assert_success(&out);
-    assert_eq!(tree(&server.root.join("src")), ["link", "real"]);
-    assert_eq!(
-        std::fs::read(server.root.join("src/link")).unwrap(),
-        b"outside"
-    );
+    assert_eq!(server.stored().names_under("src"), ["link", "real"]);
+    assert_eq!(server.stored().read("src/link").unwrap(), b"outside");
 }
 
 /// The `error:` lines of a run.
@@ -314,7 +311,7 @@ fn files_that_cannot_be_sent_fail_alone_and_the_others_arrive() {
     );
     assert_eq!(stdout(&out).lines().count(), 2);
     assert_eq!(
-        tree(&server.root.join("src")),
+        server.stored().names_under("src"),
         ["good", "sub", "sub/also good"]
     );
 }
@@ -333,7 +330,9 @@ fn a_file_deleted_between_the_listing_and_its_turn_fails_alone() {
     let root = dir.path().join("root");
     let server = ServerProcess::start(&root, &[]);
     let client = Running::spawn(server.client(&work).args(["put", "src"]));
-    eventually("the first file is being sent", || staged_bytes(&root) > 0);
+    eventually("the first file is being sent", || {
+        server.stored().uploading()
+    });
     signal(client.id(), "STOP");
     std::fs::remove_file(src.join("c gone")).unwrap();
     signal(client.id(), "CONT");
@@ -347,7 +346,7 @@ fn a_file_deleted_between_the_listing_and_its_turn_fails_alone() {
         "{errors:?}"
     );
     assert_eq!(errors[1], "error: 1 of 4 transfers failed");
-    assert_eq!(tree(&root.join("src")), ["a big", "b", "d"]);
+    assert_eq!(server.stored().names_under("src"), ["a big", "b", "d"]);
 }
 
 /// A server that answers a tree of `dir` with `listing`, a get of each of

@@ -6,7 +6,7 @@
 use framekit_codec::blocking::read_message;
 use framekit_codec::message::to_frame;
 use framekit_tests::hostile::{Intact, error_code, read_to_close};
-use framekit_tests::{RawPeer, ServerProcess, eventually, random_bytes, staging};
+use framekit_tests::{RawPeer, ServerProcess, eventually, random_bytes, stored_for};
 use framekit_transfer::{
     ErrorCode, Get, MAX_EAGER_BODY, PutEager, Request, Response, Stat, Trailer, frame_config,
 };
@@ -59,7 +59,7 @@ fn eager_uploads_are_stored_whole_and_served_back() {
     ] {
         peer.raw(&eager(name, &body, false));
         assert_eq!(peer.recv(), done(&body), "{name}");
-        assert_eq!(std::fs::read(server.root.join(name)).unwrap(), body);
+        assert_eq!(server.stored().read(name).unwrap(), body);
 
         peer.send(&Request::Get(Get {
             name: name.into(),
@@ -76,7 +76,7 @@ fn eager_uploads_are_stored_whole_and_served_back() {
             .unwrap();
         assert_eq!(trailer.hash, *blake3::hash(&body).as_bytes());
     }
-    assert!(staging(&server.root).is_empty());
+    assert_eq!(server.stored().uploads_in_progress(), 0);
     eventually("one log line for the upload", || {
         server.requests_of("put", "a/b/four-k").len() == 1
     });
@@ -100,7 +100,7 @@ fn pipelined_eager_uploads_are_answered_in_order() {
         assert_eq!(peer.recv(), done(body), "answer {i}");
     }
     for (i, body) in bodies.iter().enumerate() {
-        let stored = std::fs::read(server.root.join(format!("many/f{i:03}"))).unwrap();
+        let stored = server.stored().read(&format!("many/f{i:03}")).unwrap();
         assert!(stored == *body, "many/f{i:03}");
     }
     // The connection goes on with ordinary requests.
@@ -111,9 +111,9 @@ fn pipelined_eager_uploads_are_answered_in_order() {
 fn refused_eager_uploads_publish_nothing_and_keep_the_connection_in_step() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::write(root.join("taken"), b"old").unwrap();
-    std::fs::create_dir(root.join("folder")).unwrap();
+    let stored = stored_for(&root);
+    stored.write("taken", b"old");
+    stored.make_dir("folder");
     let server = ServerProcess::start(&root, &["--max-file-size", "1000"]);
     let mut peer = server.connect();
     let body = random_bytes(3, 900);
@@ -143,19 +143,14 @@ fn refused_eager_uploads_publish_nothing_and_keep_the_connection_in_step() {
         ]
     );
     assert_eq!(peer.recv(), done(&body));
-    assert_eq!(std::fs::read(root.join("taken")).unwrap(), b"old");
-    assert_eq!(std::fs::read(root.join("fine")).unwrap(), body);
+    assert_eq!(stored.read("taken").unwrap(), b"old");
+    assert_eq!(stored.read("fine").unwrap(), body);
     for name in ["big", "altered"] {
         assert_eq!(error_code(stat(&mut peer, name)), ErrorCode::NotFound);
     }
-    assert!(staging(&root).is_empty());
-    let mut expected: Vec<String> = framekit_tests::RESERVED_TREE
-        .iter()
-        .chain(&["fine", "folder", "taken"])
-        .map(|path| (*path).to_owned())
-        .collect();
-    expected.sort();
-    assert_eq!(framekit_tests::tree(&root), expected);
+    assert_eq!(stored.uploads_in_progress(), 0);
+    assert_eq!(stored.kept(), 0);
+    assert_eq!(stored.names(), ["fine", "folder", "taken"]);
 }
 
 #[test]
@@ -199,8 +194,8 @@ fn an_eager_upload_cut_short_publishes_nothing() {
     read_to_close(&mut peer.stream);
 
     intact.check(&server, &[], None);
-    assert!(!server.root.join("cut").exists());
-    assert!(!server.root.join("garbled").exists());
+    assert!(!server.stored().exists("cut"));
+    assert!(!server.stored().exists("garbled"));
 }
 
 #[test]
@@ -221,7 +216,7 @@ fn a_read_only_token_cannot_upload_eagerly_and_stays_connected() {
     assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
     assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
     assert_eq!(error_code(stat(&mut peer, "denied")), ErrorCode::NotFound);
-    assert!(!server.root.join("denied").exists());
+    assert!(!server.stored().exists("denied"));
 }
 
 #[test]
@@ -254,11 +249,11 @@ fn pipelined_eager_uploads_mixed_with_other_requests_are_answered_in_order() {
     assert_eq!(error_code(peer.recv()), ErrorCode::BadRequest);
     read_to_close(&mut peer.stream);
     for (name, body) in [("a", &a), ("b", &b), ("c", &c)] {
-        assert_eq!(std::fs::read(server.root.join(name)).unwrap(), *body);
+        assert_eq!(server.stored().read(name).unwrap(), *body);
         eventually("one log line for each upload", || {
             server.requests_of("put", name).len() == 1
         });
     }
-    assert!(!server.root.join("d").exists());
-    assert!(staging(&server.root).is_empty());
+    assert!(!server.stored().exists("d"));
+    assert_eq!(server.stored().uploads_in_progress(), 0);
 }

@@ -6,8 +6,9 @@
 
 use framekit_codec::blocking::{read_message, write_message};
 use framekit_tests::{
-    Running, ServerProcess, Tmpfs, assert_error, assert_success, client_at, eventually, hash_file,
-    is_root, random_bytes, signal, staged_bytes, staging, stderr, tree, write_random_file,
+    Backend, Running, ServerProcess, Tmpfs, assert_error, assert_success, client_at, eventually,
+    hash_file, is_root, random_bytes, signal, staged_bytes, staging, stderr, stored_for, tree,
+    write_random_file,
 };
 use framekit_transfer::{
     ErrorCode, ErrorReply, Hello, Request, Response, Trailer, VERSION, Welcome, frame_config,
@@ -262,8 +263,7 @@ fn assert_connection_lost(out: &Output) {
 fn server_with_big_file(size: u64) -> (tempfile::TempDir, PathBuf, ServerProcess, blake3::Hash) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    let hash = write_random_file(&root.join("big.bin"), 110, size);
+    let hash = stored_for(&root).write_random("big.bin", 110, size);
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let server = ServerProcess::start(&root, &[]);
@@ -328,16 +328,27 @@ fn server_killed_mid_upload_exits_3_and_publishes_nothing() {
     let mut server = ServerProcess::start(&root, &[]);
 
     let client = Running::spawn(server.client(&work).args(["put", "big.bin"]));
-    eventually("the upload is being staged", || staged_bytes(&root) > 0);
+    eventually("the upload is being staged", || {
+        server.stored().staged_bytes() > 0
+    });
     server.kill();
     let out = client.wait();
     assert_connection_lost(&out);
-    assert!(!root.join("big.bin").exists());
+    assert!(!server.stored().exists("big.bin"));
 
-    // Restarted: the leftover is cleaned up and nothing was published.
+    // Restarted: nothing was published. What the killed server received
+    // is gone from a local disk (it is kept only once the server has seen
+    // the upload interrupted); a bucket keeps the parts stored, for the
+    // client to resume through any server.
     let server = ServerProcess::start(&root, &[]);
-    assert!(staging(&root).is_empty());
-    assert_eq!(tree(&root), framekit_tests::RESERVED_TREE);
+    assert_eq!(server.stored().uploads_in_progress(), 0);
+    match Backend::current() {
+        Backend::Local => assert_eq!(tree(&root), framekit_tests::RESERVED_TREE),
+        Backend::Garage | Backend::Moto => {
+            assert_eq!(server.stored().names(), Vec::<String>::new());
+            assert_eq!(server.stored().kept(), 1);
+        }
+    }
     assert_eq!(
         assert_success(&server.client(&work).arg("list").output().unwrap()),
         ""

@@ -11,7 +11,7 @@
 use framekit_tests::hostile::{
     GIB, Intact, MIB, error_code, log_peer, put_request, read_to_close, wait_for_line,
 };
-use framekit_tests::{RawPeer, ServerProcess, random_bytes, staging};
+use framekit_tests::{Backend, RawPeer, ServerProcess, random_bytes, stored_for};
 use framekit_transfer::{
     Delete, ErrorCode, Get, List, Request, Response, Stat, Trailer, frame_config,
 };
@@ -150,8 +150,8 @@ fn put_over_the_size_limit_is_refused_before_any_body_byte() {
         hash: *blake3::hash(&body).as_bytes(),
     });
     assert!(matches!(peer.recv(), Response::PutDone { size, .. } if size == MIB));
-    assert_eq!(std::fs::read(server.root.join("exact")).unwrap(), body);
-    assert!(!server.root.join("big").exists());
+    assert_eq!(server.stored().read("exact").unwrap(), body);
+    assert!(!server.stored().exists("big"));
 
     intact.check(&server, &["root/exact"], Some(GIB));
 }
@@ -167,11 +167,13 @@ fn put_declaring_four_gib_and_sending_little_holds_only_fixed_buffers() {
     peer.send(&put_request("declared", 4 * GIB, false));
     assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
     peer.raw(&random_bytes(4, 2 << 20));
-    framekit_tests::eventually("the upload is staged", || !staging(&root).is_empty());
+    framekit_tests::eventually("the upload is staged", || {
+        server.stored().uploads_in_progress() > 0
+    });
     drop(peer);
 
     intact.check(&server, &[], Some(4 * GIB));
-    assert!(!root.join("declared").exists());
+    assert!(!server.stored().exists("declared"));
 }
 
 /// A put that declares `declared` body bytes, followed by `wire`: the
@@ -199,7 +201,7 @@ fn body_then(declared: usize, wire: Vec<u8>) {
     writer.join().unwrap();
 
     intact.check(&server, &[], None);
-    assert!(!root.join("long").exists());
+    assert!(!server.stored().exists("long"));
 }
 
 #[test]
@@ -241,9 +243,8 @@ fn body_longer_than_declared_does_not_destroy_the_answers_queued_before_it() {
     // of the stream, not destroyed by a connection reset.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
     let file = random_bytes(9, 512 * 1024);
-    std::fs::write(root.join("f"), &file).unwrap();
+    stored_for(&root).write("f", &file);
     let server = ServerProcess::start(&root, &[]);
     let intact = Intact::new(&server);
 
@@ -286,7 +287,7 @@ fn body_longer_than_declared_does_not_destroy_the_answers_queued_before_it() {
     );
 
     intact.check(&server, &[], None);
-    assert!(!root.join("long").exists());
+    assert!(!server.stored().exists("long"));
 }
 
 #[test]
@@ -305,7 +306,7 @@ fn missing_trailer_drops_a_silent_peer_at_the_idle_timeout() {
     wait_for_line(&server, &[&log_peer(&peer.stream), "idle timeout"]);
 
     intact.check(&server, &[], None);
-    assert!(!root.join("untrailed").exists());
+    assert!(!server.stored().exists("untrailed"));
 }
 
 /// How many connections this process may hold open with room to spare,
@@ -446,13 +447,22 @@ fn slowloris_hello_is_dropped_at_the_whole_message_deadline() {
 fn peer_that_never_reads_a_get_body_blocks_nobody_and_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    // Sparse: 1 GiB to serve without using the disk.
-    let size = GIB;
-    std::fs::File::create(root.join("big"))
-        .unwrap()
-        .set_len(size)
-        .unwrap();
+    let size = match Backend::current() {
+        Backend::Local => {
+            // Sparse: 1 GiB to serve without using the disk.
+            std::fs::create_dir_all(&root).unwrap();
+            std::fs::File::create(root.join("big"))
+                .unwrap()
+                .set_len(GIB)
+                .unwrap();
+            GIB
+        }
+        // Still far more than the socket buffers can take.
+        Backend::Garage | Backend::Moto => {
+            stored_for(&root).write_random("big", 9, 256 * MIB);
+            256 * MIB
+        }
+    };
     let server = ServerProcess::start(&root, &["--idle-timeout", "2"]);
     let intact = Intact::new(&server);
 
@@ -519,14 +529,17 @@ fn invalid_names_are_refused_by_stat_delete_and_list() {
     let mut intact = Intact::new(&server);
     std::fs::create_dir(dir.path().join("outside")).unwrap();
     std::fs::write(dir.path().join("outside/secret"), b"outside").unwrap();
-    std::fs::write(root.join("inside.txt"), b"inside").unwrap();
+    server.stored().write("inside.txt", b"inside");
     intact.record_disk();
-    // An upload in progress, so the staging area holds a file.
+    // An upload in progress, so the staging area holds a file (over 8 MiB:
+    // on S3 too, not held in memory).
     let mut uploading = server.connect();
-    uploading.send(&put_request("staged", 1000, false));
+    uploading.send(&put_request("staged", 10_000_000, false));
     assert_eq!(uploading.recv(), Response::PutReady { offset: 0 });
     uploading.raw(&[1; 10]);
-    framekit_tests::eventually("the upload is staged", || !staging(&root).is_empty());
+    framekit_tests::eventually("the upload is staged", || {
+        server.stored().uploads_in_progress() > 0
+    });
 
     let mut peer = server.connect();
     for name in invalid_names() {
@@ -565,7 +578,7 @@ fn invalid_names_are_refused_by_stat_delete_and_list() {
     drop(uploading);
 
     intact.check(&server, &[], None);
-    assert_eq!(std::fs::read(root.join("inside.txt")).unwrap(), b"inside");
+    assert_eq!(server.stored().read("inside.txt").unwrap(), b"inside");
 }
 
 #[test]

@@ -4,8 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use framekit_tests::{
-    ServerProcess, assert_error, assert_success, digest_record, hash_file, staging, stderr, tree,
-    write_random_file,
+    ServerProcess, Stored, assert_error, assert_success, hash_file, stderr, tree, write_random_file,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -29,8 +28,9 @@ impl Setup {
         Setup { dir, work, server }
     }
 
-    fn root(&self) -> &Path {
-        &self.server.root
+    /// What the server stored.
+    fn stored(&self) -> &Stored {
+        self.server.stored()
     }
 
     /// A quiet client command run in `work/`.
@@ -87,10 +87,9 @@ fn round_trip(size: u64, seed: u64) {
         "{}",
         stderr(&out)
     );
-    let stored = s.root().join("copy/data.bin");
-    assert_eq!(std::fs::metadata(&stored).unwrap().len(), size);
-    assert_eq!(hash_file(&stored), hash);
-    assert!(staging(s.root()).is_empty());
+    assert_eq!(s.stored().size("copy/data.bin"), Some(size));
+    assert_eq!(s.stored().hash("copy/data.bin"), hash);
+    assert_eq!(s.stored().uploads_in_progress(), 0);
 
     // Saved under the name's base name in the working directory.
     let out = s.run(&["get", "copy/data.bin"]);
@@ -139,7 +138,7 @@ fn names_with_spaces_unicode_and_subdirectories_round_trip() {
         let out = s.put(&local, name, false);
         assert_eq!(assert_success(&out), put_line(name, 1000 + i as u64, hash));
         // Stored at that path under the root, directories created.
-        assert_eq!(hash_file(&s.root().join(name)), hash, "{name}");
+        assert_eq!(s.stored().hash(name), hash, "{name}");
 
         // Saved to an explicit output path...
         let output = format!("out-{i}");
@@ -154,13 +153,11 @@ fn names_with_spaces_unicode_and_subdirectories_round_trip() {
         std::fs::remove_file(s.work.join(&local)).unwrap();
     }
     assert!(tree(&s.work).is_empty(), "{:?}", tree(&s.work));
+    assert_eq!(s.stored().uploads_in_progress(), 0);
+    assert_eq!(s.stored().kept(), 0);
     assert_eq!(
-        tree(s.root()),
+        s.stored().names(),
         [
-            ".framekit",
-            ".framekit/digests",
-            ".framekit/partial",
-            ".framekit/staging",
             "dir",
             "dir/sub dir",
             "dir/sub dir/ファイル.txt",
@@ -184,7 +181,7 @@ fn put_without_a_name_uses_the_base_name_of_the_file() {
         .output()
         .unwrap();
     assert_eq!(assert_success(&out), put_line("my file ü.bin", 4321, hash));
-    assert_eq!(hash_file(&s.root().join("my file ü.bin")), hash);
+    assert_eq!(s.stored().hash("my file ü.bin"), hash);
 }
 
 #[test]
@@ -299,7 +296,7 @@ fn delete_removes_the_file_then_stat_and_get_find_nothing() {
     let out = s.run(&["delete", "d/x.bin"]);
     assert_eq!(assert_success(&out), "");
     assert_eq!(stderr(&out), "");
-    assert!(!s.root().join("d/x.bin").exists());
+    assert!(!s.stored().exists("d/x.bin"));
 
     assert_error(
         &s.run(&["stat", "d/x.bin"]),
@@ -370,18 +367,8 @@ fn refused_names_are_errors_and_nothing_is_created_anywhere() {
     let s = Setup::new();
     s.local_file("source", 70, 100);
     let before = tree(s.dir.path());
-    assert_eq!(
-        before,
-        [
-            "root",
-            "root/.framekit",
-            "root/.framekit/digests",
-            "root/.framekit/partial",
-            "root/.framekit/staging",
-            "work",
-            "work/source"
-        ]
-    );
+    assert_eq!(tree(&s.work), ["source"]);
+    assert!(s.stored().is_empty(), "{:?}", s.stored().everything());
 
     for (name, reason) in refused_names(s.dir.path()) {
         let put = s.put("source", &name, true);
@@ -407,6 +394,7 @@ fn refused_names_are_errors_and_nothing_is_created_anywhere() {
     }
     // The server is unharmed and empty.
     assert_eq!(assert_success(&s.run(&["list"])), "");
+    assert!(s.stored().is_empty(), "{:?}", s.stored().everything());
 }
 
 #[test]
@@ -433,7 +421,7 @@ fn a_directory_or_a_file_in_the_way_of_a_name_exits_7_and_changes_nothing() {
         "the server refused the delete: not empty: ",
     );
     assert_eq!(tree(s.dir.path()), before);
-    assert_eq!(hash_file(&s.root().join("d/file")), kept);
+    assert_eq!(s.stored().hash("d/file"), kept);
 }
 
 #[test]
@@ -449,13 +437,13 @@ fn put_over_an_existing_name_needs_force() {
         5,
         "error: \"same\" exists on the server with other content (use --force to replace it)",
     );
-    assert_eq!(hash_file(&s.root().join("same")), first);
-    assert!(staging(s.root()).is_empty());
+    assert_eq!(s.stored().hash("same"), first);
+    assert_eq!(s.stored().uploads_in_progress(), 0);
 
     let out = s.put("second", "same", true);
     assert_eq!(assert_success(&out), put_line("same", 200_000, second));
-    assert_eq!(hash_file(&s.root().join("same")), second);
-    assert!(staging(s.root()).is_empty());
+    assert_eq!(s.stored().hash("same"), second);
+    assert_eq!(s.stored().uploads_in_progress(), 0);
 
     assert_success(&s.run(&["get", "same", "--output", "fetched"]));
     assert_eq!(hash_file(&s.work.join("fetched")), second);
@@ -493,20 +481,12 @@ fn get_over_an_existing_local_file_needs_force() {
 fn a_file_changed_behind_the_servers_back_downloads_with_its_new_content() {
     let s = Setup::new();
     let uploaded = s.upload("big.bin", 100, 3 << 20);
-    let record = s.root().join(digest_record("big.bin"));
-    assert_eq!(std::fs::read(&record).unwrap()[8..40], *uploaded.as_bytes());
+    assert_eq!(s.stored().recorded_hash("big.bin"), Some(uploaded));
 
-    // Rewritten in place, same size, modification time put back: only its
-    // change time tells, and the server must not send the old hash.
-    let stored = s.root().join("big.bin");
-    let modified = std::fs::metadata(&stored).unwrap().modified().unwrap();
-    let changed = write_random_file(&stored, 101, 3 << 20);
-    std::fs::File::options()
-        .write(true)
-        .open(&stored)
-        .unwrap()
-        .set_modified(modified)
-        .unwrap();
+    // Rewritten behind the server's back, same size (on a disk in place,
+    // modification time put back: only its change time tells), and the
+    // server must not send the old hash.
+    let changed = s.stored().rewrite_behind("big.bin", 101, 3 << 20);
     assert_ne!(changed, uploaded);
 
     let out = s.run(&["get", "big.bin", "--output", "got.bin"]);
@@ -521,16 +501,14 @@ fn a_recorded_hash_that_does_not_match_the_file_fails_the_download() {
     // The record's hash damaged, its stamp intact: as if the file had
     // changed on disk with its times untouched. The client checks what it
     // receives and keeps nothing.
-    let record = s.root().join(digest_record("big.bin"));
-    let mut bytes = std::fs::read(&record).unwrap();
-    bytes[8] ^= 1;
-    std::fs::write(&record, &bytes).unwrap();
+    assert_eq!(s.stored().recorded_hash("big.bin"), Some(uploaded));
+    s.stored().damage_recorded_hash("big.bin");
 
     let out = s.run(&["get", "big.bin", "--output", "got.bin"]);
     assert_error(&out, 6, "integrity mismatch");
     assert!(tree(&s.work).is_empty(), "{:?}", tree(&s.work));
     // The file itself is intact, and once its record is gone it downloads.
-    std::fs::remove_file(&record).unwrap();
+    s.stored().forget_recorded_hash("big.bin");
     let out = s.run(&["get", "big.bin", "--output", "got.bin"]);
     assert_eq!(assert_success(&out), "");
     assert_eq!(hash_file(&s.work.join("got.bin")), uploaded);

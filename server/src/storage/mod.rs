@@ -1,7 +1,8 @@
 //! Where files are stored: the [`Storage`] trait the connection handler
 //! talks to, and its implementations.
 //!
-//! [`LocalStore`] serves a directory on the local file system. A backend
+//! [`LocalStore`] serves a directory on the local file system,
+//! [`S3Store`] a bucket of an S3-compatible object store. A backend
 //! implements [`Storage`] and the handle types it names: an [`Upload`]
 //! whose body arrives through a [`BodySink`], a [`Download`] whose body
 //! leaves through a [`BodySource`], and a [`Listing`]. Names reach a backend
@@ -16,6 +17,7 @@
 //! built, and one more copy of the handler in the binary.
 
 pub mod local;
+pub mod s3;
 
 use framekit_transfer::{Entry, ErrorCode, FileVersion, Hash, NameError};
 use std::future::Future;
@@ -23,6 +25,7 @@ use std::io;
 use std::ops::Range;
 
 pub use local::{LocalStore, Retention};
+pub use s3::S3Store;
 
 /// Bodies up to this size are moved in one piece, held in memory.
 pub const SMALL_BODY: usize = 64 * 1024;
@@ -285,6 +288,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes the interrupted uploads whose time to live is over; returns
     /// how many.
     fn sweep(&self) -> impl Future<Output = usize> + Send;
+
+    /// Waits for what the backend still has to do once the server stops:
+    /// the clean-up of uploads dropped when their connections were aborted
+    /// (a store reached over the network needs requests for it).
+    fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// An upload in progress: where its body goes until it is published.

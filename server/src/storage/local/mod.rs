@@ -308,6 +308,9 @@ impl Storage for LocalStore {
             .await
             .unwrap_or(0)
     }
+
+    /// Nothing is left to do: a dropped upload cleans up after itself.
+    async fn close(&self) {}
 }
 
 /// `upload`, if the disk has room for the `size` bytes it still needs;
