@@ -134,7 +134,8 @@ impl FrameConfig {
     /// the length is adjusted with checked arithmetic and compared with the
     /// maximum before anything is reserved for it.
     pub(crate) fn judge(&self, wire: u64) -> Result<Verdict, Error> {
-        let declared = self.body_len(wire).ok_or(Error::InvalidLength {
+        // `ok_or_else`: an error built eagerly is dropped on every call.
+        let declared = self.body_len(wire).ok_or_else(|| Error::InvalidLength {
             wire,
             adjustment: self.adjustment,
         })?;

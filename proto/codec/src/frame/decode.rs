@@ -136,10 +136,12 @@ impl FrameCodec {
                     Verdict::Take(body) => {
                         // Only a maximum near `usize::MAX` lets this
                         // overflow: no buffer could hold such a frame.
-                        let end = body.checked_add(head_len).ok_or(Error::FrameTooLarge {
-                            declared: body as u64,
-                            max: self.config.max_frame_length as u64,
-                        })?;
+                        let end =
+                            body.checked_add(head_len)
+                                .ok_or_else(|| Error::FrameTooLarge {
+                                    declared: body as u64,
+                                    max: self.config.max_frame_length as u64,
+                                })?;
                         // Stripped head bytes are consumed now (as `take_frame`
                         // would drop them); kept ones stay with the frame.
                         let strip = self.config.strip_len(head_len);
