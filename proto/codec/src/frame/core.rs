@@ -1,12 +1,14 @@
 //! The decoding rules, in one place for the sans-IO decoder and the blocking
 //! reader: reading a frame's head from a byte slice, the length adjustment,
 //! whether a frame is taken, skipped or refused, and how much buffer to
-//! reserve ahead of the bytes that have arrived.
+//! reserve ahead of the bytes that have arrived; and the same rules
+//! precomputed for the decoder's fast path ([`Shortcut`]), which a test
+//! holds to them.
 //!
 //! Nothing here performs I/O or keeps state; both decoders feed it the bytes
 //! they hold and act on its answers.
 
-use super::{FrameConfig, LengthPrefix, MIN_READ_AHEAD, Oversize, READ_AHEAD};
+use super::{ByteOrder, FrameConfig, LengthPrefix, MIN_READ_AHEAD, Oversize, READ_AHEAD};
 use crate::error::Error;
 
 /// The longest unsigned LEB128 varint that can encode a `u64`.
@@ -33,52 +35,17 @@ pub(crate) enum Verdict {
 }
 
 impl FrameConfig {
-    /// The head at the start of `src` if it is complete and its length field
-    /// is read in one step (any fixed width, or a one-byte varint): the fast
-    /// path. Returns the head's length (the bytes before the length field
-    /// and the field itself) and the field's value; `None` in every other
-    /// case, including malformed heads, which
-    /// [`parse_head`](Self::parse_head) then reports.
-    ///
-    /// `PLAIN` says the configuration has no header before the length field
-    /// ([`FrameConfig::plain`]), so that the default layout reads its length
-    /// without looking up the offset.
-    #[inline(always)]
-    pub(crate) fn peek_head<const PLAIN: bool>(&self, src: &[u8]) -> Option<(usize, u64)> {
-        let offset = if PLAIN { 0 } else { self.offset };
-        let field = if PLAIN { src } else { src.get(offset..)? };
-        let (width, wire) = match self.prefix {
-            LengthPrefix::U32Be => (4, u64::from(u32::from_be_bytes(*field.first_chunk()?))),
-            LengthPrefix::U32Le => (4, u64::from(u32::from_le_bytes(*field.first_chunk()?))),
-            LengthPrefix::U16Be => (2, u64::from(u16::from_be_bytes(*field.first_chunk()?))),
-            LengthPrefix::U16Le => (2, u64::from(u16::from_le_bytes(*field.first_chunk()?))),
-            LengthPrefix::U8 => (1, u64::from(*field.first()?)),
-            LengthPrefix::U64Be => (8, u64::from_be_bytes(*field.first_chunk()?)),
-            LengthPrefix::U64Le => (8, u64::from_le_bytes(*field.first_chunk()?)),
-            LengthPrefix::U24Be => (3, uint::<3, true>(field)?),
-            LengthPrefix::U24Le => (3, uint::<3, false>(field)?),
-            LengthPrefix::U40Be => (5, uint::<5, true>(field)?),
-            LengthPrefix::U40Le => (5, uint::<5, false>(field)?),
-            LengthPrefix::U48Be => (6, uint::<6, true>(field)?),
-            LengthPrefix::U48Le => (6, uint::<6, false>(field)?),
-            LengthPrefix::U56Be => (7, uint::<7, true>(field)?),
-            LengthPrefix::U56Le => (7, uint::<7, false>(field)?),
-            LengthPrefix::Varint => match field.first() {
-                Some(&byte) if byte < 0x80 => (1, u64::from(byte)),
-                _ => return None,
-            },
-        };
-        Some((offset + width, wire))
-    }
-
     /// Parses the head at the start of `src` without consuming anything.
     pub(crate) fn parse_head(&self, src: &[u8]) -> Result<Parsed, Error> {
         if let Some(width) = self.prefix.width() {
-            return Ok(match self.peek_head::<false>(src) {
-                Some((len, wire)) => Parsed::Complete { len, wire },
-                None => Parsed::Incomplete {
-                    needed: self.offset + width,
-                },
+            let len = self.offset + width;
+            return Ok(if src.len() < len {
+                Parsed::Incomplete { needed: len }
+            } else {
+                Parsed::Complete {
+                    len,
+                    wire: Field::of(self.prefix).value(window(src, self.offset)),
+                }
             });
         }
         let Some(field) = src.get(self.offset..) else {
@@ -167,7 +134,8 @@ impl FrameConfig {
     /// the length is adjusted with checked arithmetic and compared with the
     /// maximum before anything is reserved for it.
     pub(crate) fn judge(&self, wire: u64) -> Result<Verdict, Error> {
-        let declared = self.body_len(wire).ok_or(Error::InvalidLength {
+        // `ok_or_else`: an error built eagerly is dropped on every call.
+        let declared = self.body_len(wire).ok_or_else(|| Error::InvalidLength {
             wire,
             adjustment: self.adjustment,
         })?;
@@ -184,6 +152,160 @@ impl FrameConfig {
     }
 }
 
+/// How to read a fixed-width length field, or a one-byte varint, from the
+/// eight bytes that start with it: one formula for every width and byte
+/// order, with its constants chosen when the configuration is read, so that
+/// no frame pays for a choice among fifteen readers. The bytes of the
+/// window past the field are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Field {
+    big: bool,
+    /// Big-endian: how far the window, read as a big-endian number, is
+    /// shifted right (64 bits less the field's).
+    shift: u32,
+    /// Little-endian: the field's bits of the window read as a
+    /// little-endian number.
+    mask: u64,
+}
+
+impl Field {
+    /// The reader for `prefix`; for a varint, of its first byte.
+    fn of(prefix: LengthPrefix) -> Field {
+        // 1 to 8 bytes.
+        let bits = 8 * u32::try_from(prefix.width().unwrap_or(1)).unwrap_or(8);
+        Field {
+            big: prefix.byte_order() == Some(ByteOrder::BigEndian),
+            shift: 64 - bits,
+            mask: u64::MAX >> (64 - bits),
+        }
+    }
+
+    #[inline(always)]
+    fn value(&self, window: [u8; 8]) -> u64 {
+        if self.big {
+            self.read::<true>(window)
+        } else {
+            self.read::<false>(window)
+        }
+    }
+
+    /// [`value`](Self::value) for a field whose byte order is known.
+    #[inline(always)]
+    fn read<const BIG: bool>(&self, window: [u8; 8]) -> u64 {
+        if BIG {
+            u64::from_be_bytes(window) >> self.shift
+        } else {
+            u64::from_le_bytes(window) & self.mask
+        }
+    }
+}
+
+/// The eight bytes of `src` from `offset` on, zero past its end.
+#[inline]
+fn window(src: &[u8], offset: usize) -> [u8; 8] {
+    match src.get(offset..).and_then(<[u8]>::first_chunk) {
+        Some(window) => *window,
+        None => padded_window(src, offset),
+    }
+}
+
+/// [`window`] near the end of `src`.
+#[cold]
+fn padded_window(src: &[u8], offset: usize) -> [u8; 8] {
+    let mut window = [0; 8];
+    let rest = src.get(offset..).unwrap_or_default();
+    let n = rest.len().min(window.len());
+    window[..n].copy_from_slice(&rest[..n]);
+    window
+}
+
+/// The decoding rules for a whole frame whose length field is read in one
+/// step (any fixed width, or a one-byte varint), precomputed from a
+/// configuration when a codec is built: the decoder's fast path.
+///
+/// It takes exactly the frames that [`FrameConfig::parse_head`] and
+/// [`FrameConfig::judge`] take and whose end fits a `usize`, and declines
+/// everything else (partial frames, longer varints, oversized frames and
+/// errors), which the decoder then parses with those two. A frame costs one
+/// read of the field, one range test of its value, one addition and one
+/// comparison with the buffered length; nothing in it depends on the layout
+/// but these constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shortcut {
+    /// Where the length field starts.
+    offset: usize,
+    /// The head's length: the header and a field of the shortest width.
+    head_len: usize,
+    field: Field,
+    /// The field values of frames taken are `lo..lo + span`: those whose
+    /// adjusted length is neither negative nor above the maximum (and
+    /// below 0x80 for a varint, whose first byte then is the whole field).
+    lo: u64,
+    span: u64,
+    /// Added (wrapping) to a field value to give the frame's end: the
+    /// head's length plus the adjustment.
+    bias: u64,
+    /// How many leading bytes of a frame are dropped.
+    strip: usize,
+}
+
+impl FrameConfig {
+    /// The fast path's rules for this configuration.
+    pub(crate) fn shortcut(&self) -> Shortcut {
+        let head_len = self.offset + self.prefix.width().unwrap_or(1);
+        let field_max = match self.prefix {
+            LengthPrefix::Varint => 0x7f,
+            _ => self.max_field_value(),
+        };
+        // The longest body whose end, after the head, still fits a `usize`.
+        let max_body = self.max_frame_length.min(usize::MAX - head_len);
+        let adjustment = i128::from(self.adjustment);
+        let lo = (-adjustment).max(0);
+        let hi = (max_body as i128 - adjustment).min(i128::from(field_max));
+        Shortcut {
+            offset: self.offset,
+            head_len,
+            field: Field::of(self.prefix),
+            lo: clamp_u64(lo),
+            // `hi - lo + 1` is at most `2^64 - lo`, and below `2^64` when
+            // `lo` is 0 (then `hi <= max_body < usize::MAX`).
+            span: clamp_u64(hi - lo + 1),
+            bias: (head_len as u64).wrapping_add_signed(self.adjustment),
+            strip: self.strip_len(head_len),
+        }
+    }
+}
+
+impl Shortcut {
+    /// Whether the length field is read big-endian, which picks the copy
+    /// of [`frame`](Self::frame) the decoder runs.
+    pub(crate) fn big_endian(&self) -> bool {
+        self.field.big
+    }
+
+    /// The frame at the start of `src`, if it is complete and taken: its
+    /// end, and how many of its leading bytes are dropped. `BIG` must be
+    /// [`big_endian`](Self::big_endian).
+    #[inline(always)]
+    pub(crate) fn frame<const BIG: bool>(&self, src: &[u8]) -> Option<(usize, usize)> {
+        let field = src.get(self.offset..)?;
+        let window = match field.first_chunk() {
+            Some(window) => *window,
+            // A frame shorter than eight bytes from its length field.
+            None if src.len() >= self.head_len => padded_window(src, self.offset),
+            None => return None,
+        };
+        let wire = self.field.read::<BIG>(window);
+        if wire.wrapping_sub(self.lo) >= self.span {
+            return None;
+        }
+        // `wire + adjustment` is within `0..=max_body`: the true end,
+        // `head_len` more, fits a `usize`, so the wrapping sum is exact.
+        let end = usize::try_from(wire.wrapping_add(self.bias)).ok()?;
+        (src.len() >= end).then_some((end, self.strip))
+    }
+}
+
 /// How many more bytes of buffer to reserve for a body of which `arrived`
 /// bytes are buffered and `missing` are still to come: what is missing, but
 /// never more than what has arrived (at least [`MIN_READ_AHEAD`]) nor more
@@ -192,21 +314,6 @@ impl FrameConfig {
 #[inline]
 pub(crate) fn read_ahead(missing: usize, arrived: usize) -> usize {
     missing.min(arrived.max(MIN_READ_AHEAD)).min(READ_AHEAD)
-}
-
-/// An `N`-byte unsigned integer at the start of `field`, in either byte
-/// order: the widths that have no Rust integer type.
-#[inline(always)]
-fn uint<const N: usize, const BIG: bool>(field: &[u8]) -> Option<u64> {
-    let bytes = field.first_chunk::<N>()?;
-    let mut value = [0u8; 8];
-    Some(if BIG {
-        value[8 - N..].copy_from_slice(bytes);
-        u64::from_be_bytes(value)
-    } else {
-        value[..N].copy_from_slice(bytes);
-        u64::from_le_bytes(value)
-    })
 }
 
 fn clamp_u64(value: i128) -> u64 {
@@ -232,4 +339,162 @@ fn varint_step(value: &mut u64, index: usize, byte: u8) -> Result<bool, Error> {
 pub(crate) const fn varint_len(value: u64) -> usize {
     let bits = 64 - (value | 1).leading_zeros() as usize;
     bits.div_ceil(7)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Builder;
+    use proptest::prelude::*;
+
+    const PREFIXES: [LengthPrefix; 16] = [
+        LengthPrefix::U8,
+        LengthPrefix::U16Be,
+        LengthPrefix::U16Le,
+        LengthPrefix::U24Be,
+        LengthPrefix::U24Le,
+        LengthPrefix::U32Be,
+        LengthPrefix::U32Le,
+        LengthPrefix::U40Be,
+        LengthPrefix::U40Le,
+        LengthPrefix::U48Be,
+        LengthPrefix::U48Le,
+        LengthPrefix::U56Be,
+        LengthPrefix::U56Le,
+        LengthPrefix::U64Be,
+        LengthPrefix::U64Le,
+        LengthPrefix::Varint,
+    ];
+
+    /// Any configuration the builder accepts, with small and extreme
+    /// adjustments and maxima.
+    fn config() -> impl Strategy<Value = FrameConfig> {
+        (
+            0usize..20,
+            proptest::sample::select(PREFIXES.to_vec()),
+            proptest::option::of(1usize..=MAX_VARINT_LEN),
+            prop_oneof![-40i64..40, Just(i64::MIN), Just(i64::MAX), any::<i64>()],
+            proptest::option::of(0usize..40),
+            prop_oneof![
+                0usize..64,
+                Just(usize::MAX),
+                Just(usize::MAX - 3),
+                any::<usize>()
+            ],
+            any::<bool>(),
+        )
+            .prop_map(
+                |(offset, prefix, varint_max, adjustment, strip, max, discard)| {
+                    let mut builder = Builder::new();
+                    builder
+                        .length_field_offset(offset)
+                        .prefix(prefix)
+                        .length_adjustment(adjustment)
+                        .max_frame_length(max)
+                        .oversize(if discard {
+                            Oversize::Discard
+                        } else {
+                            Oversize::Error
+                        });
+                    if let (LengthPrefix::Varint, Some(bytes)) = (prefix, varint_max) {
+                        builder.varint_max_bytes(bytes);
+                    }
+                    let unstripped = builder.config();
+                    // A strip longer than the shortest frame is refused.
+                    strip.map_or(unstripped, |strip| {
+                        builder.strip(strip).try_config().unwrap_or(unstripped)
+                    })
+                },
+            )
+    }
+
+    /// The length field carrying `wire` (reduced to what the field holds),
+    /// written from the prefix's description.
+    fn field(prefix: LengthPrefix, wire: u64) -> Vec<u8> {
+        match (prefix.width(), prefix.byte_order()) {
+            (Some(width), Some(ByteOrder::BigEndian)) => wire.to_be_bytes()[8 - width..].to_vec(),
+            (Some(width), _) => wire.to_le_bytes()[..width].to_vec(),
+            (None, _) => {
+                let mut out = Vec::new();
+                let mut value = wire;
+                while value >= 0x80 {
+                    out.push((value & 0x7f) as u8 | 0x80);
+                    value >>= 7;
+                }
+                out.push(u8::try_from(value).unwrap());
+                out
+            }
+        }
+    }
+
+    /// A configuration and the start of a stream: a header, a length field
+    /// carrying a value at or next to a boundary of the accepted range (or
+    /// any value), and up to 300 more bytes, possibly cut anywhere.
+    fn config_and_bytes() -> impl Strategy<Value = (FrameConfig, Vec<u8>)> {
+        config().prop_flat_map(|config| {
+            let adjustment = i128::from(config.adjustment);
+            let lo = (-adjustment).max(0);
+            let hi = config.max_frame_length as i128 - adjustment;
+            let near = [lo - 1, lo, lo + 1, hi - 1, hi, hi + 1, 0x7f, 0x80]
+                .map(|value| u64::try_from(value.max(0)).unwrap_or(u64::MAX));
+            let wire = prop_oneof![
+                proptest::sample::select(near.to_vec()),
+                0u64..64,
+                Just(u64::MAX),
+                any::<u64>(),
+            ];
+            (
+                Just(config),
+                proptest::collection::vec(any::<u8>(), config.offset),
+                wire,
+                // Longer bodies reach the ends of two-byte varints.
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..48),
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                ],
+                any::<proptest::sample::Index>(),
+                any::<bool>(),
+            )
+                .prop_map(|(config, header, wire, body, cut, whole)| {
+                    let mut bytes = header;
+                    bytes.extend(field(config.prefix, wire));
+                    bytes.extend(body);
+                    if !whole {
+                        bytes.truncate(cut.index(bytes.len() + 1));
+                    }
+                    (config, bytes)
+                })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn the_fast_path_takes_exactly_the_complete_frames_the_rules_take(
+            (config, bytes) in config_and_bytes(),
+        ) {
+            let shortcut = config.shortcut();
+            let taken = if shortcut.big_endian() {
+                shortcut.frame::<true>(&bytes)
+            } else {
+                shortcut.frame::<false>(&bytes)
+            };
+            // What the slow path does with the same bytes: a complete head
+            // read in one step (any fixed width, or a one-byte varint), a
+            // body that is taken, and the whole frame buffered.
+            let one_step = |len: usize| config.prefix.width().is_some() || len == config.offset + 1;
+            let expected = match config.parse_head(&bytes) {
+                Ok(Parsed::Complete { len, wire }) if one_step(len) => match config.judge(wire) {
+                    Ok(Verdict::Take(body)) => body
+                        .checked_add(len)
+                        .filter(|&end| end <= bytes.len())
+                        .map(|end| (end, config.strip_len(len))),
+                    _ => None,
+                },
+                _ => None,
+            };
+            prop_assert_eq!(taken, expected);
+        }
+    }
 }

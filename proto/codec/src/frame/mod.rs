@@ -52,7 +52,7 @@ mod encode;
 #[cfg(feature = "tokio")]
 mod tokio_codec;
 
-use self::core::{MAX_VARINT_LEN, varint_len};
+use self::core::{MAX_VARINT_LEN, Shortcut, varint_len};
 pub use crate::error::ConfigError;
 
 pub use decode::Decoded;
@@ -253,9 +253,6 @@ pub struct FrameConfig {
     /// The longest varint accepted: that limit, or 10, and no more than the
     /// largest acceptable length field value needs.
     pub(crate) max_varint_len: usize,
-    /// No header and the whole head stripped: the decoder's fast path need
-    /// not look at `offset` and `strip`.
-    pub(crate) plain: bool,
 }
 
 impl Default for FrameConfig {
@@ -581,7 +578,6 @@ impl Builder {
             oversize: self.oversize,
             varint_max_bytes: self.varint_max_bytes,
             max_varint_len: self.varint_max_bytes.unwrap_or(MAX_VARINT_LEN),
-            plain: self.offset == 0 && self.strip.is_none(),
         };
         // In error mode a varint need not be longer than the largest value
         // that describes an acceptable frame; in discard mode any length
@@ -625,10 +621,12 @@ impl Builder {
 /// Where the decoder is within the current frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DecodeState {
-    /// Waiting for a complete head.
-    Head,
-    /// [`Head`](Self::Head) for a [plain](FrameConfig::plain) layout.
-    PlainHead,
+    /// Waiting for a complete head whose length field is big-endian (or a
+    /// single byte).
+    HeadBig,
+    /// Waiting for a complete head whose length field is little-endian (or
+    /// a varint).
+    HeadLittle,
     /// The head was parsed and its stripped bytes consumed: the frame ends
     /// `len` bytes from the start of the buffer. Its first `kept` bytes are
     /// head bytes that are delivered; then `skip` more bytes are dropped (a
@@ -671,6 +669,8 @@ enum DecodeState {
 #[derive(Debug, Clone)]
 pub struct FrameCodec {
     config: FrameConfig,
+    /// The fast path's rules, derived from `config` once.
+    shortcut: Shortcut,
     state: DecodeState,
     discarded: u64,
 }
@@ -696,7 +696,8 @@ impl FrameCodec {
     pub fn with_config(config: FrameConfig) -> Self {
         FrameCodec {
             config,
-            state: DecodeState::Head,
+            shortcut: config.shortcut(),
+            state: DecodeState::HeadBig,
             discarded: 0,
         }
         .at_boundary()
@@ -716,15 +717,15 @@ impl FrameCodec {
     /// Whether the codec is between frames: no prefix byte consumed and no
     /// payload pending. A stream that ends here ends cleanly.
     pub fn is_at_boundary(&self) -> bool {
-        matches!(self.state, DecodeState::Head | DecodeState::PlainHead)
+        matches!(self.state, DecodeState::HeadBig | DecodeState::HeadLittle)
     }
 
     /// The state between frames for this codec's layout.
     fn head_state(&self) -> DecodeState {
-        if self.config.plain {
-            DecodeState::PlainHead
+        if self.shortcut.big_endian() {
+            DecodeState::HeadBig
         } else {
-            DecodeState::Head
+            DecodeState::HeadLittle
         }
     }
 

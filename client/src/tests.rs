@@ -4,10 +4,10 @@
 //! client sends, so each test states exactly what the server says and
 //! checks exactly what the client wrote.
 
-mod download;
-mod handshake;
-mod listing;
-mod upload;
+mod test_download;
+mod test_handshake;
+mod test_listing;
+mod test_upload;
 
 use crate::error::{ClientError, Exit, ProtocolError, Step};
 use crate::files::{self, Options, Source, Staging};
