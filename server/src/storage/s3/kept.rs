@@ -469,7 +469,7 @@ pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) -> bool 
     }
     let mut droppable: Vec<KeptState> = states
         .into_iter()
-        .filter(|s| !(s.name == name && s.key == key) && !in_progress(s))
+        .filter(|s| !(in_progress(s) || (s.name == name && s.key == key)))
         .collect();
     let freeable: u64 = droppable.iter().map(KeptState::received).sum();
     if total.saturating_sub(freeable) > inner.quota {
