@@ -257,7 +257,7 @@ fn invisible_characters_in_listed_names_are_printed_escaped() {
     let s = Setup::new();
     // Valid names that would print as other names, or hide their end.
     for name in ["a\u{200b}b", "rtl\u{2067}txt.exe\u{2069}", "tag\u{e0041}"] {
-        std::fs::write(s.server.root.join(name), b"x").unwrap();
+        s.stored().write(name, b"x");
     }
     assert_eq!(
         assert_success(&s.run(&["list"])),
