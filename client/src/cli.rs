@@ -49,6 +49,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
+    /// Give up at once when the server is busy, instead of trying again
+    /// for up to 20 s with growing pauses
+    #[arg(long, global = true)]
+    pub no_retry: bool,
+
     /// What to do
     #[command(subcommand)]
     pub command: Command,

@@ -8,7 +8,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A connection to the server: plain TCP or TLS.
 #[derive(Debug)]
@@ -96,6 +96,11 @@ pub struct ConnectOptions {
     /// The wait used instead of the server's idle timeout when it announces
     /// none (0).
     pub default_idle_timeout: Duration,
+    /// How long to keep trying when the server is busy (it answers the
+    /// hello with `Busy`, or closes the connection without answering it,
+    /// as a server does when too many connections are saying hello);
+    /// `None` to give up at once.
+    pub busy_retry: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -107,9 +112,21 @@ impl Default for ConnectOptions {
             handshake_timeout: Duration::from_secs(30),
             idle_margin: Duration::from_secs(60),
             default_idle_timeout: Duration::from_secs(300),
+            busy_retry: Some(BUSY_RETRY),
         }
     }
 }
+
+/// How long a busy server is tried again, by default.
+pub const BUSY_RETRY: Duration = Duration::from_secs(20);
+
+/// The first pause before trying a busy server again; it doubles with
+/// each try, up to [`MAX_PAUSE`], and is jittered (between half and all
+/// of it) so that clients turned away together do not come back together.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// The longest pause between two tries.
+const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 // The token is a secret: keep it out of debug output.
 impl fmt::Debug for ConnectOptions {
@@ -121,6 +138,7 @@ impl fmt::Debug for ConnectOptions {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_margin", &self.idle_margin)
             .field("default_idle_timeout", &self.default_idle_timeout)
+            .field("busy_retry", &self.busy_retry)
             .finish()
     }
 }
@@ -133,7 +151,73 @@ impl fmt::Debug for ConnectOptions {
 /// [`ConnectOptions::handshake_timeout`] during the handshake, then the
 /// server's announced idle timeout plus [`ConnectOptions::idle_margin`], so
 /// that a dead server cannot make the client wait forever.
+///
+/// A busy server (see [`ConnectOptions::busy_retry`]) is tried again after
+/// a pause, for as long as the options allow; then its last answer is the
+/// error. A server that cannot be reached is not tried again.
 pub fn connect(addr: &str, options: &ConnectOptions) -> Result<Session<Stream>, ClientError> {
+    let started = Instant::now();
+    let mut jitter = Jitter::new();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let error = match connect_once(addr, options) {
+            Err(e) if is_busy(&e) => e,
+            result => return result,
+        };
+        let Some(limit) = options.busy_retry else {
+            return Err(error);
+        };
+        let wait = jitter.between(pause / 2, pause);
+        if started.elapsed() + wait > limit {
+            return Err(error);
+        }
+        std::thread::sleep(wait);
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Whether a failed connection attempt means that the server is busy: it
+/// said so, or it closed the connection without answering the hello.
+fn is_busy(error: &ClientError) -> bool {
+    match error {
+        ClientError::Refused { reply, .. } => reply.code == framekit_transfer::ErrorCode::Busy,
+        ClientError::Closed => true,
+        ClientError::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// Pseudo-random pauses, different in every process.
+pub(crate) struct Jitter(u64);
+
+impl Jitter {
+    pub(crate) fn new() -> Jitter {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        Jitter(hasher.finish() | 1)
+    }
+
+    /// A duration between `low` and `high`.
+    pub(crate) fn between(&mut self, low: Duration, high: Duration) -> Duration {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let span = high.saturating_sub(low).as_micros();
+        let span = u64::try_from(span).unwrap_or(u64::MAX).max(1);
+        low + Duration::from_micros(self.0 % span)
+    }
+}
+
+/// One attempt of [`connect`].
+fn connect_once(addr: &str, options: &ConnectOptions) -> Result<Session<Stream>, ClientError> {
     let connect_error = |source| ClientError::Connect {
         addr: addr.to_owned(),
         source,
@@ -326,7 +410,11 @@ mod tests {
             let mut buf = [0u8; 64];
             let _ = (&stream).read(&mut buf);
         });
-        let err = connect(&addr, &ConnectOptions::default()).unwrap_err();
+        let options = ConnectOptions {
+            busy_retry: None,
+            ..ConnectOptions::default()
+        };
+        let err = connect(&addr, &options).unwrap_err();
         server.join().unwrap();
         match &err {
             ClientError::Refused { reply, .. } => {
@@ -335,5 +423,71 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(err.exit(), Exit::Refused);
+    }
+
+    /// A server that turns away its first `busy` connections, answering
+    /// the hello with Busy, or closing without a word; then welcomes one.
+    fn busy_then_welcoming(busy: usize, silent: bool) -> (String, thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = thread::spawn(move || {
+            for _ in 0..busy {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(&stream);
+                let _: Option<Hello> = read_message(&mut reader, &frame_config()).unwrap();
+                if !silent {
+                    let reply = framekit_transfer::ErrorReply::new(
+                        framekit_transfer::ErrorCode::Busy,
+                        "too many connections",
+                    );
+                    write_message(&mut &stream, &frame_config(), &Response::Error(reply)).unwrap();
+                }
+            }
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(&stream);
+            let _: Option<Hello> = read_message(&mut reader, &frame_config()).unwrap();
+            write_message(&mut &stream, &frame_config(), &welcome(2_000)).unwrap();
+            busy
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn a_busy_server_is_tried_again_until_it_welcomes() {
+        for silent in [false, true] {
+            let (addr, server) = busy_then_welcoming(3, silent);
+            let session = connect(&addr, &ConnectOptions::default()).unwrap();
+            assert_eq!(session.welcome().idle_timeout_ms, 2_000);
+            assert_eq!(server.join().unwrap(), 3);
+        }
+    }
+
+    #[test]
+    fn a_busy_server_is_tried_again_only_as_long_as_allowed() {
+        let (addr, server) = busy_then_welcoming(1_000_000, false);
+        let options = ConnectOptions {
+            busy_retry: Some(Duration::from_millis(300)),
+            ..ConnectOptions::default()
+        };
+        let err = connect(&addr, &options).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Refused { reply, .. } if reply.code == framekit_transfer::ErrorCode::Busy),
+            "{err:?}"
+        );
+        drop(server);
+    }
+
+    #[test]
+    fn pauses_are_jittered_within_their_bounds() {
+        let mut jitter = Jitter::new();
+        let pauses: Vec<Duration> = (0..100)
+            .map(|_| jitter.between(Duration::from_millis(50), Duration::from_millis(100)))
+            .collect();
+        assert!(
+            pauses
+                .iter()
+                .all(|p| *p >= Duration::from_millis(50) && *p < Duration::from_millis(100))
+        );
+        assert!(pauses.windows(2).any(|w| w[0] != w[1]));
     }
 }

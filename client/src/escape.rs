@@ -11,10 +11,12 @@ use std::fmt::{self, Write as _};
 /// disguise text written as visible escapes.
 ///
 /// Control characters (C0, DEL, C1) become `\t`, `\n`, `\r` or `\u{..}`;
-/// Unicode bidirectional controls and line/paragraph separators become
-/// `\u{..}`; a backslash is doubled so that an escape in the output always
-/// means an escaped character. Everything else, including non-ASCII
-/// letters, is printed as is.
+/// Unicode format characters (the invisible ones that steer how the text
+/// around them is shown: bidirectional controls, zero-width spaces and
+/// joiners, tags...) and line/paragraph separators become `\u{..}`; a
+/// backslash is doubled so that an escape in the output always means an
+/// escaped character. Everything else, including non-ASCII letters, is
+/// printed as is.
 ///
 /// ```
 /// use framekit_client::escape::Escaped;
@@ -52,15 +54,36 @@ impl fmt::Display for Escaped<'_> {
 }
 
 fn needs_escape(c: char) -> bool {
-    c == '\\'
-        || c.is_control()
-        || matches!(
-            c,
-            // Bidirectional marks, embeddings, overrides and isolates.
-            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-            // Line and paragraph separators.
-            | '\u{2028}' | '\u{2029}'
-        )
+    c == '\\' || c.is_control() || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `c` is a Unicode format character (general category Cf, as of
+/// Unicode 15): invisible, it changes how the text around it is shown.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
 }
 
 #[cfg(test)]
@@ -98,6 +121,26 @@ mod tests {
     fn bidi_controls_and_separators_are_escaped() {
         assert_eq!(escaped("abc\u{202e}txt.exe"), "abc\\u{202e}txt.exe");
         assert_eq!(escaped("a\u{2066}b\u{2028}c"), "a\\u{2066}b\\u{2028}c");
+    }
+
+    #[test]
+    fn invisible_format_characters_are_escaped() {
+        assert_eq!(escaped("a\u{200b}b"), "a\\u{200b}b");
+        assert_eq!(escaped("zero\u{200d}width"), "zero\\u{200d}width");
+        assert_eq!(escaped("\u{feff}bom"), "\\u{feff}bom");
+        assert_eq!(escaped("soft\u{ad}hyphen"), "soft\\u{ad}hyphen");
+        assert_eq!(escaped("tag\u{e0041}\u{e007f}"), "tag\\u{e0041}\\u{e007f}");
+        for isolate in '\u{2066}'..='\u{2069}' {
+            assert_eq!(
+                escaped(&isolate.to_string()),
+                format!("\\u{{{:x}}}", isolate as u32)
+            );
+        }
+        // Letters and marks that show are left alone, emoji selectors too.
+        assert_eq!(
+            escaped("e\u{301} \u{2764}\u{fe0f}"),
+            "e\u{301} \u{2764}\u{fe0f}"
+        );
     }
 
     #[test]

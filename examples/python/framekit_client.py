@@ -151,9 +151,19 @@ class Malformed(Exception):
 
 # --- Text from the network -----------------------------------------------------
 
-_BIDI = {0x200E, 0x200F, 0x2028, 0x2029}
-_BIDI.update(range(0x202A, 0x202F))
-_BIDI.update(range(0x2066, 0x206A))
+# Unicode format characters (category Cf, as of Unicode 15: invisible, they
+# change how the text around them is shown), and the line and paragraph
+# separators: the same set as the Rust client's.
+_INVISIBLE = {0x2028, 0x2029}
+for _first, _last in [
+    (0xAD, 0xAD), (0x600, 0x605), (0x61C, 0x61C), (0x6DD, 0x6DD),
+    (0x70F, 0x70F), (0x890, 0x891), (0x8E2, 0x8E2), (0x180E, 0x180E),
+    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+]:
+    _INVISIBLE.update(range(_first, _last + 1))
 
 
 def is_control(ch: str) -> bool:
@@ -165,8 +175,8 @@ def is_control(ch: str) -> bool:
 def escape(text: str) -> str:
     """Text from the server, made safe to print on a terminal.
 
-    Control characters become \\t, \\n, \\r or \\u{..}; bidirectional
-    controls and line/paragraph separators become \\u{..}; a backslash is
+    Control characters become \\t, \\n, \\r or \\u{..}; invisible format
+    characters and line/paragraph separators become \\u{..}; a backslash is
     doubled, so an escape in the output always means an escaped character.
     """
     out = []
@@ -179,7 +189,7 @@ def escape(text: str) -> str:
             out.append("\\n")
         elif ch == "\r":
             out.append("\\r")
-        elif is_control(ch) or ord(ch) in _BIDI:
+        elif is_control(ch) or ord(ch) in _INVISIBLE:
             out.append("\\u{%x}" % ord(ch))
         else:
             out.append(ch)

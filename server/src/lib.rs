@@ -13,6 +13,7 @@ mod conn;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod handler;
+mod logging;
 pub mod security;
 pub mod storage;
 
@@ -25,7 +26,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::{LocalStore, Retention, Storage};
+use storage::{LocalStore, MinFree, Retention, Storage};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -36,10 +37,18 @@ pub struct Config {
     pub root: PathBuf,
     /// The largest file accepted, in bytes.
     pub max_file_size: u64,
-    /// How many connections are served at once; more are refused as busy.
+    /// How many connections are served at once (once they said hello);
+    /// more are refused as busy.
     pub max_connections: usize,
     /// How many of those may come from one address.
     pub max_connections_per_ip: usize,
+    /// How many connections may be saying hello at once (TLS handshake,
+    /// hello, token check), an eighth of them from one address; a newer
+    /// one pushes out the oldest that has not finished within a second.
+    pub max_pending: usize,
+    /// How long a connection may take to say hello, TLS handshake
+    /// included (at most the idle timeout).
+    pub hello_timeout: Duration,
     /// How long a silent peer is waited for before it is dropped.
     pub idle_timeout: Duration,
     /// On shutdown, how long transfers in flight may take to finish before
@@ -52,6 +61,8 @@ pub struct Config {
     /// How long interrupted uploads are kept for resuming, and how much of
     /// them.
     pub retention: Retention,
+    /// How much of the disk uploads must leave free.
+    pub min_free: MinFree,
 }
 
 impl Default for Config {
@@ -61,11 +72,14 @@ impl Default for Config {
             max_file_size: 64 << 30,
             max_connections: 256,
             max_connections_per_ip: 64,
+            max_pending: 256,
+            hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             grace_period: Duration::from_secs(10),
             tokens: None,
             tls: None,
             retention: Retention::default(),
+            min_free: MinFree::default(),
         }
     }
 }
@@ -95,7 +109,7 @@ impl Server<LocalStore> {
     /// server stopped, and keeps the interrupted uploads that can still be
     /// resumed.
     pub fn new(config: Config) -> io::Result<Server> {
-        let storage = LocalStore::open(&config.root, config.retention)?;
+        let storage = LocalStore::open_with(&config.root, config.retention, config.min_free)?;
         Ok(Server::with_storage(config, storage))
     }
 }
@@ -126,6 +140,7 @@ impl<B: Storage> Server<B> {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let connections = Connections::new(Arc::clone(&self.shared));
         let sweeper = tokio::spawn(sweep_partials(Arc::clone(&self.shared)));
+        let summaries = tokio::spawn(summarize_logs());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -137,9 +152,20 @@ impl<B: Storage> Server<B> {
         }
         drop(listener);
         sweeper.abort();
+        summaries.abort();
         info!("shutting down");
         connections.shut_down(self.shared.config.grace_period).await;
         self.shared.storage.close().await;
+    }
+}
+
+/// Writes the summaries of the throttled log lines, every second.
+async fn summarize_logs() {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        logging::flush_all();
     }
 }
 

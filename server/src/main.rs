@@ -12,7 +12,7 @@
 use clap::Parser;
 use framekit_server::security::{Tokens, generate_self_signed, load_tls};
 use framekit_server::storage::s3::{OpenError, S3Config};
-use framekit_server::storage::{Retention, S3Store, Storage};
+use framekit_server::storage::{MinFree, Retention, S3Store, Storage};
 use framekit_server::{Config, Server};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -68,13 +68,25 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value = "64G", value_parser = parse_size)]
     max_file_size: u64,
 
-    /// Connections served at once; more are refused with a busy error.
+    /// Connections served at once, once they said hello; more are refused
+    /// with a busy error.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 
     /// Connections served at once from one address.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections_per_ip: u32,
+
+    /// Connections saying hello at once (TLS handshake, hello, token
+    /// check), an eighth of them from one address; a newer connection
+    /// pushes out the oldest that has not finished in a second.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending: u32,
+
+    /// Seconds a new connection has to say hello, TLS handshake included
+    /// (at most the idle timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    hello_timeout: u64,
 
     /// Seconds a silent peer is waited for before being dropped.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -90,11 +102,23 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     partial_ttl: u64,
 
-    /// The most bytes interrupted uploads may hold together; keeping one
-    /// more removes the oldest first, and a file larger than this is not
-    /// kept when interrupted. K, M, G and T suffixes are accepted.
-    #[arg(long, value_name = "BYTES", default_value = "64G", value_parser = parse_size)]
-    staging_quota: u64,
+    /// The most bytes interrupted uploads may hold together, counting each
+    /// resumable upload in progress at its whole size (with --store: at
+    /// the parts it stored); keeping one more removes the oldest first, and
+    /// an upload that does not fit is not kept when interrupted. K, M, G
+    /// and T suffixes are accepted. Default: a quarter of the space free
+    /// when the server starts (with --store: 64G).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    staging_quota: Option<u64>,
+
+    /// Free space every upload must leave on the disk, in bytes (K, M, G,
+    /// T suffixes) or as a share of the disk (e.g. 5%). An upload that
+    /// would leave less is refused before its body, once interrupted
+    /// uploads kept for resuming have been dropped, oldest first, to make
+    /// room. Default: 1% of the disk, at most 256 MiB. Not with --store:
+    /// the bucket's space is the store's to manage.
+    #[arg(long, value_name = "BYTES|PERCENT", value_parser = parse_min_free, conflicts_with = "store")]
+    min_free: Option<MinFree>,
 
     /// Encrypt connections with TLS, using this certificate chain (PEM,
     /// the server's certificate first).
@@ -155,6 +179,26 @@ fn parse_size(text: &str) -> Result<u64, String> {
     value
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// A `--min-free`: a size, or a percentage with up to two decimals.
+fn parse_min_free(text: &str) -> Result<MinFree, String> {
+    let Some(percent) = text.trim().strip_suffix('%') else {
+        return parse_size(text).map(MinFree::Bytes);
+    };
+    let invalid = || format!("'{text}' is not a share of the disk (e.g. 1%, 0.5%, 10%)");
+    let (whole, decimals) = percent.split_once('.').unwrap_or((percent, ""));
+    if decimals.len() > 2 || !decimals.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let whole: u16 = whole.parse().map_err(|_| invalid())?;
+    let decimals: u16 = format!("{decimals:0<2}").parse().map_err(|_| invalid())?;
+    let share = whole
+        .checked_mul(100)
+        .and_then(|w| w.checked_add(decimals))
+        .filter(|&share| share <= 10_000)
+        .ok_or_else(invalid)?;
+    Ok(MinFree::Share(share))
 }
 
 fn main() -> ExitCode {
@@ -227,10 +271,12 @@ async fn serve(args: Args) -> ExitCode {
         return ExitCode::from(2);
     }
     let config = Config {
-        root: args.root,
+        root: args.root.clone(),
         max_file_size: args.max_file_size,
         max_connections: args.max_connections as usize,
         max_connections_per_ip: args.max_connections_per_ip as usize,
+        max_pending: args.max_pending as usize,
+        hello_timeout: Duration::from_secs(args.hello_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         grace_period: Duration::from_secs(args.grace_period),
         tokens,
@@ -239,8 +285,9 @@ async fn serve(args: Args) -> ExitCode {
             ttl: Duration::from_secs(args.partial_ttl),
             quota: args.staging_quota,
         },
+        min_free: args.min_free.unwrap_or_default(),
     };
-    let Some(url) = args.store else {
+    let Some(url) = args.store.clone() else {
         let root = config.root.clone();
         return match Server::new(config) {
             Ok(server) => run(server, listener, root.display().to_string()).await,
@@ -253,6 +300,16 @@ async fn serve(args: Args) -> ExitCode {
             }
         };
     };
+    serve_bucket(config, listener, url, &args).await
+}
+
+/// Serves the bucket of `--store` `url`.
+async fn serve_bucket(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    url: String,
+    args: &Args,
+) -> ExitCode {
     let s3 = S3Config {
         url: url.clone(),
         no_atomic_create: args.no_atomic_create,
@@ -379,5 +436,18 @@ mod tests {
         assert!(parse_size("12X").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn min_free_is_a_size_or_a_percentage() {
+        assert_eq!(parse_min_free("512M"), Ok(MinFree::Bytes(512 << 20)));
+        assert_eq!(parse_min_free("0"), Ok(MinFree::Bytes(0)));
+        assert_eq!(parse_min_free("1%"), Ok(MinFree::Share(100)));
+        assert_eq!(parse_min_free("0.5%"), Ok(MinFree::Share(50)));
+        assert_eq!(parse_min_free("12.34%"), Ok(MinFree::Share(1234)));
+        assert_eq!(parse_min_free("100%"), Ok(MinFree::Share(10_000)));
+        for bad in ["101%", "1.234%", "%", "-1%", "x%", "1.x%", "12X"] {
+            assert!(parse_min_free(bad).is_err(), "{bad}");
+        }
     }
 }

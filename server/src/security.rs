@@ -162,18 +162,63 @@ fn digest(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
-/// Slows down repeated authentication failures from one address: each
-/// failure is answered after a delay that doubles with the address's recent
-/// failures, so tokens cannot be guessed quickly.
+/// Slows down repeated authentication failures: each failure is answered
+/// after a delay that doubles with the recent failures of its address, or
+/// of the first bytes of the token it presented, whichever has more. So
+/// tokens cannot be guessed quickly from one address, nor a token whose
+/// start is known from many.
 #[derive(Debug, Default)]
 pub(crate) struct FailureLimiter {
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    by_address: Mutex<Recent<IpAddr>>,
+    by_prefix: Mutex<Recent<[u8; 32]>>,
+}
+
+/// Recent failures, by what they are counted under.
+#[derive(Debug)]
+struct Recent<K> {
+    failures: HashMap<K, Failures>,
+}
+
+impl<K> Default for Recent<K> {
+    fn default() -> Self {
+        Recent {
+            failures: HashMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
     last: Instant,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Recent<K> {
+    /// Counts a failure under `key` at `now`; returns the count.
+    fn count(&mut self, key: K, now: Instant) -> u32 {
+        let failures = &mut self.failures;
+        if failures.len() >= FailureLimiter::MAX_TRACKED && !failures.contains_key(&key) {
+            failures.retain(|_, f| now.duration_since(f.last) < FailureLimiter::FORGET_AFTER);
+            if failures.len() >= FailureLimiter::MAX_TRACKED
+                && let Some(oldest) = failures
+                    .iter()
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(key, _)| *key)
+            {
+                failures.remove(&oldest);
+            }
+        }
+        let entry = failures.entry(key).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        if now.duration_since(entry.last) >= FailureLimiter::FORGET_AFTER {
+            entry.count = 0;
+        }
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+        entry.count
+    }
 }
 
 impl FailureLimiter {
@@ -183,46 +228,42 @@ impl FailureLimiter {
     pub(crate) const MAX_DELAY: Duration = Duration::from_secs(10);
     /// Failures older than this are forgotten.
     pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
-    /// How many addresses are remembered; the oldest is forgotten first.
+    /// How many addresses (and token prefixes) are remembered; the oldest
+    /// is forgotten first.
     const MAX_TRACKED: usize = 4096;
+    /// Failures are also counted by this many first bytes of the token.
+    pub(crate) const PREFIX_LEN: usize = 4;
 
-    /// Records a failure from `ip` at `now`; returns how long to wait before
-    /// answering it.
-    pub(crate) fn failure(&self, ip: IpAddr, now: Instant) -> Duration {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if failures.len() >= Self::MAX_TRACKED && !failures.contains_key(&ip) {
-            failures.retain(|_, f| now.duration_since(f.last) < Self::FORGET_AFTER);
-            if failures.len() >= Self::MAX_TRACKED
-                && let Some(oldest) = failures
-                    .iter()
-                    .min_by_key(|(_, f)| f.last)
-                    .map(|(ip, _)| *ip)
-            {
-                failures.remove(&oldest);
-            }
-        }
-        let entry = failures.entry(ip).or_insert(Failures {
-            count: 0,
-            last: now,
+    /// Records a failure from `ip` (if known) presenting `token` at `now`;
+    /// returns how long to wait before answering it.
+    pub(crate) fn failure(
+        &self,
+        ip: Option<IpAddr>,
+        token: Option<&str>,
+        now: Instant,
+    ) -> Duration {
+        let by_address = ip.map_or(1, |ip| {
+            self.by_address
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .count(ip, now)
         });
-        if now.duration_since(entry.last) >= Self::FORGET_AFTER {
-            entry.count = 0;
-        }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
-        Self::delay_for(entry.count)
+        let by_prefix = self
+            .by_prefix
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .count(prefix_key(token), now);
+        Self::delay_for(by_address.max(by_prefix))
     }
 
-    /// Forgets the failures of an address that authenticated.
+    /// Forgets the failures of an address that authenticated with full
+    /// access.
     pub(crate) fn success(&self, ip: IpAddr) {
-        let mut failures = self
-            .failures
+        self.by_address
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        failures.remove(&ip);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .failures
+            .remove(&ip);
     }
 
     fn delay_for(count: u32) -> Duration {
@@ -231,6 +272,23 @@ impl FailureLimiter {
             .saturating_mul(1 << doublings)
             .min(Self::MAX_DELAY)
     }
+}
+
+/// What failures with `token` are counted under: a digest of its first
+/// bytes (no part of a token is kept), or of nothing for a missing one.
+fn prefix_key(token: Option<&str>) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    match token {
+        Some(token) => {
+            let bytes = token.as_bytes();
+            hasher.update(b"token prefix ");
+            hasher.update(bytes.get(..FailureLimiter::PREFIX_LEN).unwrap_or(bytes));
+        }
+        None => {
+            hasher.update(b"no token");
+        }
+    }
+    *hasher.finalize().as_bytes()
 }
 
 /// Loads a TLS server configuration from PEM files: a certificate chain
@@ -361,7 +419,13 @@ mod tests {
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let t0 = Instant::now();
         let delays: Vec<_> = (0..8)
-            .map(|i| limiter.failure(a, t0 + Duration::from_secs(i)))
+            .map(|i| {
+                limiter.failure(
+                    Some(a),
+                    Some(&format!("{i}-guess")),
+                    t0 + Duration::from_secs(i),
+                )
+            })
             .collect();
         assert_eq!(delays[0], FailureLimiter::BASE_DELAY);
         assert!(delays.windows(2).all(|w| w[1] >= w[0]));
@@ -371,14 +435,23 @@ mod tests {
             FailureLimiter::MAX_DELAY.min(FailureLimiter::BASE_DELAY * 128)
         );
         // Another address starts from scratch.
-        assert_eq!(limiter.failure(b, t0), FailureLimiter::BASE_DELAY);
+        assert_eq!(
+            limiter.failure(Some(b), Some("other"), t0),
+            FailureLimiter::BASE_DELAY
+        );
         // Long after, the first address is forgiven.
         let later = t0 + FailureLimiter::FORGET_AFTER + Duration::from_secs(10);
-        assert_eq!(limiter.failure(a, later), FailureLimiter::BASE_DELAY);
+        assert_eq!(
+            limiter.failure(Some(a), Some("later"), later),
+            FailureLimiter::BASE_DELAY
+        );
         // And a success forgets at once.
-        limiter.failure(b, t0);
+        limiter.failure(Some(b), Some("again"), t0);
         limiter.success(b);
-        assert_eq!(limiter.failure(b, t0), FailureLimiter::BASE_DELAY);
+        assert_eq!(
+            limiter.failure(Some(b), Some("fresh"), t0),
+            FailureLimiter::BASE_DELAY
+        );
     }
 
     #[test]
@@ -386,8 +459,41 @@ mod tests {
         let limiter = FailureLimiter::default();
         let ip: IpAddr = "::1".parse().unwrap();
         let now = Instant::now();
-        let last = (0..100).map(|_| limiter.failure(ip, now)).last().unwrap();
+        let last = (0..100)
+            .map(|i| limiter.failure(Some(ip), Some(&i.to_string()), now))
+            .last()
+            .unwrap();
         assert_eq!(last, FailureLimiter::MAX_DELAY);
+    }
+
+    #[test]
+    fn failures_are_also_counted_by_the_start_of_the_token() {
+        let limiter = FailureLimiter::default();
+        let now = Instant::now();
+        // From a new address each time, the same first bytes.
+        let delays: Vec<_> = (0..4u8)
+            .map(|i| {
+                let ip = IpAddr::from([192, 0, 2, i]);
+                limiter.failure(Some(ip), Some(&format!("fk_live_{i}")), now)
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            [200, 400, 800, 1600].map(Duration::from_millis).to_vec()
+        );
+        // Other first bytes, from yet another address: from scratch.
+        let ip = IpAddr::from([192, 0, 2, 9]);
+        assert_eq!(
+            limiter.failure(Some(ip), Some("other"), now),
+            FailureLimiter::BASE_DELAY
+        );
+        // A success of the address does not forgive the prefix.
+        let ip = IpAddr::from([192, 0, 2, 0]);
+        limiter.success(ip);
+        assert_eq!(
+            limiter.failure(Some(ip), Some("fk_live_x"), now),
+            Duration::from_millis(3200)
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!   `rsync -a` through an rsync daemon on loopback, in the same runs.
 //! - memory: the server's peak RSS while 100 clients upload 64 MiB each at
 //!   once, while 100 clients each put 100 files of 64 KiB at once, and with
-//!   1,000 idle connections.
+//!   1,000 idle connections, and with 64 listings of a directory of
+//!   300,000 files held by clients that never read (and how long one full
+//!   listing of it takes).
 //! - s3: the server on an S3 store (a single-node Garage, its data in the
 //!   benchmark's directory) against `rclone copy` to and from the same
 //!   bucket and against the local backend, alternating: a big file and
@@ -58,6 +60,7 @@ struct Settings {
     uploads: usize,
     upload_size: u64,
     idle: usize,
+    listed_files: usize,
     only: Option<String>,
 }
 
@@ -77,7 +80,7 @@ fn settings() -> Settings {
             "--only" => only = args.next(),
             other => {
                 eprintln!(
-                    "usage: transfer_bench [--quick] [--dir DIR] [--disk DIR] [--runs N] [--only big|small|sets|memory|s3|s3-big|s3-small|s3-memory] (got {other})"
+                    "usage: transfer_bench [--quick] [--dir DIR] [--disk DIR] [--runs N] [--only big|small|sets|memory|listings|s3|s3-big|s3-small|s3-memory] (got {other})"
                 );
                 std::process::exit(2);
             }
@@ -111,6 +114,7 @@ fn settings() -> Settings {
             uploads: 10,
             upload_size: 4 * MIB,
             idle: 100,
+            listed_files: 20_000,
             only,
         }
     } else {
@@ -125,6 +129,7 @@ fn settings() -> Settings {
             uploads: 100,
             upload_size: 64 * MIB,
             idle: 1_000,
+            listed_files: 300_000,
             only,
         }
     }
@@ -909,6 +914,65 @@ fn memory(settings: &Settings) {
     }
 }
 
+/// The server's peak memory while 64 clients each ask for a listing of a
+/// directory of `settings.listed_files` files and read only its first
+/// entry, then how long a client that reads takes to list it all.
+fn listings(settings: &Settings) {
+    println!("## server memory: listings");
+    let dir = tempfile::tempdir_in(&settings.dir).unwrap();
+    let dir = dir.path();
+    let root = dir.join("root4");
+    let many = root.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..settings.listed_files {
+        std::fs::File::create(many.join(format!("file-{i:06}"))).unwrap();
+    }
+    let server = ServerProcess::start_logging_to(
+        &root,
+        &["--max-connections-per-ip", "100"],
+        &dir.join("server4.log"),
+    );
+    let (_, before) = rss(server.pid());
+    let list_all = || {
+        let mut session = connect(&server.addr.to_string(), &ConnectOptions::default()).unwrap();
+        let started = Instant::now();
+        let mut count = 0;
+        session
+            .list("", |_| {
+                count += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(count, settings.listed_files);
+        started.elapsed()
+    };
+    let alone = list_all();
+    let peers: Vec<_> = (0..64)
+        .map(|_| {
+            let mut peer = server.connect();
+            peer.send(&framekit_transfer::Request::List(framekit_transfer::List {
+                prefix: String::new(),
+            }));
+            assert!(matches!(peer.recv(), framekit_transfer::Response::Entry(_)));
+            peer
+        })
+        .collect();
+    let loaded = list_all();
+    let (_, peak) = rss(server.pid());
+    println!(
+        "| 64 listings of {} files, unread | peak RSS {:.1} MiB (at start {:.1} MiB) |",
+        settings.listed_files,
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0,
+    );
+    println!(
+        "| one full listing of them | {:.2} s alone, {:.2} s beside the 64 |",
+        alone.as_secs_f64(),
+        loaded.as_secs_f64()
+    );
+    drop(peers);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, dst, size] = args.as_slice()
@@ -938,6 +1002,9 @@ fn main() {
     }
     if wants("memory") {
         memory(&settings);
+    }
+    if wants("listings") {
+        listings(&settings);
     }
 }
 

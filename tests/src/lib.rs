@@ -543,7 +543,11 @@ impl RawPeer {
 
     /// Connects and completes the handshake, presenting `token`.
     pub fn connect_with_token(addr: SocketAddr, token: Option<&str>) -> RawPeer {
-        let mut stream = TcpStream::connect(addr).expect("connect");
+        RawPeer::handshake(TcpStream::connect(addr).expect("connect"), token)
+    }
+
+    /// Completes the handshake on `stream`, presenting `token`.
+    pub fn handshake(mut stream: TcpStream, token: Option<&str>) -> RawPeer {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -575,6 +579,50 @@ impl RawPeer {
     /// Sends raw bytes.
     pub fn raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
+    }
+}
+
+/// Opens a TCP connection to `addr` from the local address `from` (any
+/// port), with a receive buffer of `window` bytes if given: set before
+/// connecting, so that the window the peer sees stays that small and a
+/// peer that does not read holds the other side's data back instead of
+/// taking it all into its kernel buffers.
+pub fn connect_from(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    window: Option<usize>,
+) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let socket = rustix::net::socket(family, SocketType::STREAM, None)?;
+    if let Some(window) = window {
+        rustix::net::sockopt::set_socket_recv_buffer_size(&socket, window)?;
+    }
+    if let Some(from) = from {
+        rustix::net::bind(&socket, &SocketAddr::new(from, 0))?;
+    }
+    rustix::net::connect(&socket, &addr)?;
+    Ok(TcpStream::from(socket))
+}
+
+/// Raises this process's limit of open files to its hard limit (a server
+/// started afterwards inherits it), as `scripts/bench` does with `ulimit
+/// -n`; returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if setrlimit(Resource::Nofile, raised).is_ok() {
+        limit.maximum.unwrap_or(u64::MAX)
+    } else {
+        limit.current.unwrap_or(u64::MAX)
     }
 }
 
@@ -696,6 +744,18 @@ pub fn staged_bytes(root: &Path) -> u64 {
         .filter_map(|path| std::fs::metadata(path).ok())
         .map(|meta| meta.len())
         .sum()
+}
+
+/// A temporary directory on a tmpfs (`/dev/shm`) where there is one, else
+/// in the usual place: for tests that make many files or sync many times,
+/// where a disk only adds time.
+pub fn memory_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
 }
 
 /// Waits until `check` holds; panics with `what` after 20 s.
@@ -825,14 +885,26 @@ impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. `"4m"`) at `path`; `None` when not
     /// allowed to (not root).
     pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        Tmpfs::mount_with(path, &format!("size={size}")).ok()
+    }
+
+    /// Mounts a tmpfs with mount `options` (e.g. `"size=4m,nr_inodes=64"`)
+    /// at `path`, or says why it cannot.
+    pub fn mount_with(path: &Path, options: &str) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(path)
-            .stderr(Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs {
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs -o {options} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
             path: path.to_owned(),
         })
     }
@@ -842,6 +914,22 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
+}
+
+/// A small file system for a test of what happens when a disk is full: a
+/// tmpfs mounted with `options` (e.g. `"size=4m"`) under a new temporary
+/// directory, returned with that directory. Panics, saying why, when it
+/// cannot be mounted (the tests must run as root): a test that needs a
+/// full disk fails rather than pass without one.
+pub fn small_disk(options: &str) -> (tempfile::TempDir, Tmpfs) {
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs, which needs root: run the tests as root (e.g. in a container)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = Tmpfs::mount_with(&dir.path().join("mnt"), options)
+        .unwrap_or_else(|reason| panic!("this test needs a small tmpfs: {reason}"));
+    (dir, mnt)
 }
 
 /// Whether the tests run as root (and may mount file systems).

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 const READ_WRITE: &str = "rw-7c1e0b9a4f2d";
 const READ_ONLY: &str = "ro-93d5a8e61b04";
 const WRONG: &str = "guess-5b8f2c7d1e";
+const OTHER_WRONG: &str = "try-0a6e4d2c9b";
 
 /// Writes the token file (mode 0600): one read-write token, one read-only.
 fn token_file(dir: &Path) -> PathBuf {
@@ -334,15 +335,65 @@ fn repeated_failures_from_one_address_are_answered_ever_later() {
         "each failure should wait twice as long as the one before: {delays:?}"
     );
 
-    // A success forgets the failures: the next one starts over.
+    // A success forgets the failures of the address: the next one starts
+    // over (with a token that starts differently: failures are also
+    // counted by the start of the token, and a success does not forget
+    // those).
     drop(RawPeer::connect_with_token(server.addr, Some(READ_WRITE)));
-    let (_stream, reply) = hello(server.addr, Some(WRONG));
+    let (_stream, reply) = hello(server.addr, Some(OTHER_WRONG));
     assert_eq!(error_code(reply), ErrorCode::Unauthorized);
     framekit_tests::eventually("the failure is logged", || {
         failure_delays(&server).len() == 4
     });
     assert_eq!(failure_delays(&server)[3], delays[0]);
 
+    intact.check(&server, &[], None);
+}
+
+#[test]
+fn a_read_only_login_does_not_forgive_the_failures_of_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, intact) = start(dir.path());
+    // Guesses of a full-access token, each after a read-only login.
+    for (i, guess) in ["a-guess", "b-guess", "c-guess", "d-guess"]
+        .into_iter()
+        .enumerate()
+    {
+        let (_stream, reply) = hello(server.addr, Some(guess));
+        assert_eq!(error_code(reply), ErrorCode::Unauthorized);
+        framekit_tests::eventually("the failure is logged", || {
+            failure_delays(&server).len() == i + 1
+        });
+        drop(RawPeer::connect_with_token(server.addr, Some(READ_ONLY)));
+    }
+    assert_eq!(failure_delays(&server), [200, 400, 800, 1600]);
+    intact.check(&server, &[], None);
+}
+
+#[test]
+fn failures_are_counted_by_the_start_of_the_token_from_any_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, intact) = start(dir.path());
+    // The same first bytes from a new address each time.
+    for (i, last) in [2u8, 3, 4].into_iter().enumerate() {
+        let from = std::net::IpAddr::from([127, 0, 0, last]);
+        let stream = framekit_tests::connect_from(Some(from), server.addr, None).unwrap();
+        let mut peer = std::io::BufReader::new(stream);
+        framekit_codec::blocking::write_message(
+            peer.get_mut(),
+            &frame_config(),
+            &framekit_transfer::Hello::new(Some(format!("rw-0{i}"))),
+        )
+        .unwrap();
+        let reply: Response = framekit_codec::blocking::read_message(&mut peer, &frame_config())
+            .unwrap()
+            .unwrap();
+        assert_eq!(error_code(reply), ErrorCode::Unauthorized);
+        framekit_tests::eventually("the failure is logged", || {
+            failure_delays(&server).len() == i + 1
+        });
+    }
+    assert_eq!(failure_delays(&server), [200, 400, 800]);
     intact.check(&server, &[], None);
 }
 

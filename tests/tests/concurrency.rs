@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use framekit_tests::{
-    Running, ServerProcess, assert_success, hash_file, stderr, tree, write_random_file,
+    RawPeer, Running, ServerProcess, assert_success, hash_file, stderr, tree, write_random_file,
 };
+use framekit_transfer::{Delete, ErrorCode, MakeDir, PutEager, Request, Response, Stat, Trailer};
 use std::collections::HashSet;
 
 #[test]
@@ -197,5 +198,91 @@ fn gets_during_forced_replacements_each_see_one_whole_version() {
         );
     }
     assert!(hashes.contains(&server.stored().hash("same.bin")));
+    assert_eq!(server.stored().uploads_in_progress(), 0);
+}
+
+/// Sends an eager upload of `body` as `name` and returns the answer.
+fn put_eager(peer: &mut RawPeer, name: &str, body: &[u8], overwrite: bool) -> Response {
+    peer.send(&Request::PutEager(PutEager {
+        name: name.into(),
+        size: body.len() as u64,
+        overwrite,
+    }));
+    peer.raw(body);
+    peer.send(&Trailer {
+        hash: *blake3::hash(body).as_bytes(),
+    });
+    peer.recv()
+}
+
+/// Peers put fresh names into `d/e` and delete them again at once, which
+/// removes `d/e` and `d` each time they are left empty, while other peers
+/// ask for `d/e` to be made, again and again. A put of a fresh name and a
+/// MakeDir may fail only with NotFound (a parent removed again while they
+/// worked, which the protocol allows), never with AlreadyExists; what a
+/// put said it stored is there, and deleting it says it was deleted.
+#[test]
+fn puts_and_make_dirs_racing_the_removal_of_their_parent_never_answer_already_exists() {
+    const PEERS: usize = 4;
+    const ROUNDS: usize = 300;
+    // On a disk, where syncing a directory takes long enough for the
+    // others to remove it meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let wrong = std::sync::Mutex::new(Vec::new());
+    let retried = std::sync::atomic::AtomicUsize::new(0);
+    let not_found = || retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::thread::scope(|scope| {
+        for p in 0..PEERS {
+            let (server, wrong, not_found) = (&server, &wrong, &not_found);
+            scope.spawn(move || {
+                let mut peer = server.connect();
+                let wrong_answer = |what: String| wrong.lock().unwrap().push(what);
+                for round in 0..ROUNDS {
+                    if p % 2 == 1 {
+                        peer.send(&Request::MakeDir(MakeDir { name: "d/e".into() }));
+                        match peer.recv() {
+                            Response::DirMade => {}
+                            Response::Error(e) if e.code == ErrorCode::NotFound => {
+                                not_found();
+                            }
+                            other => wrong_answer(format!("make d/e: {other:?}")),
+                        }
+                        continue;
+                    }
+                    let name = format!("d/e/{p}-{round}");
+                    match put_eager(&mut peer, &name, name.as_bytes(), round % 2 == 0) {
+                        Response::PutDone { .. } => {
+                            peer.send(&Request::Stat(Stat { name: name.clone() }));
+                            if !matches!(peer.recv(), Response::Entry(_)) {
+                                wrong_answer(format!("{name}: stored, then gone"));
+                            }
+                            peer.send(&Request::Delete(Delete { name: name.clone() }));
+                            let deleted = peer.recv();
+                            if deleted != Response::Deleted {
+                                wrong_answer(format!("delete {name}: {deleted:?}"));
+                            }
+                        }
+                        Response::Error(e) if e.code == ErrorCode::NotFound => {
+                            not_found();
+                        }
+                        other => wrong_answer(format!("put {name}: {other:?}")),
+                    }
+                }
+            });
+        }
+    });
+    let wrong = wrong.into_inner().unwrap();
+    eprintln!(
+        "{} answers NotFound of {}",
+        retried.into_inner(),
+        PEERS * ROUNDS
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers: {wrong:#?}",
+        wrong.len()
+    );
     assert_eq!(server.stored().uploads_in_progress(), 0);
 }

@@ -6,8 +6,8 @@
 
 use framekit_codec::blocking::{read_message, write_message};
 use framekit_tests::{
-    Backend, Running, ServerProcess, Tmpfs, assert_error, assert_success, client_at, eventually,
-    hash_file, is_root, random_bytes, signal, staged_bytes, staging, stderr, stored_for, tree,
+    Backend, RawPeer, Running, ServerProcess, assert_error, assert_success, client_at, eventually,
+    hash_file, random_bytes, signal, small_disk, staged_bytes, staging, stderr, stored_for, tree,
     write_random_file,
 };
 use framekit_transfer::{
@@ -171,7 +171,11 @@ fn a_client_over_the_connection_limit_exits_7_with_busy() {
     let first = server.connect();
     let _second = server.connect();
 
-    let out = server.client(dir.path()).arg("list").output().unwrap();
+    let out = server
+        .client(dir.path())
+        .args(["list", "--no-retry"])
+        .output()
+        .unwrap();
     assert_error(
         &out,
         7,
@@ -188,6 +192,21 @@ fn a_client_over_the_connection_limit_exits_7_with_busy() {
             .status
             .success()
     });
+}
+
+#[test]
+fn a_client_turned_away_as_busy_tries_again_and_gets_in_when_a_slot_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &["--max-connections", "1"]);
+    let held = server.connect();
+    let client = Running::spawn(server.client(dir.path()).arg("list"));
+    // Once it has been turned away, the slot frees.
+    eventually("the client is refused", || {
+        server.log().contains("refused after its hello")
+    });
+    drop(held);
+    let out = client.wait();
+    assert_success(&out);
 }
 
 #[test]
@@ -371,29 +390,12 @@ fn fill(path: &Path) {
     }
 }
 
-/// Mounts a tmpfs of `size` under a new temporary directory, or says why
-/// the test cannot run.
-fn small_disk(size: &str) -> Option<(tempfile::TempDir, Tmpfs)> {
-    if !is_root() {
-        eprintln!(
-            "full-disk test skipped: not root, cannot mount a tmpfs; the raw-peer test in \
-             server.rs and the server's /dev/full unit test cover a full disk"
-        );
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = Tmpfs::mount(&dir.path().join("mnt"), size).expect("mount a tmpfs as root");
-    Some((dir, mnt))
-}
-
 const NO_SPACE: &str =
     "error: the server refused the put: no space: no space left on the server's disk";
 
 #[test]
 fn put_larger_than_the_free_space_exits_7_and_succeeds_once_space_is_freed() {
-    let Some((dir, mnt)) = small_disk("4m") else {
-        return;
-    };
+    let (dir, mnt) = small_disk("size=4m");
     let root = mnt.path.join("root");
     let server = ServerProcess::start(&root, &[]);
     let work = dir.path().join("work");
@@ -422,9 +424,7 @@ fn put_larger_than_the_free_space_exits_7_and_succeeds_once_space_is_freed() {
 
 #[test]
 fn disk_filling_up_during_a_put_exits_7_publishes_nothing_and_the_next_put_succeeds() {
-    let Some((dir, mnt)) = small_disk("64m") else {
-        return;
-    };
+    let (dir, mnt) = small_disk("size=64m");
     let root = mnt.path.join("root");
     let server = ServerProcess::start(&root, &[]);
     let work = dir.path().join("work");
@@ -465,4 +465,49 @@ fn disk_filling_up_during_a_put_exits_7_publishes_nothing_and_the_next_put_succe
             "big.bin"
         ]
     );
+}
+
+/// Fills the file system of `dir` with empty files in `dir` until only
+/// `left` inodes are free.
+fn use_inodes(dir: &Path, left: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let free = || rustix::fs::statvfs(dir).unwrap().f_ffree;
+    let mut i = 0;
+    while free() > left {
+        std::fs::File::create(dir.join(i.to_string())).unwrap();
+        i += 1;
+    }
+    assert_eq!(free(), left);
+}
+
+#[test]
+fn puts_and_make_dirs_that_run_out_of_room_leave_no_directories_behind() {
+    let (dir, mnt) = small_disk("size=4m,nr_inodes=64");
+    let root = mnt.path.join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("a.bin"), random_bytes(130, 1000)).unwrap();
+
+    // Room for the staged upload and two of the three directories it needs.
+    use_inodes(&mnt.path.join("filler"), 3);
+    let out = server
+        .client(&work)
+        .args(["put", "a.bin", "--name", "x/y/z/a.bin"])
+        .output()
+        .unwrap();
+    assert_error(&out, 7, NO_SPACE);
+    assert_eq!(tree(&root), framekit_tests::RESERVED_TREE);
+
+    // Room for two of the three directories asked for.
+    use_inodes(&mnt.path.join("filler"), 2);
+    let mut peer = RawPeer::connect(server.addr);
+    peer.send(&Request::MakeDir(framekit_transfer::MakeDir {
+        name: "m/n/o".into(),
+    }));
+    match peer.recv() {
+        Response::Error(e) => assert_eq!(e.code, framekit_transfer::ErrorCode::NoSpace),
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert_eq!(tree(&root), framekit_tests::RESERVED_TREE);
 }

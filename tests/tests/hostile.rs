@@ -11,9 +11,11 @@
 use framekit_tests::hostile::{
     GIB, Intact, MIB, error_code, log_peer, put_request, read_to_close, wait_for_line,
 };
-use framekit_tests::{Backend, RawPeer, ServerProcess, random_bytes, stored_for};
+use framekit_tests::{
+    Backend, RawPeer, ServerProcess, connect_from, memory_tempdir, random_bytes, stored_for,
+};
 use framekit_transfer::{
-    Delete, ErrorCode, Get, List, Request, Response, Stat, Trailer, frame_config,
+    Delete, ErrorCode, Get, List, MakeDir, Request, Response, Stat, Trailer, Tree, frame_config,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -158,7 +160,9 @@ fn put_over_the_size_limit_is_refused_before_any_body_byte() {
 
 #[test]
 fn put_declaring_four_gib_and_sending_little_holds_only_fixed_buffers() {
-    let dir = tempfile::tempdir().unwrap();
+    // The put needs 4 GiB free, and the server's minimum free space on
+    // top: a tmpfs has them where a full build disk may not.
+    let dir = memory_tempdir();
     let root = dir.path().join("root");
     let server = ServerProcess::start(&root, &[]);
     let intact = Intact::new(&server);
@@ -363,6 +367,72 @@ fn thousand_idle_connections_leave_the_server_responsive_and_small() {
     drop(peers);
 }
 
+/// Files in the directory of the listing tests.
+const HUGE_DIRECTORY: usize = 300_000;
+
+#[test]
+fn listings_of_a_huge_directory_to_peers_that_never_read_hold_bounded_memory() {
+    // 300,000 files are made faster in memory.
+    let dir = memory_tempdir();
+    let root = dir.path().join("root");
+    let many = root.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    // Created in an order unlike the names': the listing sorts them.
+    for i in 0..HUGE_DIRECTORY {
+        let n = (i * 7919) % HUGE_DIRECTORY;
+        std::fs::File::create(many.join(format!("file-{n:06}"))).unwrap();
+    }
+    std::fs::write(root.join("many.txt"), b"sorts before many/").unwrap();
+    std::fs::write(root.join("many0"), b"sorts after many/").unwrap();
+    let server = ServerProcess::start(&root, &["--max-connections-per-ip", "100"]);
+    let intact = Intact::new(&server);
+
+    // 64 peers ask for everything and read only the start of the answer
+    // (so the listing is known to be under way), then nothing more. Their
+    // receive windows are small, so that the listings stop midway rather
+    // than all go into the kernel's buffers.
+    let peers: Vec<RawPeer> = (0..64)
+        .map(|i| {
+            let stream = connect_from(None, server.addr, Some(16 * 1024)).unwrap();
+            let mut peer = RawPeer::handshake(stream, None);
+            let request = if i % 2 == 0 {
+                Request::List(List { prefix: "".into() })
+            } else {
+                Request::Tree(Tree { dir: "".into() })
+            };
+            peer.send(&request);
+            assert!(
+                matches!(peer.recv(), Response::Entry(_) | Response::Directory { .. }),
+                "a listing starts"
+            );
+            peer
+        })
+        .collect();
+    // Meanwhile a client that reads gets everything, in byte order.
+    let mut reader = server.connect();
+    let names = list(&mut reader, "").unwrap();
+    let expected_count =
+        HUGE_DIRECTORY + 2 + names.iter().filter(|n| n.starts_with("intact-")).count();
+    assert_eq!(names.len(), expected_count);
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "not in byte order");
+    let many_txt = names.iter().position(|n| n == "many.txt").unwrap();
+    assert_eq!(names[many_txt + 1], "many/file-000000");
+    assert_eq!(names[many_txt + HUGE_DIRECTORY], "many/file-299999");
+    assert_eq!(names[many_txt + HUGE_DIRECTORY + 1], "many0");
+
+    let memory = server.memory();
+    eprintln!(
+        "server memory with 64 listings of {HUGE_DIRECTORY} files held by peers that do not read: {memory} (before: {})",
+        intact.memory()
+    );
+    assert!(
+        memory.peak <= 64 * MIB,
+        "64 unread listings of {HUGE_DIRECTORY} files took the server's peak memory to {memory}"
+    );
+    intact.check(&server, &[], None);
+    drop(peers);
+}
+
 /// Sends `frame` one byte per second on a connection (after the handshake
 /// when `handshake` is set) while other clients are served, and checks
 /// that the server hangs up on it before the frame is complete: each
@@ -423,6 +493,50 @@ fn trickle(handshake: bool, frame: Vec<u8>) {
     wait_for_line(&server, &[&log_peer(&stream), "idle timeout"]);
 
     intact.check(&server, &[], None);
+}
+
+#[test]
+fn a_connection_saying_hello_slowly_holds_no_session_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &["--max-connections", "1"]);
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    let hello = frame_of(&framekit_transfer::Hello::new(Some("t".repeat(200))));
+    slow.write_all(&hello[..10]).unwrap();
+    // The one session slot is free for a client that says hello at once.
+    let out = server
+        .client(dir.path())
+        .args(["list", "--no-retry"])
+        .output()
+        .unwrap();
+    framekit_tests::assert_success(&out);
+    drop(slow);
+}
+
+#[test]
+fn a_hello_must_arrive_whole_within_the_hello_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        &dir.path().join("root"),
+        &["--hello-timeout", "1", "--idle-timeout", "300"],
+    );
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    let hello = frame_of(&framekit_transfer::Hello::new(Some("t".repeat(200))));
+    // A byte at a time, each well within the idle timeout: the server
+    // hangs up once the hello's second is over, without a word.
+    let mut sent = 0;
+    for byte in &hello {
+        if slow.write_all(&[*byte]).is_err() {
+            break;
+        }
+        sent += 1;
+        if server.log().contains(&log_peer(&slow)) && server.log().contains("idle timeout") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sent < hello.len(), "the whole hello went through");
+    assert_eq!(read_to_close(&mut slow), 0);
+    wait_for_line(&server, &[&log_peer(&slow), "idle timeout"]);
 }
 
 /// The trickled frames are at least this long: 100 seconds at one byte per
@@ -652,4 +766,259 @@ fn symlinks_pointing_out_of_the_root_are_never_followed() {
     intact.check(&server, &["root/file_link"], None);
     assert_eq!(std::fs::read(outside.join("secret")).unwrap(), secret);
     assert!(!outside.join("new").exists());
+}
+
+#[test]
+fn a_link_to_nothing_where_a_directory_must_be_is_not_a_file_and_never_already_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut intact = Intact::new(&server);
+    std::os::unix::fs::symlink("nowhere", root.join("d")).unwrap();
+    intact.record_disk();
+
+    let mut peer = server.connect();
+    for name in ["d", "d/e"] {
+        peer.send(&Request::MakeDir(MakeDir { name: name.into() }));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotAFile, "make {name}");
+    }
+    for (name, overwrite) in [("d/x", false), ("d/x", true), ("d/e/x", false)] {
+        let body = random_bytes(12, 100_000);
+        peer.send(&put_request(name, body.len() as u64, overwrite));
+        assert_eq!(peer.recv(), Response::PutReady { offset: 0 });
+        peer.raw(&body);
+        peer.send(&Trailer {
+            hash: *blake3::hash(&body).as_bytes(),
+        });
+        assert_eq!(
+            error_code(peer.recv()),
+            ErrorCode::NotAFile,
+            "put {name} overwrite={overwrite}"
+        );
+        peer.send(&stat(name));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotFound, "stat {name}");
+    }
+
+    intact.check(&server, &[], None);
+}
+
+/// A loopback address other than 127.0.0.1: the `n`th after it.
+fn loopback(n: u16) -> std::net::IpAddr {
+    let [high, low] = (n + 1).to_be_bytes();
+    std::net::IpAddr::from([127, 0, high, low])
+}
+
+#[test]
+fn a_client_with_a_token_gets_in_past_idle_connections_and_slowloris_hellos_from_many_addresses() {
+    const IDLE: u16 = 2_000;
+    const IDLE_ADDRESSES: u16 = 40;
+    const SLOWLORIS: u16 = 300;
+    let limit = framekit_tests::raise_open_files_limit();
+    assert!(
+        limit >= u64::from(IDLE + SLOWLORIS) + 1024,
+        "the open-files limit ({limit}) is too low for this test: raise the hard limit"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "the-valid-token\n").unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let server = ServerProcess::start(
+        &dir.path().join("root"),
+        &["--token-file", tokens.to_str().unwrap()],
+    );
+
+    // 2,000 connections from 127.0.0.2-127.0.0.41 that never say a word.
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .map(|i| connect_from(Some(loopback(1 + i % IDLE_ADDRESSES)), server.addr, None).unwrap())
+        .collect();
+    // 300 more, each from an address of its own, trickling a hello a
+    // byte a second.
+    let hello = frame_of(&framekit_transfer::Hello::new(Some("t".repeat(200))));
+    let slow: Vec<TcpStream> = (0..SLOWLORIS)
+        .map(|i| connect_from(Some(loopback(1 + IDLE_ADDRESSES + i)), server.addr, None).unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut slow = slow;
+            for byte in hello {
+                for stream in &mut slow {
+                    let _ = stream.write_all(&[byte]);
+                }
+                for _ in 0..10 {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+
+    // Meanwhile a client with the token puts a file: done within 10 s.
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let content = random_bytes(40, 300_000);
+    std::fs::write(work.join("in"), &content).unwrap();
+    let started = std::time::Instant::now();
+    let mut client = framekit_tests::Running::spawn(
+        server
+            .client(&work)
+            .env("FRAMEKIT_TOKEN", "the-valid-token")
+            .args(["put", "in", "--name", "got-in"]),
+    );
+    while !client.has_exited() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let finished = client.has_exited();
+    let out = if finished {
+        client.wait()
+    } else {
+        client.kill()
+    };
+    stop.store(true, Ordering::SeqCst);
+    trickler.join().unwrap();
+    eprintln!(
+        "the client's put {} after {:.1} s",
+        if finished {
+            "finished"
+        } else {
+            "was still running"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        finished,
+        "the put did not complete within 10 s\nserver log:\n{}",
+        server.log()
+    );
+    framekit_tests::assert_success(&out);
+    assert_eq!(server.stored().read("got-in").unwrap(), content);
+    drop(idle);
+}
+
+#[test]
+fn a_flood_of_malformed_connections_is_logged_in_a_few_lines_and_summaries() {
+    const FLOOD: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let intact = Intact::new(&server);
+    for _ in 0..FLOOD {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        // A length far over the maximum: not this protocol at all.
+        let _ = stream.write_all(&u32::MAX.to_be_bytes());
+        read_to_close(&mut stream);
+    }
+    const WHAT: &str = "connection closed on protocol error";
+    let count = |log: &str| -> (u64, u64) {
+        let written = log
+            .lines()
+            .filter(|line| line.contains(WHAT) && !line.contains("left out"))
+            .count() as u64;
+        let left_out = log
+            .lines()
+            .filter(|line| line.contains("log lines left out") && line.contains(WHAT))
+            .filter_map(|line| {
+                line.split("left_out=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum::<u64>();
+        (written, left_out)
+    };
+    // Every one is accounted for, once its window's summary is out.
+    framekit_tests::eventually("the summaries account for every connection", || {
+        let (written, left_out) = count(&server.log());
+        written + left_out == FLOOD
+    });
+    let (written, left_out) = count(&server.log());
+    eprintln!(
+        "{FLOOD} malformed connections: {written} lines written, {left_out} left out and counted"
+    );
+    assert!(
+        written <= FLOOD / 20,
+        "{written} lines for {FLOOD} connections"
+    );
+    assert!(
+        server.log().lines().count() < 500,
+        "{}",
+        server.log().lines().count()
+    );
+    intact.check(&server, &[], None);
+}
+
+#[test]
+fn a_socket_and_a_loop_of_links_in_the_root_are_not_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut intact = Intact::new(&server);
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    std::os::unix::fs::symlink("loop-b", root.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", root.join("loop-b")).unwrap();
+    intact.record_disk();
+
+    let mut peer = server.connect();
+    for name in ["sock", "loop-a", "loop-a/under"] {
+        peer.send(&get(name));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotAFile, "get {name}");
+        peer.send(&stat(name));
+        assert_eq!(error_code(peer.recv()), ErrorCode::NotAFile, "stat {name}");
+    }
+    intact.check(&server, &[], None);
+}
+
+#[test]
+fn a_malformed_request_is_answered_in_words_not_debug_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("root"), &[]);
+    let intact = Intact::new(&server);
+    let mut peer = server.connect();
+    // A get whose if_version option has the tag 7.
+    let mut payload = 1u32.to_le_bytes().to_vec();
+    payload.extend(1u64.to_le_bytes());
+    payload.push(b'f');
+    payload.extend(0u64.to_le_bytes());
+    payload.push(7);
+    let mut frame = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend(payload);
+    peer.raw(&frame);
+    match peer.recv() {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert_eq!(
+                e.message,
+                "malformed Request message: an option's tag is 7, not 0 (none) or 1 (some)"
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    read_to_close(&mut peer.stream);
+    intact.check(&server, &[], None);
+}
+
+#[test]
+fn only_relative_links_inside_the_root_are_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let server = ServerProcess::start(&root, &[]);
+    let mut intact = Intact::new(&server);
+    std::fs::create_dir(root.join("d")).unwrap();
+    std::fs::write(root.join("d/target"), b"inside").unwrap();
+    std::os::unix::fs::symlink("d/target", root.join("relative")).unwrap();
+    std::os::unix::fs::symlink(root.join("d/target"), root.join("absolute")).unwrap();
+    intact.record_disk();
+
+    let mut peer = server.connect();
+    peer.send(&stat("relative"));
+    assert!(matches!(peer.recv(), Response::Entry(e) if e.size == 6));
+    peer.send(&get("absolute"));
+    assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
+    peer.send(&stat("absolute"));
+    assert_eq!(error_code(peer.recv()), ErrorCode::Forbidden);
+    intact.check(&server, &[], None);
 }

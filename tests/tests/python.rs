@@ -390,6 +390,44 @@ fn names_from_the_server_are_printed_escaped() {
 }
 
 #[test]
+fn the_python_client_escapes_exactly_what_the_rust_client_escapes() {
+    // Every Unicode scalar value, in one string.
+    let all: String = (0u32..0x11_0000).filter_map(char::from_u32).collect();
+    let code = "import sys; sys.path.insert(0, sys.argv[1]); import framekit_client as f; \
+                text = sys.stdin.buffer.read().decode(); \
+                sys.stdout.buffer.write(f.escape(text).encode())";
+    let mut child = Command::new(python())
+        .args(["-c", code])
+        .arg(script().parent().unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = {
+        let all = all.clone();
+        std::thread::spawn(move || stdin.write_all(all.as_bytes()).unwrap())
+    };
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    let python = String::from_utf8(out.stdout).unwrap();
+    let rust = framekit_client::escape::Escaped(&all).to_string();
+    if python != rust {
+        let first = python
+            .chars()
+            .zip(rust.chars())
+            .position(|(p, r)| p != r)
+            .unwrap_or(0);
+        panic!(
+            "the clients escape differently from character {first}: python {:?}, rust {:?}",
+            python.chars().skip(first).take(12).collect::<String>(),
+            rust.chars().skip(first).take(12).collect::<String>()
+        );
+    }
+}
+
+#[test]
 fn connection_failures_exit_3_and_usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();

@@ -133,10 +133,11 @@ fn a_rerun_after_an_interrupted_put_sends_only_what_was_missing() {
     write_random_file(&src.join("b.bin"), 77, big);
     let server = ServerProcess::start(&dir.path().join("root"), &[]);
 
-    // Cut in the middle of b.bin.
+    // Cut in the middle of b.bin. (Without --no-retry the client would
+    // try again for a while on new connections, which the proxy closes.)
     let cut = CountingProxy::cutting_after(server.addr, small + big / 2);
     let out = client_at(cut.addr, &work)
-        .args(["put", "tree"])
+        .args(["put", "tree", "--no-retry"])
         .output()
         .unwrap();
     assert!(cut.was_cut());

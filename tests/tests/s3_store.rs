@@ -8,6 +8,7 @@
 //! `FRAMEKIT_TEST_STORE` says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use framekit_tests::hostile::wait_for_line;
 use framekit_tests::s3::{Bucket, Garage, Moto};
 use framekit_tests::stored::{S3Bucket, s3_private_key};
 use framekit_tests::{
@@ -668,6 +669,65 @@ fn interrupted_uploads_beyond_the_staging_quota_are_dropped_oldest_first() {
     eventually("the first one's parts are gone", || {
         s3.uploads().iter().all(|(key, _)| key == "second")
     });
+}
+
+/// Starts a resumable put of `size` bytes as `name` on a connection of
+/// its own, and sends `sent` bytes of its body; once they are stored
+/// (whole parts), returns the connection, the upload in progress.
+fn put_until_stored(server: &ServerProcess, name: &str, size: u64, sent: u64) -> RawPeer {
+    let mut peer = server.connect();
+    peer.send(&Request::Put(Put {
+        name: name.into(),
+        size,
+        overwrite: false,
+        resume_key: Some(*blake3::hash(name.as_bytes()).as_bytes()),
+    }));
+    assert_eq!(peer.recv(), Response::PutReady { offset: 0 }, "{name}");
+    peer.raw(&random_bytes(sent, usize::try_from(sent).unwrap()));
+    let stored = server.stored().clone();
+    eventually("the parts are stored", || {
+        stored.uploading_bytes(name) >= sent
+    });
+    peer
+}
+
+/// The names of the uploads whose state is kept (in progress or
+/// interrupted).
+fn kept_names(stored: &Stored) -> Vec<&'static str> {
+    ["a", "b", "c", "d", "e"]
+        .into_iter()
+        .filter(|name| stored.kept_offset(name).is_some())
+        .collect()
+}
+
+#[test]
+fn the_staging_quota_counts_uploads_in_progress_at_their_whole_size_on_s3() {
+    let bucket = Garage::shared().bucket();
+    let server = on_garage(&bucket, &["--staging-quota", "48M"]);
+    let stored = server.stored().clone();
+    // Kept: 8 MiB of a.
+    drop(put_until_stored(&server, "a", 16 * MIB, 8 * MIB));
+    wait_for_line(&server, &["interrupted upload kept", "name=a "]);
+    // In progress, nothing sent yet: b and c count 16 MiB each, 40 in all.
+    let b = put_until_stored(&server, "b", 16 * MIB, 0);
+    let c = put_until_stored(&server, "c", 16 * MIB, 0);
+    assert_eq!(kept_names(&stored), ["a", "b", "c"]);
+    // d does not fit beside them but in a's room: a goes.
+    let d = put_until_stored(&server, "d", 16 * MIB, 0);
+    wait_for_line(
+        &server,
+        &[
+            "kept upload dropped",
+            "name=a ",
+            "to make room in the staging quota",
+        ],
+    );
+    assert_eq!(kept_names(&stored), ["b", "c", "d"]);
+    // e does not fit at all: an ordinary upload, and nothing is dropped.
+    let e = put_until_stored(&server, "e", 16 * MIB, 0);
+    assert_eq!(kept_names(&stored), ["b", "c", "d"]);
+    assert_eq!(stored.uploads_in_progress(), 1);
+    drop((b, c, d, e));
 }
 
 #[test]

@@ -2,9 +2,7 @@
 //! integrity, truncation, crashes and shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use framekit_tests::{
-    RawPeer, ServerProcess, Tmpfs, eventually, is_root, random_bytes, staging, tree,
-};
+use framekit_tests::{RawPeer, ServerProcess, eventually, random_bytes, small_disk, staging, tree};
 use framekit_transfer::{ErrorCode, Get, Hello, Put, Request, Response, Trailer, frame_config};
 use std::io::Read;
 use std::net::TcpStream;
@@ -372,16 +370,7 @@ fn a_frame_declaring_four_gib_is_refused_without_allocating() {
 
 #[test]
 fn full_disk_is_reported_nothing_is_published_and_the_server_goes_on() {
-    if !is_root() {
-        // Without root no file system can be mounted; the server crate's
-        // library-level test covers a disk that fails with ENOSPC.
-        eprintln!(
-            "full_disk test: not root, cannot mount a tmpfs; covered by the server's unit test"
-        );
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = Tmpfs::mount(&dir.path().join("mnt"), "4m").expect("mount a tmpfs as root");
+    let (_dir, mnt) = small_disk("size=4m");
     let root = mnt.path.join("root");
     let server = ServerProcess::start(&root, &[]);
     let mut peer = server.connect();

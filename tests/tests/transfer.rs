@@ -253,6 +253,19 @@ fn list_prints_size_tab_name_sorted_and_filtered_by_prefix() {
 }
 
 #[test]
+fn invisible_characters_in_listed_names_are_printed_escaped() {
+    let s = Setup::new();
+    // Valid names that would print as other names, or hide their end.
+    for name in ["a\u{200b}b", "rtl\u{2067}txt.exe\u{2069}", "tag\u{e0041}"] {
+        s.stored().write(name, b"x");
+    }
+    assert_eq!(
+        assert_success(&s.run(&["list"])),
+        "1\ta\\u{200b}b\n1\trtl\\u{2067}txt.exe\\u{2069}\n1\ttag\\u{e0041}\n"
+    );
+}
+
+#[test]
 fn list_of_an_empty_root_prints_nothing() {
     let s = Setup::new();
     let out = s.run(&["list"]);

@@ -58,6 +58,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), ClientError> {
     let options = ConnectOptions {
         token,
         tls,
+        busy_retry: (!cli.no_retry).then_some(crate::connect::BUSY_RETRY),
         ..ConnectOptions::default()
     };
     let server = cli.server.as_str();

@@ -13,7 +13,7 @@ use super::output::Ui;
 use super::set::{Done, Link, Tally};
 use crate::cli::PutArgs;
 use crate::connect::{ConnectOptions, connect};
-use crate::error::ClientError;
+use crate::error::{ClientError, Exit};
 use crate::escape::Escaped;
 use crate::files::hashes::LocalHashes;
 use crate::files::plan::{Left, Plan, PutItem, plan_put};
@@ -24,6 +24,7 @@ use framekit_transfer::{Entry, ErrorCode, Hash};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The most bytes of names a listing of what the server holds may take.
 const MAX_LISTING_BYTES: usize = 256 << 20;
@@ -129,14 +130,13 @@ fn put_one(
         }
         _ => {}
     }
-    let session = link.session()?;
     let status = tally_status(tally);
     let mut note = |line: &str| {
         if status {
             meter.println(line);
         }
     };
-    let result = files::put_file(session, source, name, transfer, &meter, &mut note);
+    let result = put_resuming(link, source, name, transfer, &meter, &mut note);
     meter.finish();
     let uploaded = result?;
     if let Some(stamp) = uploaded.stamp {
@@ -151,6 +151,89 @@ fn put_one(
         unchanged: false,
     };
     tally.done(&meter, &done)
+}
+
+/// At most this many times a put continues on a new connection after the
+/// connection broke in the middle of its body.
+const MAX_RECONNECTS: usize = 5;
+
+/// How long after the server's idle timeout a put still waits for the
+/// server to keep what it received, when its connection broke without the
+/// server noticing.
+const KEPT_MARGIN: Duration = Duration::from_secs(2);
+
+/// Puts `source` as `name` over `link`; if the connection breaks in the
+/// middle of the body of a resumable upload (and retrying is allowed),
+/// continues on a new connection where the server kept it.
+///
+/// The server keeps what it received as soon as it sees the break, which
+/// for a connection that went silent (a network failure) is only after its
+/// idle timeout. Until then a put with the same key starts at 0: this one
+/// then drops that connection and tries again, after growing jittered
+/// pauses, until the server's idle timeout (plus a margin) has passed since
+/// the break, and then sends the file whole.
+fn put_resuming(
+    link: &mut Link<'_>,
+    source: &Source,
+    name: &str,
+    transfer: Options,
+    meter: &Meter,
+    note: &mut dyn FnMut(&str),
+) -> Result<files::Uploaded, ClientError> {
+    let retry = link.retries();
+    let mut attempt = files::Attempt::default();
+    let mut broke: Option<(Instant, Duration, ClientError)> = None;
+    let mut reconnects = 0;
+    let mut pause = Duration::from_millis(250);
+    let mut jitter = crate::connect::Jitter::new();
+    loop {
+        let session = match (link.session(), broke.take()) {
+            (Ok(session), broke_before) => {
+                broke = broke_before;
+                session
+            }
+            // The server is gone: the break is what to report.
+            (Err(_), Some((_, _, lost))) => return Err(lost),
+            (Err(e), None) => return Err(e),
+        };
+        let idle = Duration::from_millis(session.welcome().idle_timeout_ms);
+        match files::put_file_attempt(session, source, name, transfer, meter, note, &mut attempt) {
+            Ok(uploaded) => return Ok(uploaded),
+            Err(files::PutFailure::NotKept) => {
+                let Some((at, idle, _)) = &broke else {
+                    return Err(ClientError::Unusable);
+                };
+                if at.elapsed() >= *idle + KEPT_MARGIN {
+                    note(&format!(
+                        "the server did not keep the interrupted upload of {}: sending it whole",
+                        Escaped(name)
+                    ));
+                    attempt.expect_kept = false;
+                } else {
+                    std::thread::sleep(jitter.between(pause / 2, pause));
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+            Err(files::PutFailure::Error(e))
+                if retry
+                    && attempt.body_sent > 0
+                    && reconnects < MAX_RECONNECTS
+                    && link.is_broken()
+                    && e.exit() == Exit::Connection =>
+            {
+                note(&format!(
+                    "the connection broke while sending {} ({e}): continuing on a new connection",
+                    Escaped(name),
+                    e = e.report()
+                ));
+                reconnects += 1;
+                broke = Some((Instant::now(), idle, e));
+                attempt.expect_kept = true;
+                pause = Duration::from_millis(250);
+            }
+            Err(files::PutFailure::Error(e)) => return Err(e),
+        }
+    }
 }
 
 /// Whether progress and notes are shown: not when quiet.
@@ -412,8 +495,7 @@ impl PutSet<'_, '_> {
                 Step::File {
                     path, remote, size, ..
                 } => {
-                    let session = link.session()?;
-                    self.put_large(session, path, remote, size)?;
+                    self.put_large(link, path, remote, size)?;
                     1
                 }
             };
@@ -529,9 +611,9 @@ impl PutSet<'_, '_> {
     }
 
     /// Sends one file that is not small (or was not when it was planned).
-    fn put_large<S: Read + Write>(
+    fn put_large(
         &mut self,
-        session: &mut Session<S>,
+        link: &mut Link<'_>,
         path: &Path,
         remote: &str,
         size: u64,
@@ -545,7 +627,7 @@ impl PutSet<'_, '_> {
             }
         };
         let sent = Source::open(path).and_then(|source| {
-            files::put_file(session, &source, remote, self.transfer, meter, &mut note)
+            put_resuming(link, &source, remote, self.transfer, meter, &mut note)
         });
         self.meter.end_file();
         self.tally

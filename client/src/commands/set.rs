@@ -32,6 +32,17 @@ impl<'a> Link<'a> {
         }
     }
 
+    /// Whether a failed transfer may be tried again (`--no-retry` was not
+    /// given).
+    pub(super) fn retries(&self) -> bool {
+        self.options.busy_retry.is_some()
+    }
+
+    /// Whether the session failed in the middle of an exchange.
+    pub(super) fn is_broken(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::is_broken)
+    }
+
     /// The session, connected if it was not or is no longer usable.
     pub(super) fn session(&mut self) -> Result<&mut Session<Stream>, ClientError> {
         let session = match self.session.take() {

@@ -46,6 +46,7 @@ pub(crate) use download::{components_below, directory_destination, make_real_dir
 pub use fetch::{SMALL_GET, SmallGet, get_small_files};
 pub use source::{Source, remote_name};
 pub use staging::Staging;
+pub(crate) use upload::{Attempt, PutFailure, put_file_attempt};
 pub use upload::{SMALL_FILE, SmallFile, Uploaded, put_file, put_small_files};
 
 /// How to transfer a file.

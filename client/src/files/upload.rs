@@ -54,6 +54,57 @@ pub fn put_file<S: Read + Write>(
     meter: &Meter,
     note: &mut dyn FnMut(&str),
 ) -> Result<Uploaded, ClientError> {
+    let mut attempt = Attempt::default();
+    put_file_attempt(session, source, name, options, meter, note, &mut attempt).map_err(|failure| {
+        match failure {
+            PutFailure::Error(e) => e,
+            PutFailure::NotKept => ClientError::Unusable,
+        }
+    })
+}
+
+/// What a put of a resumable upload (see [`put_file_attempt`]) expects of
+/// the server, and what it did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Attempt {
+    /// The server should hold part of the file: an earlier attempt's
+    /// connection broke after some of its body was sent.
+    pub(crate) expect_kept: bool,
+    /// Body bytes this attempt sent after the server's go-ahead, with a
+    /// resume key: what the server may keep if the connection breaks.
+    pub(crate) body_sent: u64,
+}
+
+/// Why [`put_file_attempt`] did not store the file.
+#[derive(Debug)]
+pub(crate) enum PutFailure {
+    /// It failed.
+    Error(ClientError),
+    /// The server answered at offset 0 where the attempt expected it to
+    /// hold part of the file: the upload was abandoned, and the session
+    /// is unusable.
+    NotKept,
+}
+
+impl From<ClientError> for PutFailure {
+    fn from(error: ClientError) -> Self {
+        PutFailure::Error(error)
+    }
+}
+
+/// [`put_file`], for a caller that continues on a new connection when
+/// this one breaks: `attempt` says whether the server should hold part of
+/// the file, and records how much of the body went out.
+pub(crate) fn put_file_attempt<S: Read + Write>(
+    session: &mut Session<S>,
+    source: &Source,
+    name: &str,
+    options: Options,
+    meter: &Meter,
+    note: &mut dyn FnMut(&str),
+    attempt: &mut Attempt,
+) -> Result<Uploaded, PutFailure> {
+    attempt.body_sent = 0;
     let size = source.size();
     if size <= SMALL_FILE {
         let body = source.read_small()?;
@@ -75,6 +126,10 @@ pub fn put_file<S: Read + Write>(
     loop {
         let mut upload = session.start_put_with_key(name, size, options.force, key)?;
         let offset = upload.offset();
+        if offset == 0 && attempt.expect_kept && key.is_some() {
+            // Dropped before its body: the connection is given up.
+            return Err(PutFailure::NotKept);
+        }
         if offset > 0 {
             note(&format!(
                 "resuming the upload of {} at byte {offset} of {size}",
@@ -82,7 +137,13 @@ pub fn put_file<S: Read + Write>(
             ));
         }
         meter.start(None, size, offset);
-        let hash = send_file(&mut upload, source, &mut |n| meter.inc(n))?;
+        let resumable = key.is_some();
+        let hash = send_file(&mut upload, source, &mut |n| {
+            meter.inc(n);
+            if resumable {
+                attempt.body_sent += n;
+            }
+        })?;
         match upload.finish_with_hash(hash) {
             Err(ClientError::Refused { reply, .. })
                 if reply.code == ErrorCode::IntegrityMismatch && offset > 0 && !retried =>
@@ -101,7 +162,7 @@ pub fn put_file<S: Read + Write>(
                     stamp: source.unchanged_stamp(),
                 });
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -67,6 +67,46 @@ struct TrailingBytes {
     extra: usize,
 }
 
+/// Why bytes are not a valid encoding, in words: bincode's own errors
+/// print as Rust debug output (`UnexpectedVariant { type_name: ... }`),
+/// and these texts reach peers in error answers.
+#[derive(Debug)]
+struct Invalid(bincode::error::DecodeError);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use bincode::error::DecodeError as E;
+        match &self.0 {
+            E::UnexpectedEnd { .. } => f.write_str("it ends before its last field"),
+            E::LimitExceeded => f.write_str("it declares more bytes than its frame holds"),
+            E::InvalidBooleanValue(byte) => write!(f, "a boolean is {byte}, not 0 or 1"),
+            E::UnexpectedVariant {
+                type_name, found, ..
+            } if type_name.starts_with("Option") => {
+                write!(f, "an option's tag is {found}, not 0 (none) or 1 (some)")
+            }
+            E::UnexpectedVariant { found, .. } => write!(f, "no variant has the index {found}"),
+            E::Utf8 { .. } | E::InvalidCharEncoding(_) => {
+                f.write_str("a string is not valid UTF-8")
+            }
+            E::ArrayLengthMismatch { required, found } => {
+                write!(f, "an array of {found} items where {required} are expected")
+            }
+            E::OutsideUsizeRange(len) => write!(f, "a length of {len} is out of range"),
+            // serde's own words: "invalid value: integer `9`, expected ...".
+            E::OtherString(text) => f.write_str(text),
+            E::Other(text) => f.write_str(text),
+            _ => f.write_str("the bytes are not a valid encoding"),
+        }
+    }
+}
+
+impl std::error::Error for Invalid {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// The frame is too large to be decoded as one message.
 #[derive(Debug, thiserror::Error)]
 #[error("a {len}-byte message is too large to decode")]
@@ -91,7 +131,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         message: short_name::<T>(),
         source,
     };
-    let (value, read) = decode_limited::<T>(bytes)?.map_err(|e| failed(MessageError::new(e)))?;
+    let (value, read) =
+        decode_limited::<T>(bytes)?.map_err(|e| failed(MessageError::new(Invalid(e))))?;
     if read != bytes.len() {
         return Err(failed(MessageError::new(TrailingBytes {
             extra: bytes.len() - read,
@@ -285,6 +326,30 @@ mod tests {
         assert_eq!(short_name::<String>(), "String");
         assert_eq!(short_name::<Vec<u8>>(), "Vec");
         assert_eq!(short_name::<u32>(), "u32");
+    }
+
+    #[test]
+    fn decoding_errors_are_said_in_words_not_in_debug_output() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Message {
+            flag: bool,
+            name: Option<String>,
+        }
+        for (bytes, expected) in [
+            (&[2u8, 0][..], "a boolean is 2, not 0 or 1"),
+            (&[1, 7], "an option's tag is 7, not 0 (none) or 1 (some)"),
+            (
+                &[1, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe],
+                "not valid UTF-8",
+            ),
+            (&[1], "it ends before its last field"),
+        ] {
+            let err = decode::<Message>(bytes).unwrap_err().to_string();
+            assert!(err.starts_with("malformed Message message: "), "{err}");
+            assert!(err.contains(expected), "{err}");
+            assert!(!err.contains('{') && !err.contains("type_name"), "{err}");
+        }
     }
 
     #[test]

@@ -3,23 +3,35 @@
 use super::Session;
 use crate::Transport;
 use crate::conn::ConnError;
-use crate::security::{Access, FailureLimiter};
+use crate::logging::{AUTH_FAILED, NOT_A_CLIENT};
+use crate::security::Access;
 use crate::storage::Storage;
 use framekit_codec::message;
 use framekit_transfer::{ErrorCode, Hello, MAGIC, Response, VERSION, Welcome};
 use tracing::{debug, info, warn};
 
 impl<S: Transport, B: Storage> Session<S, B> {
-    /// Reads the client's hello and answers it. `Ok(false)` if the client
-    /// left without saying anything, or was refused.
-    pub(super) async fn handshake(&mut self) -> Result<bool, ConnError> {
-        let frame = match self.conn.read_frame().await {
+    /// Reads the client's hello, whole by `deadline` if given (else within
+    /// the idle timeout), and checks it and its token. `Ok(false)` if the
+    /// client left without saying anything, or was refused (and told why).
+    /// The welcome is [`Session::welcome`].
+    pub(super) async fn hello(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<bool, ConnError> {
+        let read = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.conn.read_frame())
+                .await
+                .unwrap_or(Err(ConnError::Timeout)),
+            None => self.conn.read_frame().await,
+        };
+        let frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(false),
             Err(ConnError::Protocol(e)) if !e.is_truncated() => {
                 // Whatever this peer speaks, it is not our framing.
                 if let [0x16, 0x03, ..] = self.conn.buffered() {
-                    info!("a TLS client connected to this plain-text server");
+                    NOT_A_CLIENT.log(|| info!("a TLS client connected to this plain-text server"));
                 }
                 self.refuse(ErrorCode::BadMagic, "not a framekit client")
                     .await?;
@@ -32,7 +44,7 @@ impl<S: Transport, B: Storage> Session<S, B> {
             self.refuse(ErrorCode::BadMagic, "not a framekit client")
                 .await?;
             self.conn.shutdown().await;
-            debug!("refused: bad magic");
+            NOT_A_CLIENT.log(|| debug!("refused: bad magic"));
             return Ok(false);
         }
         // The hello's layout is the magic, then a u16 version, in every
@@ -47,7 +59,7 @@ impl<S: Transport, B: Storage> Session<S, B> {
             );
             self.refuse(ErrorCode::UnsupportedVersion, message).await?;
             self.conn.shutdown().await;
-            info!(version, "refused: unsupported version");
+            NOT_A_CLIENT.log(|| info!(version, "refused: unsupported version"));
             return Ok(false);
         }
         let hello: Hello = match message::decode(&frame) {
@@ -62,21 +74,26 @@ impl<S: Transport, B: Storage> Session<S, B> {
             match tokens.check(hello.token.as_deref()) {
                 Some(access) => {
                     self.access = access;
-                    if let Some(ip) = self.peer {
+                    // Only full access forgives: a read-only token must
+                    // not let its holder guess the others at full speed.
+                    if let (Some(ip), Access::ReadWrite) = (self.peer, access) {
                         self.shared.limiter.success(ip);
                     }
                 }
                 None => {
-                    let delay = match self.peer {
-                        Some(ip) => self.shared.limiter.failure(ip, std::time::Instant::now()),
-                        None => FailureLimiter::BASE_DELAY,
-                    };
-                    let missing = hello.token.is_none();
-                    warn!(
-                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        token = if missing { "missing" } else { "wrong" },
-                        "authentication failed"
+                    let delay = self.shared.limiter.failure(
+                        self.peer,
+                        hello.token.as_deref(),
+                        std::time::Instant::now(),
                     );
+                    let missing = hello.token.is_none();
+                    AUTH_FAILED.log(|| {
+                        warn!(
+                            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                            token = if missing { "missing" } else { "wrong" },
+                            "authentication failed"
+                        );
+                    });
                     tokio::time::sleep(delay).await;
                     let message = if missing {
                         "this server requires an access token"
@@ -89,6 +106,11 @@ impl<S: Transport, B: Storage> Session<S, B> {
                 }
             }
         }
+        Ok(true)
+    }
+
+    /// Welcomes a client whose hello was accepted.
+    pub(super) async fn welcome(&mut self) -> Result<(), ConnError> {
         let config = &self.shared.config;
         let welcome = Welcome {
             version: VERSION,
@@ -97,7 +119,6 @@ impl<S: Transport, B: Storage> Session<S, B> {
             idle_timeout_ms: u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX),
             read_only: self.access == Access::ReadOnly,
         };
-        self.conn.send(&Response::Welcome(welcome)).await?;
-        Ok(true)
+        self.conn.send(&Response::Welcome(welcome)).await
     }
 }

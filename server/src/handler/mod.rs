@@ -10,6 +10,7 @@ mod upload;
 use crate::Shared;
 use crate::Transport;
 use crate::conn::{Conn, ConnError};
+use crate::logging::{REQUEST_FAILED, STORAGE_FAILURE};
 use crate::security::Access;
 use crate::storage::{Storage, StoreError};
 use framekit_codec::message;
@@ -65,6 +66,26 @@ where
     S: Transport,
     B: Storage,
 {
+    match greet(stream, shared, peer, None).await? {
+        Some(greeted) => greeted.serve(stop).await,
+        None => Ok(()),
+    }
+}
+
+/// Reads a connection's hello and checks it (and its token): `None` if the
+/// client left without a word or was refused (it was told why). The whole
+/// hello must arrive by `deadline`, if there is one, else within the idle
+/// timeout.
+pub(crate) async fn greet<S, B>(
+    stream: S,
+    shared: Arc<Shared<B>>,
+    peer: Option<IpAddr>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Option<Greeted<S, B>>, ConnError>
+where
+    S: Transport,
+    B: Storage,
+{
     let mut session = Session {
         conn: Conn::new(stream, shared.config.idle_timeout),
         shared,
@@ -73,49 +94,79 @@ where
         transferred: 0,
         offset: 0,
     };
-    if !session.handshake().await? {
-        return Ok(());
+    Ok(session
+        .hello(deadline)
+        .await?
+        .then_some(Greeted { session }))
+}
+
+/// A connection whose hello was accepted, not welcomed yet: the server
+/// decides whether it has room for it.
+pub(crate) struct Greeted<S, B> {
+    session: Session<S, B>,
+}
+
+impl<S: Transport, B: Storage> Greeted<S, B> {
+    /// Welcomes the client and serves its requests until it leaves, breaks
+    /// the protocol, times out, or `stop` is cancelled between requests.
+    pub(crate) async fn serve(mut self, stop: CancellationToken) -> Result<(), ConnError> {
+        self.session.welcome().await?;
+        self.session.requests(stop).await
     }
-    loop {
-        let frame = tokio::select! {
-            biased;
-            () = stop.cancelled() => {
-                let bye = ErrorReply::new(ErrorCode::ShuttingDown, "the server is shutting down");
-                let _ = session.conn.send(&Response::Error(bye)).await;
-                session.conn.shutdown().await;
+
+    /// Refuses the client with `code` and `message`, and closes.
+    pub(crate) async fn refuse(mut self, code: ErrorCode, message: &str) {
+        if self.session.refuse(code, message).await.is_ok() {
+            self.session.conn.shutdown().await;
+        }
+    }
+}
+
+impl<S: Transport, B: Storage> Session<S, B> {
+    /// Reads and carries out requests, one after the other.
+    async fn requests(&mut self, stop: CancellationToken) -> Result<(), ConnError> {
+        let session = self;
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    let bye = ErrorReply::new(ErrorCode::ShuttingDown, "the server is shutting down");
+                    let _ = session.conn.send(&Response::Error(bye)).await;
+                    session.conn.shutdown().await;
+                    return Ok(());
+                }
+                frame = session.conn.read_frame() => match frame {
+                    Ok(frame) => frame,
+                    Err(ConnError::Protocol(e)) if !e.is_truncated() => {
+                        // Tell the peer why before hanging up: the stream can no
+                        // longer be followed.
+                        session.refuse(ErrorCode::BadRequest, e.to_string()).await?;
+                        session.conn.shutdown().await;
+                        return Err(e.into());
+                    }
+                    Err(ConnError::Timeout) => {
+                        let idle = session.shared.config.idle_timeout.as_secs();
+                        let message = format!("closing the connection after {idle} s without a request");
+                        let _ = session.refuse(ErrorCode::Timeout, message).await;
+                        session.conn.shutdown().await;
+                        return Err(ConnError::Timeout);
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let Some(frame) = frame else {
                 return Ok(());
-            }
-            frame = session.conn.read_frame() => match frame {
-                Ok(frame) => frame,
-                Err(ConnError::Protocol(e)) if !e.is_truncated() => {
-                    // Tell the peer why before hanging up: the stream can no
-                    // longer be followed.
+            };
+            let request: Request = match message::decode(&frame) {
+                Ok(request) => request,
+                Err(e) => {
                     session.refuse(ErrorCode::BadRequest, e.to_string()).await?;
                     session.conn.shutdown().await;
                     return Err(e.into());
                 }
-                Err(ConnError::Timeout) => {
-                    let idle = session.shared.config.idle_timeout.as_secs();
-                    let message = format!("closing the connection after {idle} s without a request");
-                    let _ = session.refuse(ErrorCode::Timeout, message).await;
-                    session.conn.shutdown().await;
-                    return Err(ConnError::Timeout);
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        let Some(frame) = frame else {
-            return Ok(());
-        };
-        let request: Request = match message::decode(&frame) {
-            Ok(request) => request,
-            Err(e) => {
-                session.refuse(ErrorCode::BadRequest, e.to_string()).await?;
-                session.conn.shutdown().await;
-                return Err(e.into());
-            }
-        };
-        session.request(request).await?;
+            };
+            session.request(request).await?;
+        }
     }
 }
 
@@ -139,7 +190,9 @@ fn log_request(
             outcome: Outcome::Refused(code),
             ..
         }) => info!(op, name = %name, offset, bytes, ms, outcome = %code),
-        Err(e) => warn!(op, name = %name, offset, bytes, ms, outcome = "failed", error = %e),
+        Err(e) => REQUEST_FAILED.log(|| {
+            warn!(op, name = %name, offset, bytes, ms, outcome = "failed", error = %e);
+        }),
     }
 }
 
@@ -166,7 +219,7 @@ impl Refusal {
             Refusal::Reply(code, message) => ErrorReply::new(code, message),
             Refusal::Store(error) => {
                 if let StoreError::Io(e) = &error {
-                    warn!(error = %e, "storage failure");
+                    STORAGE_FAILURE.log(|| warn!(error = %e, "storage failure"));
                 }
                 ErrorReply::new(error.code(), error.client_message())
             }

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::io;
 use std::ops::Range;
 
-pub use local::{LocalStore, Retention};
+pub use local::{LocalStore, MinFree, Retention};
 pub use s3::S3Store;
 
 /// Bodies up to this size are moved in one piece, held in memory.
@@ -91,6 +91,14 @@ impl StoreError {
 
 impl From<io::Error> for StoreError {
     fn from(error: io::Error) -> Self {
+        // A loop of symbolic links, and a socket or device that cannot be
+        // opened, are names that are not files; the kinds std gives them
+        // cannot be matched on stable Rust.
+        let not_a_file = [rustix::io::Errno::LOOP, rustix::io::Errno::NXIO]
+            .map(|errno| Some(errno.raw_os_error()));
+        if not_a_file.contains(&error.raw_os_error()) {
+            return StoreError::NotAFile;
+        }
         match error.kind() {
             io::ErrorKind::NotFound => StoreError::NotFound,
             io::ErrorKind::AlreadyExists => StoreError::AlreadyExists,

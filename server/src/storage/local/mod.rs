@@ -10,21 +10,24 @@
 mod digest;
 mod partial;
 mod pipeline;
+mod space;
 mod store;
+mod walk;
 
 pub use partial::Retention;
 pub use pipeline::{LocalSink, LocalSource};
+pub use space::MinFree;
 pub use store::LocalUpload;
 
 use crate::storage::{Download, FileInfo, Found, Listing, SmallPut, Storage, StoreError, Upload};
 use framekit_transfer::{Entry, FileVersion, Hash};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use store::{Checked, Staged, Store};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use walk::Walk;
 
 /// At most this many threads sync the files of a batch at once.
 const SYNC_TASKS: usize = 8;
@@ -41,8 +44,18 @@ impl LocalStore {
     /// stopped, and keeps the interrupted uploads that can still be
     /// resumed under `retention`.
     pub fn open(path: &Path, retention: Retention) -> io::Result<LocalStore> {
+        LocalStore::open_with(path, retention, MinFree::default())
+    }
+
+    /// Opens the directory to serve as [`LocalStore::open`] does; uploads
+    /// must leave `min_free` of its disk free (see [`MinFree`]).
+    pub fn open_with(
+        path: &Path,
+        retention: Retention,
+        min_free: MinFree,
+    ) -> io::Result<LocalStore> {
         Ok(LocalStore {
-            store: Arc::new(Store::open_with(path, retention)?),
+            store: Arc::new(Store::open_with(path, retention, min_free)?),
         })
     }
 
@@ -58,20 +71,16 @@ impl LocalStore {
             .unwrap_or_else(|e| Err(StoreError::Io(io::Error::other(e))))
     }
 
-    /// Starts a listing: `walk` runs on the blocking pool and hands what
-    /// it finds over a channel, stopping when the listing is dropped.
-    fn listing<F>(&self, walk: F) -> LocalListing
+    /// A listing that starts with `start`, run on the blocking pool a
+    /// step at a time as it is read.
+    fn listing<F>(&self, start: F) -> LocalListing
     where
-        F: FnOnce(&Store, &mut dyn FnMut(Found) -> bool) -> Result<(), StoreError> + Send + 'static,
+        F: FnOnce(&Store) -> Result<Walk, StoreError> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(256);
-        let store = Arc::clone(&self.store);
-        let walker = tokio::task::spawn_blocking(move || {
-            walk(&store, &mut |found| tx.blocking_send(found).is_ok())
-        });
         LocalListing {
-            found: rx,
-            walker: Some(walker),
+            store: Arc::clone(&self.store),
+            state: ListingState::Start(Box::new(start)),
+            found: VecDeque::new(),
         }
     }
 
@@ -197,8 +206,7 @@ impl Storage for LocalStore {
         let name = name.to_owned();
         self.blocking(move |store| {
             store.check_put(&name, overwrite)?;
-            let upload = store.begin_upload()?;
-            fits(store, upload, size)
+            store.begin_upload(size)
         })
         .await
     }
@@ -213,8 +221,7 @@ impl Storage for LocalStore {
         let name = name.to_owned();
         self.blocking(move |store| {
             store.check_put(&name, overwrite)?;
-            let upload = store.begin_resumable(key, &name, size)?;
-            fits(store, upload, size)
+            store.begin_resumable(key, &name, size)
         })
         .await
     }
@@ -263,12 +270,12 @@ impl Storage for LocalStore {
 
     fn list(&self, prefix: &str, dirs: bool) -> LocalListing {
         let prefix = prefix.to_owned();
-        self.listing(move |store, each| store.list(&prefix, dirs, each))
+        self.listing(move |store| store.list(&prefix, dirs))
     }
 
     fn tree(&self, dir: &str) -> LocalListing {
         let dir = dir.to_owned();
-        self.listing(move |store, each| store.tree(&dir, each))
+        self.listing(move |store| store.tree(&dir))
     }
 
     async fn stat(&self, name: &str) -> Result<Entry, StoreError> {
@@ -313,15 +320,6 @@ impl Storage for LocalStore {
     async fn close(&self) {}
 }
 
-/// `upload`, if the disk has room for the `size` bytes it still needs;
-/// refused for space, a resumable upload stays as it was.
-fn fits(store: &Store, upload: LocalUpload, size: u64) -> Result<LocalUpload, StoreError> {
-    if store.available_space()? < size - upload.offset() {
-        return Err(StoreError::NoSpace);
-    }
-    Ok(upload)
-}
-
 impl Upload for LocalUpload {
     type Sink = LocalSink;
 
@@ -342,6 +340,7 @@ impl Upload for LocalUpload {
     }
 
     async fn abandon(self) {
+        self.ending();
         // Keeping an upload syncs its file.
         let _ = tokio::task::spawn_blocking(move || drop(self)).await;
     }
@@ -374,23 +373,77 @@ impl Download for LocalDownload {
     }
 }
 
-/// A walk of the local directory in progress, on a blocking thread that
-/// runs at most a channel's worth ahead of the connection.
-#[derive(Debug)]
+/// A listing of the local directory in progress: the walk makes a step
+/// (on the blocking pool) whenever what the last one found has been
+/// handed out, so that it holds a bounded amount of memory however slowly
+/// its client reads, and no thread while it waits (see `walk.rs`).
 pub struct LocalListing {
-    found: mpsc::Receiver<Found>,
-    walker: Option<JoinHandle<Result<(), StoreError>>>,
+    store: Arc<Store>,
+    state: ListingState,
+    /// Found by the last step, not handed out yet.
+    found: VecDeque<Found>,
+}
+
+/// How a listing starts: its walk, made by the first step.
+type Start = Box<dyn FnOnce(&Store) -> Result<Walk, StoreError> + Send>;
+
+/// Where a listing is.
+enum ListingState {
+    /// Not started.
+    Start(Start),
+    /// Walking.
+    Walking(Box<Walk>),
+    /// Finished, or failed and already said so; or a step was under way
+    /// when its future was dropped.
+    Over,
+}
+
+impl std::fmt::Debug for LocalListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            ListingState::Start(_) => "start",
+            ListingState::Walking(_) => "walking",
+            ListingState::Over => "over",
+        };
+        f.debug_struct("LocalListing")
+            .field("state", &state)
+            .field("found", &self.found.len())
+            .finish()
+    }
 }
 
 impl Listing for LocalListing {
     async fn next(&mut self) -> Option<Result<Found, StoreError>> {
-        if let Some(found) = self.found.recv().await {
-            return Some(Ok(found));
-        }
-        match self.walker.take()?.await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(Err(e)),
-            Err(e) => Some(Err(StoreError::Io(io::Error::other(e)))),
+        loop {
+            if let Some(found) = self.found.pop_front() {
+                return Some(Ok(found));
+            }
+            let state = std::mem::replace(&mut self.state, ListingState::Over);
+            let walk = match state {
+                ListingState::Over => return None,
+                ListingState::Walking(walk) if walk.is_done() => return None,
+                ListingState::Walking(walk) => Ok(walk),
+                ListingState::Start(start) => Err(start),
+            };
+            let store = Arc::clone(&self.store);
+            let stepped = tokio::task::spawn_blocking(move || {
+                let mut walk = match walk {
+                    Ok(walk) => walk,
+                    Err(start) => Box::new(start(&store)?),
+                };
+                let mut found = Vec::with_capacity(walk::STEP);
+                walk.step(&mut found, walk::STEP)?;
+                Ok::<_, StoreError>((walk, found))
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(io::Error::other(e))));
+            match stepped {
+                Ok((walk, found)) => {
+                    self.found.extend(found);
+                    self.state = ListingState::Walking(walk);
+                }
+                Err(e) => return Some(Err(e)),
+            }
         }
     }
 }

@@ -11,19 +11,28 @@
 //!
 //! The record on disk is only written once the data it describes is
 //! synced, so after a crash a partial upload is at worst shorter than it
-//! was (its data is cut back to the recorded length), never longer. Kept
-//! uploads expire after a time to live, and their total size is bounded by
-//! a quota: keeping one more evicts the oldest first. An index in memory
-//! mirrors the directory, so that looking a key up costs no disk access.
+//! was (its data is cut back to the recorded length), never longer. An
+//! index in memory mirrors the directory, so that looking a key up costs no
+//! disk access.
+//!
+//! What this directory may hold is bounded by the staging quota: the bytes
+//! kept, plus the whole announced size of every resumable upload in
+//! progress (which is what it may come to hold). An upload that does not
+//! fit, even once the oldest kept uploads are dropped, goes to the staging
+//! area as an ordinary upload and is not kept if interrupted. Kept uploads
+//! also go when they expire, when their name is published (whichever of
+//! the publish and the keeping comes second sees the first), and, oldest
+//! first, when the disk needs room for an upload (see `space.rs`). Every
+//! drop is logged with its reason.
 
 use cap_std::fs::{Dir, MetadataExt as _, OpenOptions};
 use framekit_transfer::{Hash, validate_name};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt as _;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 /// Where interrupted uploads are kept, relative to the root.
@@ -32,20 +41,32 @@ pub(super) const PARTIAL: &str = ".framekit/partial";
 /// The first line of every record.
 const HEADER: &str = "framekit partial upload 1";
 
+/// How long a put waits for another upload with its key to end, while
+/// that upload is still receiving: long enough for the server to notice
+/// that its client reconnected because the connection broke.
+const WAIT_FOR_RECEIVING: Duration = Duration::from_secs(2);
+
+/// How long a put waits for another upload with its key that is ending
+/// (its connection broke, what it received is being synced and kept).
+const WAIT_FOR_ENDING: Duration = Duration::from_secs(30);
+
 /// How long interrupted uploads are kept, and how much of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// How long an interrupted upload is kept after it was last interrupted.
     pub ttl: Duration,
-    /// The most bytes all kept uploads may hold together.
-    pub quota: u64,
+    /// The staging quota: the most bytes kept uploads, and resumable
+    /// uploads in progress at their announced size, may take together.
+    /// `None`: a quarter of the space available to uploads when the
+    /// server starts (counting what kept uploads already hold).
+    pub quota: Option<u64>,
 }
 
 impl Default for Retention {
     fn default() -> Self {
         Retention {
             ttl: Duration::from_secs(24 * 60 * 60),
-            quota: 64 << 30,
+            quota: None,
         }
     }
 }
@@ -111,24 +132,85 @@ pub(super) enum Claim {
     /// Nothing to continue: start a new resumable upload at 0.
     Fresh,
     /// The upload cannot be kept: another connection is uploading with
-    /// this key right now, or the file is larger than the whole quota.
+    /// this key right now, or the file does not fit the staging quota.
     NotResumable,
+}
+
+/// A resumable upload in progress.
+#[derive(Debug)]
+struct Active {
+    name: String,
+    size: u64,
+    /// Its connection broke: what it received is being kept.
+    ending: bool,
+    /// A put of its name was published since it started: it is not kept.
+    superseded: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     /// Kept uploads, not in progress.
     kept: HashMap<Hash, Record>,
-    /// Keys of uploads in progress.
-    active: HashSet<Hash>,
+    /// Resumable uploads in progress.
+    active: HashMap<Hash, Active>,
+}
+
+impl State {
+    /// What the quota counts: bytes kept, and the announced size of every
+    /// resumable upload in progress.
+    fn claimed(&self) -> u64 {
+        let kept: u64 = self.kept.values().map(|r| r.received).sum();
+        let active: u64 = self.active.values().map(|a| a.size).sum();
+        kept.saturating_add(active)
+    }
+
+    /// The oldest kept upload, but `spare`.
+    fn oldest(&self, spare: Option<&Hash>) -> Option<Hash> {
+        self.kept
+            .iter()
+            .filter(|(key, _)| Some(*key) != spare)
+            .min_by_key(|(key, record)| (record.updated_ms, **key))
+            .map(|(key, _)| *key)
+    }
+}
+
+/// Why a kept upload is dropped, for the log.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Dropped {
+    /// Its time to live is over.
+    Expired,
+    /// A put of its name was published.
+    Superseded,
+    /// A newer interrupted upload of the same name was kept.
+    Replaced,
+    /// To make room in the staging quota.
+    Quota,
+    /// To keep the disk's free space above the minimum.
+    MinFree,
+}
+
+impl Dropped {
+    fn reason(self) -> &'static str {
+        match self {
+            Dropped::Expired => "its time to live is over",
+            Dropped::Superseded => "a put of its name was published",
+            Dropped::Replaced => "a newer interrupted upload of its name was kept",
+            Dropped::Quota => "to make room in the staging quota",
+            Dropped::MinFree => "to keep the disk's free space above --min-free",
+        }
+    }
 }
 
 /// The directory of interrupted uploads and its index.
 #[derive(Debug)]
 pub(super) struct Partials {
     dir: Dir,
-    retention: Retention,
+    ttl: Duration,
+    /// The staging quota in bytes.
+    quota: u64,
     state: Mutex<State>,
+    /// Signalled when a resumable upload stops being in progress.
+    ended: Condvar,
 }
 
 /// The file name of a key's data.
@@ -166,8 +248,10 @@ fn remove(dir: &Dir, name: &str) {
 impl Partials {
     /// Opens the directory of kept uploads under `root` (creating it),
     /// and keeps only what is complete, consistent and not expired: each
-    /// record with its data, cut back to the recorded length.
-    pub(super) fn open(root: &Dir, retention: Retention) -> io::Result<Partials> {
+    /// record with its data, cut back to the recorded length. `available`
+    /// is the space available to uploads on the disk now, from which the
+    /// quota is derived if `retention` does not give one.
+    pub(super) fn open(root: &Dir, retention: Retention, available: u64) -> io::Result<Partials> {
         root.create_dir_all(PARTIAL)?;
         let dir = root.open_dir(PARTIAL)?;
         let now = now_ms();
@@ -223,29 +307,55 @@ impl Partials {
                 }
             }
         }
+        let held: u64 = kept.values().map(|r: &Record| r.received).sum();
+        let quota = retention
+            .quota
+            .unwrap_or_else(|| available.saturating_add(held) / 4);
         let partials = Partials {
             dir,
-            retention,
+            ttl: retention.ttl,
+            quota,
             state: Mutex::new(State {
                 kept,
-                active: HashSet::new(),
+                active: HashMap::new(),
             }),
+            ended: Condvar::new(),
         };
-        partials.evict_beyond_quota(&mut partials.lock(), false);
-        let kept = partials.lock().kept.len();
-        if kept > 0 {
-            info!(kept, "interrupted uploads kept for resuming");
+        {
+            let mut state = partials.lock();
+            while state.claimed() > quota {
+                let Some(oldest) = state.oldest(None) else {
+                    break;
+                };
+                partials.drop_kept(&mut state, &oldest, Dropped::Quota);
+            }
         }
+        let kept = partials.lock().kept.len();
+        info!(
+            kept,
+            quota,
+            derived = retention.quota.is_none(),
+            "interrupted uploads kept for resuming"
+        );
         Ok(partials)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The directory the data files are in.
     pub(super) fn dir(&self) -> &Dir {
         &self.dir
+    }
+
+    /// The bytes kept under `key` for an upload of `size` bytes as
+    /// `name`, which a put of the same would not send again.
+    pub(super) fn kept_for(&self, key: &Hash, name: &str, size: u64) -> u64 {
+        match self.lock().kept.get(key) {
+            Some(record) if record.name == name && record.size == size => record.received,
+            _ => 0,
+        }
     }
 
     /// The kept uploads, by key.
@@ -256,43 +366,106 @@ impl Partials {
     }
 
     fn expired(&self, record: &Record, now: u64) -> bool {
-        let ttl = u64::try_from(self.retention.ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         now.saturating_sub(record.updated_ms) > ttl
+    }
+
+    /// Waits while another upload with `key` is in progress: for a short
+    /// while if it is still receiving (its connection may have broken
+    /// without the server noticing yet), longer if it is being kept.
+    /// Returns the state, and whether the key is free.
+    fn wait_for<'a>(
+        &self,
+        mut state: MutexGuard<'a, State>,
+        key: &Hash,
+    ) -> (MutexGuard<'a, State>, bool) {
+        let started = Instant::now();
+        loop {
+            let limit = match state.active.get(key) {
+                None => return (state, true),
+                Some(active) if active.ending => WAIT_FOR_ENDING,
+                Some(_) => WAIT_FOR_RECEIVING,
+            };
+            let Some(left) = limit
+                .checked_sub(started.elapsed())
+                .filter(|d| !d.is_zero())
+            else {
+                return (state, false);
+            };
+            state = match self.ended.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     /// Claims `key` for an upload of `size` bytes as `name`: the upload
     /// continues the kept one if it has the same name and size and is not
     /// expired (an expired one is dropped). An upload kept under this key
     /// for another name or size is left alone, and this upload cannot be
-    /// kept: the key is not its own.
+    /// kept: the key is not its own. If another upload with this key is in
+    /// progress, waits a little for it to end (see [`Partials::wait_for`]).
+    /// The upload is resumable only if its whole size fits the quota, once
+    /// the oldest kept uploads are dropped if need be.
     pub(super) fn claim(&self, key: &Hash, name: &str, size: u64) -> Claim {
-        if size > self.retention.quota {
+        if size > self.quota {
             return Claim::NotResumable;
         }
-        let mut state = self.lock();
-        if state.active.contains(key) {
+        let (mut state, free) = self.wait_for(self.lock(), key);
+        if !free {
             return Claim::NotResumable;
         }
-        let claim = match state.kept.remove(key) {
+        let (claim, taken) = match state.kept.remove(key) {
             Some(record) if record.name == name && record.size == size => {
                 if self.expired(&record, now_ms()) {
+                    self.log_drop(&record, Dropped::Expired);
                     self.remove_files(key);
-                    Claim::Fresh
+                    (Claim::Fresh, None)
                 } else {
-                    Claim::Resume {
+                    let claim = Claim::Resume {
                         offset: record.received,
                         created_ms: record.created_ms,
-                    }
+                    };
+                    (claim, Some(record))
                 }
             }
             Some(record) => {
                 state.kept.insert(*key, record);
                 return Claim::NotResumable;
             }
-            None => Claim::Fresh,
+            None => (Claim::Fresh, None),
         };
-        state.active.insert(*key);
+        while state.claimed().saturating_add(size) > self.quota {
+            let Some(oldest) = state.oldest(Some(key)) else {
+                break;
+            };
+            self.drop_kept(&mut state, &oldest, Dropped::Quota);
+        }
+        if state.claimed().saturating_add(size) > self.quota {
+            // What was kept under this key stays for a later attempt.
+            if let Some(record) = taken {
+                state.kept.insert(*key, record);
+            }
+            return Claim::NotResumable;
+        }
+        state.active.insert(
+            *key,
+            Active {
+                name: name.to_owned(),
+                size,
+                ending: false,
+                superseded: false,
+            },
+        );
         claim
+    }
+
+    /// The connection of the upload claimed under `key` broke: what it
+    /// received is about to be kept, and a put with its key waits for that.
+    pub(super) fn ending(&self, key: &Hash) {
+        if let Some(active) = self.lock().active.get_mut(key) {
+            active.ending = true;
+        }
     }
 
     /// Opens the data file of a claimed key: the kept one, cut to `offset`
@@ -332,10 +505,15 @@ impl Partials {
 
     /// Keeps the first `received` bytes of a claimed upload, whose data is
     /// in `file` (`None` if already synced and closed), for a later resume.
-    /// Keeps nothing if `received` is 0.
+    /// Keeps nothing if `received` is 0, or if a put of its name was
+    /// published while it was in progress.
     pub(super) fn keep(&self, key: &Hash, file: Option<&File>, mut record: Record) {
         if record.received == 0 {
-            self.discard(key);
+            self.discard(key, "nothing was received");
+            return;
+        }
+        if self.lock().active.get(key).is_some_and(|a| a.superseded) {
+            self.discard(key, Dropped::Superseded.reason());
             return;
         }
         let stored = (|| -> io::Result<()> {
@@ -360,7 +538,17 @@ impl Partials {
         })();
         if let Err(e) = stored {
             warn!(error = %e, "cannot keep an interrupted upload");
-            self.discard(key);
+            self.discard(key, "it could not be stored");
+            return;
+        }
+        let mut state = self.lock();
+        // Decided under the lock that publishing takes too: a publish that
+        // came first marked it, one that comes later finds it kept.
+        let superseded = state.active.remove(key).is_some_and(|a| a.superseded);
+        self.ended.notify_all();
+        if superseded {
+            self.log_drop(&record, Dropped::Superseded);
+            self.remove_files(key);
             return;
         }
         info!(
@@ -369,8 +557,6 @@ impl Partials {
             size = record.size,
             "interrupted upload kept for resuming"
         );
-        let mut state = self.lock();
-        state.active.remove(key);
         // One kept upload per name: an older one is for older content.
         let same_name: Vec<Hash> = state
             .kept
@@ -379,51 +565,63 @@ impl Partials {
             .map(|(k, _)| *k)
             .collect();
         for other in same_name {
-            state.kept.remove(&other);
-            self.remove_files(&other);
+            self.drop_kept(&mut state, &other, Dropped::Replaced);
         }
         state.kept.insert(*key, record);
-        self.evict_beyond_quota(&mut state, true);
     }
 
-    /// Removes the oldest kept uploads until they fit the quota, sparing
-    /// the newest one if `spare_newest` (it was just kept, and a file over
-    /// the quota is never kept).
-    fn evict_beyond_quota(&self, state: &mut State, spare_newest: bool) {
-        let mut total: u64 = state.kept.values().map(|r| r.received).sum();
-        if total <= self.retention.quota {
-            return;
+    /// Drops the kept upload `key` and says why.
+    fn drop_kept(&self, state: &mut State, key: &Hash, why: Dropped) {
+        if let Some(record) = state.kept.remove(key) {
+            self.log_drop(&record, why);
+            self.remove_files(key);
         }
-        let mut by_age: Vec<(u64, Hash, u64)> = state
+    }
+
+    fn log_drop(&self, record: &Record, why: Dropped) {
+        info!(
+            name = %record.name.escape_debug(),
+            bytes = record.received,
+            reason = why.reason(),
+            "kept upload dropped"
+        );
+    }
+
+    /// The bytes all kept uploads but `spare` hold.
+    pub(super) fn kept_bytes(&self, spare: Option<&Hash>) -> u64 {
+        self.lock()
             .kept
             .iter()
-            .map(|(k, r)| (r.updated_ms, *k, r.received))
-            .collect();
-        by_age.sort_unstable();
-        let newest = by_age.last().map(|(_, k, _)| *k);
-        for (_, key, received) in by_age {
-            if total <= self.retention.quota {
-                break;
-            }
-            if spare_newest && Some(key) == newest {
-                continue;
-            }
-            state.kept.remove(&key);
-            self.remove_files(&key);
-            total -= received;
-            info!(
-                bytes = received,
-                "partial upload evicted by the staging quota"
-            );
-        }
+            .filter(|(key, _)| Some(*key) != spare)
+            .map(|(_, record)| record.received)
+            .sum()
     }
 
-    /// Forgets a claimed upload and removes its files.
-    pub(super) fn discard(&self, key: &Hash) {
+    /// Drops the oldest kept upload but `spare` to make room on the disk;
+    /// returns how many bytes that freed, or `None` if nothing else is
+    /// kept.
+    pub(super) fn drop_oldest(&self, why: Dropped, spare: Option<&Hash>) -> Option<u64> {
+        let mut state = self.lock();
+        let oldest = state.oldest(spare)?;
+        let bytes = state.kept.get(&oldest).map_or(0, |r| r.received);
+        self.drop_kept(&mut state, &oldest, why);
+        Some(bytes)
+    }
+
+    /// Forgets a claimed upload and removes its files; `why` is logged
+    /// unless it received nothing.
+    pub(super) fn discard(&self, key: &Hash, why: &str) {
         self.remove_files(key);
         let mut state = self.lock();
-        state.active.remove(key);
+        if let Some(active) = state.active.remove(key) {
+            info!(
+                name = %active.name.escape_debug(),
+                reason = why,
+                "interrupted upload not kept"
+            );
+        }
         state.kept.remove(key);
+        self.ended.notify_all();
     }
 
     /// A claimed upload was published (its data file renamed away): its
@@ -431,10 +629,12 @@ impl Partials {
     pub(super) fn published(&self, key: &Hash) {
         self.remove_files(key);
         self.lock().active.remove(key);
+        self.ended.notify_all();
     }
 
-    /// Drops kept uploads of `name`, which was just published: they were
-    /// for an older content.
+    /// `name` was just published: kept uploads of it were for an older
+    /// content, and so are resumable uploads of it in progress, which will
+    /// not be kept.
     pub(super) fn forget_name(&self, name: &str) {
         let mut state = self.lock();
         let stale: Vec<Hash> = state
@@ -444,8 +644,12 @@ impl Partials {
             .map(|(k, _)| *k)
             .collect();
         for key in stale {
-            state.kept.remove(&key);
-            self.remove_files(&key);
+            self.drop_kept(&mut state, &key, Dropped::Superseded);
+        }
+        for active in state.active.values_mut() {
+            if active.name == name {
+                active.superseded = true;
+            }
         }
     }
 
@@ -461,8 +665,7 @@ impl Partials {
             .map(|(k, _)| *k)
             .collect();
         for key in &expired {
-            state.kept.remove(key);
-            self.remove_files(key);
+            self.drop_kept(&mut state, key, Dropped::Expired);
         }
         expired.len()
     }

@@ -6,8 +6,10 @@
 //! bytes must be read into memory for the hash anyway, and reading them
 //! twice costs more than the copy it saves.)
 
+use super::partial::Partials;
 use super::store::LocalUpload;
 use crate::storage::{BodySink, BodySource, Chunk, SinkEnd, SourceEnd, Stopped};
+use framekit_transfer::Hash;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -46,6 +48,9 @@ pub struct LocalSink {
     stop: Arc<AtomicBool>,
     /// Raised when the whole body was taken: it is then synced.
     complete: Arc<AtomicBool>,
+    /// Told when the body stops short, for a resumable upload: a put with
+    /// its key then waits for it to be kept.
+    ending: Option<(Arc<Partials>, Hash)>,
     worker: JoinHandle<Written>,
 }
 
@@ -64,6 +69,7 @@ impl LocalSink {
         let worker_stop = Arc::clone(&stop);
         let complete = Arc::new(AtomicBool::new(false));
         let worker_complete = Arc::clone(&complete);
+        let ending = upload.ending_handle();
         let worker = tokio::task::spawn_blocking(move || {
             let mut hasher = blake3::Hasher::new();
             // What the upload already holds comes first; the body waits in
@@ -112,6 +118,7 @@ impl LocalSink {
             free,
             stop,
             complete,
+            ending,
             worker,
         }
     }
@@ -134,8 +141,12 @@ impl BodySink for LocalSink {
             mut free,
             stop,
             complete: whole,
+            ending,
             worker,
         } = self;
+        if !complete && let Some((partials, key)) = &ending {
+            partials.ending(key);
+        }
         // Before the channel closes: the worker reads it at the end.
         whole.store(complete, Ordering::Release);
         drop(to_disk);

@@ -18,10 +18,12 @@
 
 use super::digest::Digests;
 use super::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
+use super::space::{MinFree, Reservation, Space};
+use super::walk::{ListingMemory, Walk};
 use crate::storage::{Found, SmallPut, StoreError};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
-use framekit_transfer::{Entry, Hash, MAX_NAME_LEN, RESERVED_NAME, validate_name};
+use framekit_transfer::{Entry, Hash, RESERVED_NAME, validate_name};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -32,6 +34,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Where uploads in progress live, relative to the root.
 const STAGING: &str = ".framekit/staging";
 
+/// How many times a step that a concurrent delete undid (removing a
+/// directory, left empty, between its making and its use) is tried again.
+const RETRIES: usize = 16;
+
+/// What [`Store::make_one`] found.
+enum Made {
+    /// It made the directory.
+    Created,
+    /// A directory (or a link to one) was there.
+    Existed,
+    /// Its parent is missing, or what was in the way went meanwhile.
+    Vanished,
+    /// Something else is in the way, or the file system refused.
+    Failed(StoreError),
+}
+
 /// The served root.
 #[derive(Debug)]
 pub(super) struct Store {
@@ -40,6 +58,10 @@ pub(super) struct Store {
     partials: Arc<Partials>,
     digests: Digests,
     next_upload: AtomicU64,
+    /// The memory of listings in progress.
+    listings: Arc<ListingMemory>,
+    /// The room uploads take on the disk.
+    space: Arc<Space>,
     /// The steps of making uploads durable, in order (see [`Store::note`]).
     #[cfg(test)]
     steps: std::sync::Mutex<Vec<Step>>,
@@ -75,7 +97,7 @@ impl Checked {
     /// Writes the upload to a staged file and flushes it to disk; an
     /// upload that cannot be written or synced is removed.
     pub(super) fn stage(self, store: &Store) -> Result<Staged, StoreError> {
-        let mut upload = store.begin_upload()?;
+        let mut upload = store.begin_upload(self.body.len() as u64)?;
         if let Err(e) = upload.write(&self.body).and_then(|()| upload.sync()) {
             upload.discard();
             return Err(e.into());
@@ -105,14 +127,19 @@ impl Store {
     /// default retention of interrupted uploads. See [`Store::open_with`].
     #[cfg(test)]
     pub(super) fn open(path: &Path) -> io::Result<Store> {
-        Store::open_with(path, Retention::default())
+        Store::open_with(path, Retention::default(), MinFree::Bytes(0))
     }
 
     /// Opens (creating it if needed) the directory to serve, removes the
     /// leftovers of uploads that were in progress when a previous server
     /// stopped, and keeps the interrupted uploads that can still be
-    /// resumed under `retention`.
-    pub(super) fn open_with(path: &Path, retention: Retention) -> io::Result<Store> {
+    /// resumed under `retention`. Uploads must leave `min_free` of the disk
+    /// free.
+    pub(super) fn open_with(
+        path: &Path,
+        retention: Retention,
+        min_free: MinFree,
+    ) -> io::Result<Store> {
         std::fs::create_dir_all(path)?;
         let root = Dir::open_ambient_dir(path, ambient_authority())?;
         root.create_dir_all(STAGING)?;
@@ -126,7 +153,8 @@ impl Store {
                 staging.remove_file(&name)?;
             }
         }
-        let partials = Arc::new(Partials::open(&root, retention)?);
+        let (available, _) = Space::available(&root)?;
+        let partials = Arc::new(Partials::open(&root, retention, available)?);
         let digests = Digests::open(&root)?;
         Ok(Store {
             root,
@@ -134,6 +162,8 @@ impl Store {
             partials,
             digests,
             next_upload: AtomicU64::new(0),
+            listings: Arc::default(),
+            space: Arc::new(Space::new(min_free)),
             #[cfg(test)]
             steps: std::sync::Mutex::default(),
         })
@@ -166,19 +196,36 @@ impl Store {
         }
     }
 
-    /// Bytes available to uploads on the root's file system.
-    pub(super) fn available_space(&self) -> io::Result<u64> {
-        let stat = rustix::fs::fstatvfs(&self.root)?;
-        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    /// Creates a fresh temporary file in the staging area for an upload
+    /// that will write `size` bytes, if the disk has room for them (see
+    /// [`Space::admit`]).
+    pub(super) fn begin_upload(&self, size: u64) -> Result<LocalUpload, StoreError> {
+        let reservation = self.space.admit(&self.root, size, &self.partials, None)?;
+        self.staged(reservation)
     }
 
     /// Creates a fresh temporary file in the staging area.
-    pub(super) fn begin_upload(&self) -> Result<LocalUpload, StoreError> {
-        let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
-        let temp = format!("upload-{}-{id}.part", std::process::id());
-        let file = self
-            .staging
-            .open_with(&temp, OpenOptions::new().write(true).create_new(true))?;
+    fn staged(&self, reservation: Reservation) -> Result<LocalUpload, StoreError> {
+        // A name left by another process (which the start would have
+        // removed) is skipped, not taken for a client's name in the way.
+        let mut attempt = 0;
+        let (temp, file) = loop {
+            let id = self.next_upload.fetch_add(1, Ordering::Relaxed);
+            let temp = format!("upload-{}-{id}.part", std::process::id());
+            match self
+                .staging
+                .open_with(&temp, OpenOptions::new().write(true).create_new(true))
+            {
+                Ok(file) => break (temp, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < RETRIES => {
+                    attempt += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(StoreError::Io(io::Error::other(e)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(LocalUpload {
             file: Some(file.into_std()),
             temp,
@@ -188,6 +235,7 @@ impl Store {
             written: 0,
             held: Vec::new(),
             resume: None,
+            reservation: Some(reservation),
         })
     }
 
@@ -195,8 +243,9 @@ impl Store {
     /// `key` if it is interrupted: it continues an interrupted upload of
     /// the same name and size with the same key (see [`LocalUpload::offset`]),
     /// or starts afresh. When it cannot be kept (the key is in use by
-    /// another upload, or the size is over the quota), it is an ordinary
-    /// upload.
+    /// another upload, or it does not fit the staging quota), it is an
+    /// ordinary upload. Either way, only if the disk has room for what it
+    /// still needs.
     pub(super) fn begin_resumable(
         &self,
         key: Hash,
@@ -204,15 +253,23 @@ impl Store {
         size: u64,
     ) -> Result<LocalUpload, StoreError> {
         let dir = self.partials.dir().try_clone()?;
+        // What is kept for it is not dropped to make room for it.
+        let held = self.partials.kept_for(&key, name, size);
+        let reservation = self
+            .space
+            .admit(&self.root, size - held, &self.partials, Some(&key))?;
         let (offset, created_ms) = match self.partials.claim(&key, name, size) {
-            Claim::NotResumable => return self.begin_upload(),
+            Claim::NotResumable => {
+                drop(reservation);
+                return self.begin_upload(size);
+            }
             Claim::Resume { offset, created_ms } => (offset, created_ms),
             Claim::Fresh => (0, now_ms()),
         };
         let (file, offset) = match self.partials.open_data(&key, offset) {
             Ok(opened) => opened,
             Err(e) => {
-                self.partials.discard(&key);
+                self.partials.discard(&key, "its data could not be opened");
                 return Err(e.into());
             }
         };
@@ -230,8 +287,9 @@ impl Store {
                 name: name.to_owned(),
                 size,
                 created_ms: if offset > 0 { created_ms } else { now_ms() },
-                discard: false,
+                discard: None,
             }),
+            reservation: Some(reservation),
         })
     }
 
@@ -240,7 +298,7 @@ impl Store {
     /// atomically replacing an existing file if `overwrite`, otherwise
     /// failing with [`StoreError::AlreadyExists`] if the name was taken in
     /// the meantime. Creates missing parent directories and syncs the
-    /// directory that received the file. `hash` is the file's verified
+    /// directories that received them and the file. `hash` is the file's verified
     /// BLAKE3 hash, recorded for downloads.
     pub(super) fn publish(
         &self,
@@ -259,16 +317,17 @@ impl Store {
             self.note(|| Step::SyncFile(name.to_owned()));
         }
         for dir in self.place(upload, name, overwrite, hash)? {
-            self.sync_dir(dir.as_deref())?;
+            self.sync_existing(dir.as_deref())?;
         }
         Ok(())
     }
 
     /// [`Store::publish`] of an upload whose content is synced, but for
     /// the last step: the directories to sync, returned in order (`None`
-    /// for the root), are the one that received the file, and those that
-    /// received a directory created for it (the nearest one that existed
-    /// first, then each directory created, the file's last).
+    /// for the root), are those that received a directory created for it
+    /// (the nearest one that existed first, then each directory created),
+    /// then the one that received the file. A failed publish removes the
+    /// directories it made and keeps nothing of the upload.
     pub(super) fn place(
         &self,
         mut upload: LocalUpload,
@@ -276,31 +335,26 @@ impl Store {
         overwrite: bool,
         hash: &blake3::Hash,
     ) -> Result<Vec<DirName>, StoreError> {
-        validate_name(name)?;
         // The file's content is synced by the caller and nothing more is
         // written through this handle; it is kept to describe the
         // published file in its hash's record.
         let file = upload.file.take();
         let parent = parent_of(name);
-        self.outside_reserved(parent)?;
-        let to_sync = self.dirs_to_sync(parent);
-        let place = || -> io::Result<()> {
-            if let Some(parent) = parent {
-                self.root.create_dir_all(parent)?;
-            }
-            if overwrite {
-                upload.dir.rename(&upload.temp, &self.root, name)
-            } else {
-                // `link` fails if the name exists: the check and the publish
-                // are one step. The staged name is removed afterwards.
-                upload.dir.hard_link(&upload.temp, &self.root, name)
-            }
-        };
-        match place() {
-            // A delete may have removed the parent, left empty, in between.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => place()?,
-            result => result?,
+        let mut made = Vec::new();
+        let placed = validate_name(name)
+            .map_err(StoreError::from)
+            .and_then(|()| self.outside_reserved(parent))
+            .and_then(|()| self.link(&upload, name, overwrite, &mut made));
+        if let Err(e) = placed {
+            // Directories made for it go again (if nothing else went in
+            // them meanwhile): a failed put leaves nothing behind. Nor is
+            // a complete upload that lost its publish kept: the name has
+            // another content, or cannot have this one.
+            self.remove_made(&made);
+            upload.discard_because("its publish failed");
+            return Err(e);
         }
+        let to_sync = dirs_to_sync(parent, &made);
         upload.published = true;
         self.note(|| Step::Publish(name.to_owned()));
         match &upload.resume {
@@ -322,23 +376,123 @@ impl Store {
         Ok(to_sync)
     }
 
-    /// The directories to sync once a file is placed in `parent` (`None`
-    /// for the root): `parent`, and, if it does not exist yet, the ones
-    /// that will receive the directories created for it, outermost first.
-    fn dirs_to_sync(&self, parent: Option<&str>) -> Vec<DirName> {
-        let mut dirs = Vec::new();
-        let mut dir = parent;
-        while let Some(missing) = dir {
-            dirs.push(Some(missing.to_owned()));
-            if self.root.symlink_metadata(missing).is_ok() {
-                dirs.reverse();
-                return dirs;
+    /// Moves (`overwrite`) or links a staged upload to `name`, making its
+    /// missing parents (recorded in `made`). A parent that a concurrent
+    /// delete removes again in between is made again, a few times; a name
+    /// taken meanwhile is [`StoreError::AlreadyExists`] only if something
+    /// other than a directory is there when the link failed.
+    fn link<'a>(
+        &self,
+        upload: &LocalUpload,
+        name: &'a str,
+        overwrite: bool,
+        made: &mut Vec<&'a str>,
+    ) -> Result<(), StoreError> {
+        let parent = parent_of(name);
+        for _ in 0..RETRIES {
+            if let Some(parent) = parent {
+                made.extend(self.create_dirs(parent)?);
             }
-            dir = parent_of(missing);
+            let placed = if overwrite {
+                upload.dir.rename(&upload.temp, &self.root, name)
+            } else {
+                // `link` fails if the name exists: the check and the publish
+                // are one step. The staged name is removed afterwards.
+                upload.dir.hard_link(&upload.temp, &self.root, name)
+            };
+            match placed {
+                Ok(()) => return Ok(()),
+                // A delete removed the parent, left empty, in between.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && parent.is_some() => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match self.root.symlink_metadata(name) {
+                        Ok(meta) if meta.is_dir() => return Err(StoreError::NotAFile),
+                        Ok(_) => return Err(StoreError::AlreadyExists),
+                        // Gone again: try again.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        dirs.push(None);
-        dirs.reverse();
-        dirs
+        Err(StoreError::NotFound)
+    }
+
+    /// Creates the directory `path` and its missing parents, inside the
+    /// root; a directory already there is fine, and so is a symlink to one
+    /// inside the root. Returns the directories it created, outermost
+    /// first. A directory that a concurrent delete removes while this
+    /// works is made again, a few times, and then the answer is
+    /// [`StoreError::NotFound`]; what is in the way and is not a
+    /// directory (a file, a link to nothing) is [`StoreError::NotAFile`].
+    /// On a failure, the directories it created are removed again.
+    fn create_dirs<'a>(&self, path: &'a str) -> Result<Vec<&'a str>, StoreError> {
+        // Most often the parents exist: one call.
+        match self.make_one(path) {
+            Made::Created => return Ok(vec![path]),
+            Made::Existed => return Ok(Vec::new()),
+            Made::Failed(e) => return Err(e),
+            Made::Vanished => {}
+        }
+        let mut created = Vec::new();
+        for _ in 0..RETRIES {
+            let mut vanished = false;
+            let ancestors = path
+                .match_indices('/')
+                .map(|(at, _)| &path[..at])
+                .chain(std::iter::once(path));
+            for dir in ancestors {
+                match self.make_one(dir) {
+                    Made::Created => created.push(dir),
+                    Made::Existed => {}
+                    Made::Vanished => {
+                        vanished = true;
+                        break;
+                    }
+                    Made::Failed(e) => {
+                        self.remove_made(&created);
+                        return Err(e);
+                    }
+                }
+            }
+            if !vanished {
+                return Ok(created);
+            }
+        }
+        self.remove_made(&created);
+        Err(StoreError::NotFound)
+    }
+
+    /// Creates the directory `dir`, whose parent should exist.
+    fn make_one(&self, dir: &str) -> Made {
+        match self.root.create_dir(dir) {
+            Ok(()) => Made::Created,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.root.metadata(dir) {
+                Ok(meta) if meta.is_dir() => Made::Existed,
+                Ok(_) => Made::Failed(StoreError::NotAFile),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match self.root.symlink_metadata(dir) {
+                        // A link to nothing is in the way.
+                        Ok(_) => Made::Failed(StoreError::NotAFile),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Made::Vanished,
+                        Err(e) => Made::Failed(e.into()),
+                    }
+                }
+                Err(e) => Made::Failed(e.into()),
+            },
+            // The parent is missing, or was removed since it was made.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Made::Vanished,
+            Err(e) => Made::Failed(e.into()),
+        }
+    }
+
+    /// Removes directories `create_dirs` made, innermost first, those
+    /// that are still empty.
+    fn remove_made(&self, made: &[&str]) {
+        for dir in made.iter().rev() {
+            let _ = self.root.remove_dir(dir);
+        }
     }
 
     /// Checks, hashes and verifies one small upload received whole:
@@ -355,9 +509,6 @@ impl Store {
         let hash = blake3::hash(&body);
         if expected != *hash.as_bytes() {
             return Err(StoreError::Mismatch);
-        }
-        if self.available_space()? < body.len() as u64 {
-            return Err(StoreError::NoSpace);
         }
         Ok(Checked {
             name,
@@ -394,7 +545,10 @@ impl Store {
         for (_, dirs) in placed.iter().flatten() {
             for dir in dirs {
                 if !synced.iter().any(|(done, _)| done == dir) {
-                    let failure = self.sync_dir(dir.as_deref()).err().map(|e| e.to_string());
+                    let failure = self
+                        .sync_existing(dir.as_deref())
+                        .err()
+                        .map(|e| e.to_string());
                     synced.push((dir.clone(), failure));
                 }
             }
@@ -514,7 +668,7 @@ impl Store {
         // Directories exist only to hold files: remove the ones this left
         // empty, so the name can become a file again.
         let parent = self.remove_empty_parents(name);
-        self.sync_dir(parent)?;
+        self.sync_existing(parent)?;
         Ok(())
     }
 
@@ -537,43 +691,47 @@ impl Store {
         }))
     }
 
-    /// Calls `each` for every regular file whose name starts with `prefix`,
+    /// A listing of every regular file whose name starts with `prefix`,
     /// and every directory too if `dirs`, in byte order of the names (a
-    /// directory's with a `/` appended), until it returns `false`. Symlinks
-    /// are not followed and the staging area is never listed; names that
-    /// the protocol could not address are skipped.
-    pub(super) fn list(
-        &self,
-        prefix: &str,
-        dirs: bool,
-        each: &mut dyn FnMut(Found) -> bool,
-    ) -> Result<(), StoreError> {
-        let root = self.root.try_clone()?;
-        walk(&root, "", prefix, dirs, each)?;
-        Ok(())
+    /// directory's with a `/` appended; see [`Walk`]). Symlinks are not
+    /// followed and the reserved area is never listed; names that the
+    /// protocol could not address are skipped.
+    pub(super) fn list(&self, prefix: &str, dirs: bool) -> Result<Walk, StoreError> {
+        Ok(Walk::new(
+            &self.root,
+            String::new(),
+            prefix.to_owned(),
+            dirs,
+            Arc::clone(&self.listings),
+        )?)
     }
 
-    /// Calls `each` for every directory and regular file below the
-    /// directory `dir` (the root if empty), depth first, a directory before
-    /// its content, siblings in byte order of their names (a directory's
-    /// with a `/` appended), until it returns `false`. What [`Store::list`]
-    /// leaves out is left out, and so are directories whose names the
-    /// protocol could not address, with their content.
-    pub(super) fn tree(
-        &self,
-        dir: &str,
-        each: &mut dyn FnMut(Found) -> bool,
-    ) -> Result<(), StoreError> {
+    /// A listing of every directory and regular file below the directory
+    /// `dir` (the root if empty), depth first, a directory before its
+    /// content, siblings in byte order of their names (a directory's with
+    /// a `/` appended). What [`Store::list`] leaves out is left out, and
+    /// so are directories whose names the protocol could not address, with
+    /// their content.
+    pub(super) fn tree(&self, dir: &str) -> Result<Walk, StoreError> {
         if dir.is_empty() {
-            let root = self.root.try_clone()?;
-            walk(&root, "", "", true, each)?;
-            return Ok(());
+            return Ok(Walk::new(
+                &self.root,
+                String::new(),
+                String::new(),
+                true,
+                Arc::clone(&self.listings),
+            )?);
         }
         validate_name(dir)?;
         self.outside_reserved(Some(dir))?;
         let handle = self.root.open_dir(dir)?;
-        walk(&handle, &format!("{dir}/"), "", true, each)?;
-        Ok(())
+        Ok(Walk::new(
+            &handle,
+            format!("{dir}/"),
+            String::new(),
+            true,
+            Arc::clone(&self.listings),
+        )?)
     }
 
     /// Creates the directory `name` and its missing parents; fine if it
@@ -581,14 +739,11 @@ impl Store {
     pub(super) fn make_dir(&self, name: &str) -> Result<(), StoreError> {
         validate_name(name)?;
         self.outside_reserved(Some(name))?;
-        if let Err(e) = self.root.create_dir_all(name) {
-            // Something that is not a directory is in the way.
-            return Err(match self.root.metadata(name) {
-                Ok(meta) if !meta.is_dir() => StoreError::NotAFile,
-                _ => e.into(),
-            });
+        let made = self.create_dirs(name)?;
+        if let Err(e) = self.sync_existing(parent_of(name)) {
+            self.remove_made(&made);
+            return Err(e);
         }
-        self.sync_dir(parent_of(name))?;
         Ok(())
     }
 
@@ -640,26 +795,27 @@ impl Store {
         };
         // The parents are opened beneath the root; the last components are
         // single names, which `renameat2` does not follow.
-        let place = || -> io::Result<()> {
+        let place = || -> Result<(), StoreError> {
             if let Some(parent) = to_parent {
-                self.root.create_dir_all(parent)?;
+                self.create_dirs(parent)?;
             }
             let source = self.open_parent(from_parent)?;
             let target = self.open_parent(to_parent)?;
-            rustix::fs::renameat_with(&source, base_of(from), &target, base_of(to), flags)?;
+            rustix::fs::renameat_with(&source, base_of(from), &target, base_of(to), flags)
+                .map_err(io::Error::from)?;
             Ok(())
         };
         match place() {
             // A delete may have removed the new parent, left empty, in
             // between.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && to_parent.is_some() => place()?,
+            Err(StoreError::NotFound) if to_parent.is_some() => place()?,
             result => result?,
         }
         let _ = self.digests.forget(from);
         let _ = self.digests.forget(to);
-        self.sync_dir(to_parent)?;
+        self.sync_existing(to_parent)?;
         let from_parent = self.remove_empty_parents(from);
-        self.sync_dir(from_parent)?;
+        self.sync_existing(from_parent)?;
         Ok(())
     }
 
@@ -706,91 +862,33 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Syncs the directory `dir` (the root for `None`), or, if a
+    /// concurrent delete removed it, the nearest parent that is still there
+    /// (which recorded the removal).
+    fn sync_existing(&self, mut dir: Option<&str>) -> Result<(), StoreError> {
+        loop {
+            match self.sync_dir(dir) {
+                Err(StoreError::NotFound) if dir.is_some() => dir = dir.and_then(parent_of),
+                result => return result,
+            }
+        }
+    }
 }
 
-/// Visits `dir` (whose name relative to the root is `path`, empty for the
-/// root, else ending in `/`), reporting directories too if `dirs`. Returns
-/// `false` once `each` asked to stop.
-fn walk(
-    dir: &Dir,
-    path: &str,
-    prefix: &str,
-    dirs: bool,
-    each: &mut dyn FnMut(Found) -> bool,
-) -> io::Result<bool> {
-    // Siblings sorted by their name, with a '/' appended to directories: a
-    // depth-first walk in this order yields full names in byte order
-    // ("a.txt" < "a/b" because '.' < '/').
-    let mut children = Vec::new();
-    for entry in dir.entries()? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if path.is_empty() && name == RESERVED_NAME {
-            continue;
-        }
-        let file_type = match vanished(entry.file_type())? {
-            Some(file_type) => file_type,
-            None => continue,
-        };
-        if file_type.is_dir() {
-            children.push((format!("{name}/"), entry));
-        } else if file_type.is_file() {
-            children.push((name, entry));
+/// The directories to sync once a file is placed in `parent` (`None` for
+/// the root), given the directories made for it (`made`, outermost
+/// first): those that received one of them, then `parent`.
+fn dirs_to_sync(parent: Option<&str>, made: &[&str]) -> Vec<DirName> {
+    let mut dirs: Vec<DirName> = Vec::new();
+    let received = made.iter().map(|dir| parent_of(dir)).chain([parent]);
+    for dir in received {
+        let dir = dir.map(str::to_owned);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
         }
     }
-    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-
-    for (key, entry) in children {
-        let full = format!("{path}{key}");
-        if full.len() > MAX_NAME_LEN + 1 {
-            continue;
-        }
-        if let Some(dir_name) = full.strip_suffix('/') {
-            if dirs {
-                // A directory that cannot be named is left out whole.
-                if validate_name(dir_name).is_err() {
-                    continue;
-                }
-                if dir_name.starts_with(prefix) && !each(Found::Dir(dir_name.to_owned())) {
-                    return Ok(false);
-                }
-            }
-            // Descend only where names matching the prefix can be.
-            if full.starts_with(prefix) || prefix.starts_with(&full) {
-                // A directory removed since it was listed is skipped.
-                let Some(sub) = vanished(entry.open_dir())? else {
-                    continue;
-                };
-                if !walk(&sub, &full, prefix, dirs, each)? {
-                    return Ok(false);
-                }
-            }
-        } else if full.starts_with(prefix) && validate_name(&full).is_ok() {
-            let Some(meta) = vanished(entry.metadata())? else {
-                continue;
-            };
-            let keep_going = each(Found::File(Entry {
-                name: full,
-                size: meta.len(),
-                modified_ns: mtime_ns(meta.mtime(), meta.mtime_nsec()),
-            }));
-            if !keep_going {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
-}
-
-/// `None` for an entry that disappeared while the directory was walked.
-fn vanished<T>(result: io::Result<T>) -> io::Result<Option<T>> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    dirs
 }
 
 fn parent_of(name: &str) -> Option<&str> {
@@ -802,7 +900,7 @@ fn base_of(name: &str) -> &str {
     name.rsplit_once('/').map_or(name, |(_, base)| base)
 }
 
-fn mtime_ns(secs: i64, nsec: i64) -> u64 {
+pub(super) fn mtime_ns(secs: i64, nsec: i64) -> u64 {
     let ns = i128::from(secs) * 1_000_000_000 + i128::from(nsec);
     u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
 }
@@ -832,6 +930,8 @@ pub struct LocalUpload {
     /// A body received whole, written when the upload is published.
     held: Vec<u8>,
     resume: Option<Resume>,
+    /// The room on the disk it was promised and has not written yet.
+    reservation: Option<Reservation>,
 }
 
 /// What a resumable upload needs to be kept.
@@ -842,7 +942,8 @@ struct Resume {
     name: String,
     size: u64,
     created_ms: u64,
-    discard: bool,
+    /// Why it is not to be kept, if it is not.
+    discard: Option<&'static str>,
 }
 
 impl LocalUpload {
@@ -857,6 +958,9 @@ impl LocalUpload {
             file.write_all(data)?;
         }
         self.written += data.len() as u64;
+        if let Some(reservation) = self.reservation.as_mut() {
+            reservation.wrote(data.len() as u64);
+        }
         Ok(())
     }
 
@@ -908,10 +1012,30 @@ impl LocalUpload {
 
     /// Drops the upload without keeping anything, resumable or not: for
     /// an upload that failed and must start over.
-    pub(super) fn discard(mut self) {
+    pub(super) fn discard(self) {
+        self.discard_because("the upload failed");
+    }
+
+    /// Drops the upload without keeping anything, for the reason given.
+    pub(super) fn discard_because(mut self, why: &'static str) {
         if let Some(resume) = self.resume.as_mut() {
-            resume.discard = true;
+            resume.discard = Some(why);
         }
+    }
+
+    /// Its connection broke: a put with its key waits for it to be kept.
+    pub(super) fn ending(&self) {
+        if let Some(resume) = &self.resume {
+            resume.partials.ending(&resume.key);
+        }
+    }
+
+    /// What to tell when the connection of a resumable upload breaks (see
+    /// [`LocalUpload::ending`]), for a sink that has taken the upload.
+    pub(super) fn ending_handle(&self) -> Option<(Arc<Partials>, Hash)> {
+        self.resume
+            .as_ref()
+            .map(|resume| (Arc::clone(&resume.partials), resume.key))
     }
 }
 
@@ -928,6 +1052,7 @@ impl Store {
             written: 0,
             held: Vec::new(),
             resume: None,
+            reservation: None,
         }
     }
 }
@@ -938,7 +1063,7 @@ impl Drop for LocalUpload {
             return;
         }
         match &self.resume {
-            Some(resume) if !resume.discard => {
+            Some(resume) if resume.discard.is_none() => {
                 let record = Record {
                     name: resume.name.clone(),
                     size: resume.size,
@@ -952,7 +1077,8 @@ impl Drop for LocalUpload {
             }
             Some(resume) => {
                 drop(self.file.take());
-                resume.partials.discard(&resume.key);
+                let why = resume.discard.unwrap_or("the upload failed");
+                resume.partials.discard(&resume.key, why);
             }
             None => {
                 drop(self.file.take());
@@ -974,7 +1100,7 @@ mod tests {
 
     fn put(store: &Store, name: &str, body: &[u8], overwrite: bool) -> Result<(), StoreError> {
         store.check_put(name, overwrite)?;
-        let mut upload = store.begin_upload()?;
+        let mut upload = store.begin_upload(0)?;
         upload.write(body).unwrap();
         store.publish(upload, name, overwrite, &blake3::hash(body))
     }
@@ -1026,9 +1152,9 @@ mod tests {
     fn publish_without_overwrite_refuses_a_name_taken_meanwhile() {
         let (dir, store) = store();
         store.check_put("x", false).unwrap();
-        let mut first = store.begin_upload().unwrap();
+        let mut first = store.begin_upload(0).unwrap();
         first.write(b"first").unwrap();
-        let mut second = store.begin_upload().unwrap();
+        let mut second = store.begin_upload(0).unwrap();
         second.write(b"second").unwrap();
         store
             .publish(first, "x", false, &blake3::hash(b"first"))
@@ -1044,7 +1170,7 @@ mod tests {
     #[test]
     fn dropped_upload_removes_its_temporary_file() {
         let (_dir, store) = store();
-        let mut upload = store.begin_upload().unwrap();
+        let mut upload = store.begin_upload(0).unwrap();
         upload.write(b"partial").unwrap();
         assert!(!staging_is_empty(&store));
         drop(upload);
@@ -1054,7 +1180,7 @@ mod tests {
     #[test]
     fn reopening_removes_leftover_uploads() {
         let (dir, store) = store();
-        let upload = store.begin_upload().unwrap();
+        let upload = store.begin_upload(0).unwrap();
         std::mem::forget(upload);
         drop(store);
         let store = Store::open(&dir.path().join("root")).unwrap();
@@ -1110,7 +1236,7 @@ mod tests {
     fn symlinks_into_the_reserved_area_are_not_followed() {
         let (dir, store) = store();
         let root = dir.path().join("root");
-        let mut upload = store.begin_upload().unwrap();
+        let mut upload = store.begin_upload(0).unwrap();
         upload.write(b"in progress").unwrap();
         let staged = std::fs::read_dir(root.join(".framekit/staging"))
             .unwrap()
@@ -1140,17 +1266,7 @@ mod tests {
     }
 
     fn listed(store: &Store, prefix: &str, dirs: bool) -> Vec<String> {
-        let mut names = Vec::new();
-        store
-            .list(prefix, dirs, &mut |found| {
-                names.push(match found {
-                    Found::File(e) => e.name,
-                    Found::Dir(d) => format!("{d}/"),
-                });
-                true
-            })
-            .unwrap();
-        names
+        walked(store.list(prefix, dirs).unwrap()).unwrap()
     }
 
     #[test]
@@ -1231,16 +1347,23 @@ mod tests {
         store.check_put("link", true).unwrap();
     }
 
-    fn tree_of(store: &Store, dir: &str) -> Result<Vec<String>, StoreError> {
+    /// Everything a listing finds, directories with a `/` appended.
+    fn walked(mut walk: Walk) -> Result<Vec<String>, StoreError> {
         let mut found = Vec::new();
-        store.tree(dir, &mut |f| {
-            found.push(match f {
+        while !walk.is_done() {
+            walk.step(&mut found, crate::storage::local::walk::STEP)?;
+        }
+        Ok(found
+            .into_iter()
+            .map(|f| match f {
                 Found::File(e) => e.name,
                 Found::Dir(d) => format!("{d}/"),
-            });
-            true
-        })?;
-        Ok(found)
+            })
+            .collect())
+    }
+
+    fn tree_of(store: &Store, dir: &str) -> Result<Vec<String>, StoreError> {
+        walked(store.tree(dir)?)
     }
 
     #[test]
@@ -1291,13 +1414,59 @@ mod tests {
         assert!(!root.join(".framekit/deep").exists());
     }
 
+    #[test]
+    fn a_link_to_nothing_where_a_directory_must_be_is_not_a_file() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        std::os::unix::fs::symlink("nowhere", root.join("d")).unwrap();
+        assert!(matches!(store.make_dir("d"), Err(StoreError::NotAFile)));
+        assert!(matches!(store.make_dir("d/e"), Err(StoreError::NotAFile)));
+        assert!(matches!(
+            put(&store, "d/f", b"x", true),
+            Err(StoreError::NotAFile)
+        ));
+        assert!(matches!(
+            put(&store, "d/e/f", b"x", false),
+            Err(StoreError::NotAFile)
+        ));
+        // A link to a directory inside the root is a directory.
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", root.join("to_real")).unwrap();
+        store.make_dir("to_real/sub").unwrap();
+        put(&store, "to_real/sub/f", b"x", false).unwrap();
+        assert_eq!(std::fs::read(root.join("real/sub/f")).unwrap(), b"x");
+        assert!(staging_is_empty(&store));
+    }
+
+    #[test]
+    fn a_publish_that_fails_removes_the_directories_it_made() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        put(&store, "a/keep", b"1", false).unwrap();
+        for overwrite in [false, true] {
+            let mut upload = store.begin_upload(0).unwrap();
+            upload.write(b"x").unwrap();
+            // The staged file goes: placing it fails once its directories
+            // are made.
+            upload.dir.remove_file(&upload.temp).unwrap();
+            assert!(matches!(
+                store.publish(upload, "a/b/c/x", overwrite, &blake3::hash(b"x")),
+                Err(StoreError::NotFound)
+            ));
+            assert!(!root.join("a/b").exists());
+            assert!(root.join("a/keep").exists());
+        }
+        assert!(staging_is_empty(&store));
+    }
+
     fn retained(ttl_ms: u64, quota: u64) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let retention = Retention {
             ttl: std::time::Duration::from_millis(ttl_ms),
-            quota,
+            quota: Some(quota),
         };
-        let store = Store::open_with(&dir.path().join("root"), retention).unwrap();
+        let store =
+            Store::open_with(&dir.path().join("root"), retention, MinFree::Bytes(0)).unwrap();
         (dir, store)
     }
 
@@ -1447,6 +1616,83 @@ mod tests {
     }
 
     #[test]
+    fn the_quota_counts_uploads_in_progress_at_their_whole_size() {
+        let (dir, store) = retained(DAY, 10);
+        let mut first = store.begin_resumable([1u8; 32], "a", 6).unwrap();
+        first.write(b"a").unwrap();
+        // 6 + 6 is over the quota: the second goes to the staging area.
+        let mut second = store.begin_resumable([2u8; 32], "b", 6).unwrap();
+        second.write(b"b").unwrap();
+        assert!(!staging_is_empty(&store));
+        drop(second);
+        assert!(staging_is_empty(&store));
+        drop(first);
+        assert_eq!(store.partials().kept().len(), 1);
+        // A kept upload makes room for one in progress, oldest first.
+        let third = store.begin_resumable([3u8; 32], "c", 10).unwrap();
+        assert!(store.partials().kept().is_empty());
+        assert_eq!(partial_files(&dir), [data_name(&[3u8; 32])]);
+        drop(third);
+    }
+
+    #[test]
+    fn an_upload_interrupted_after_its_name_was_published_is_not_kept() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let mut upload = store.begin_resumable([1u8; 32], "n", 10).unwrap();
+        upload.write(b"old").unwrap();
+        put(&store, "n", b"newer", true).unwrap();
+        drop(upload);
+        assert!(store.partials().kept().is_empty());
+        assert!(partial_files(&dir).is_empty());
+        // Another name is not concerned.
+        let mut upload = store.begin_resumable([2u8; 32], "m", 10).unwrap();
+        upload.write(b"kept").unwrap();
+        put(&store, "n", b"newest", true).unwrap();
+        drop(upload);
+        assert_eq!(store.partials().kept().len(), 1);
+    }
+
+    #[test]
+    fn a_complete_upload_that_loses_its_publish_is_not_kept() {
+        let (dir, store) = retained(DAY, 1 << 20);
+        let mut upload = store.begin_resumable([1u8; 32], "n", 5).unwrap();
+        upload.write(b"mine!").unwrap();
+        put(&store, "n", b"first", false).unwrap();
+        assert!(matches!(
+            store.publish(upload, "n", false, &blake3::hash(b"mine!")),
+            Err(StoreError::AlreadyExists)
+        ));
+        assert!(store.partials().kept().is_empty());
+        assert!(partial_files(&dir).is_empty());
+    }
+
+    #[test]
+    fn a_put_waits_for_an_upload_of_its_key_that_is_being_kept() {
+        let (_dir, store) = retained(DAY, 1 << 20);
+        let store = Arc::new(store);
+        let key = [9u8; 32];
+        let mut upload = store.begin_resumable(key, "n", 100).unwrap();
+        upload.write(&[7u8; 40]).unwrap();
+        // Its connection broke; it is kept a moment later.
+        upload.ending();
+        let keeper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(upload);
+        });
+        let resumed = store.begin_resumable(key, "n", 100).unwrap();
+        assert_eq!(resumed.offset(), 40);
+        keeper.join().unwrap();
+        // One still receiving is waited for only a short while: then the
+        // put is an ordinary one.
+        let mut other = store.begin_resumable(key, "n", 100).unwrap();
+        assert_eq!(other.offset(), 0);
+        other.write(b"x").unwrap();
+        assert!(!staging_is_empty(&store));
+        drop(other);
+        drop(resumed);
+    }
+
+    #[test]
     fn a_smaller_quota_at_restart_drops_what_no_longer_fits() {
         let (dir, store) = retained(DAY, 10);
         let mut upload = store.begin_resumable([1u8; 32], "a", 10).unwrap();
@@ -1455,9 +1701,10 @@ mod tests {
         drop(store);
         let retention = Retention {
             ttl: std::time::Duration::from_millis(DAY),
-            quota: 4,
+            quota: Some(4),
         };
-        let store = Store::open_with(&dir.path().join("root"), retention).unwrap();
+        let store =
+            Store::open_with(&dir.path().join("root"), retention, MinFree::Bytes(0)).unwrap();
         assert!(store.partials().kept().is_empty());
         assert!(partial_files(&dir).is_empty());
     }

@@ -15,7 +15,12 @@
 //! One upload per name is kept, as on a local disk: keeping or publishing
 //! a name drops the other uploads kept for it, except those in progress
 //! (on another server: its state says so and changed in the last
-//! [`LIVE_MS`]). Kept uploads expire after `--partial-ttl` without progress,
+//! [`LIVE_MS`]). An upload in progress when its name is published is not
+//! kept when it is interrupted afterwards: its state records the ETag of
+//! the file the name held when it started, and a file of another ETag
+//! there means a publish came between (checked when it is kept, and when
+//! it is resumed). Every upload dropped or not kept is logged with the
+//! reason. Kept uploads expire after `--partial-ttl` without progress,
 //! and all of them together hold at most `--staging-quota` bytes (the
 //! oldest go first). The sweep also aborts multipart uploads under the
 //! prefix that were started more than `--partial-ttl` ago and that no
@@ -54,6 +59,11 @@ pub(super) struct KeptState {
     pub(super) updated_ms: u64,
     /// Whether a server is receiving its body (false once interrupted).
     pub(super) in_progress: bool,
+    /// The ETag of the file at the name when the upload started, if there
+    /// was one: a file of another ETag there later was published since,
+    /// and the upload is for older content.
+    #[serde(default)]
+    pub(super) replaces: Option<String>,
     /// The parts stored, from the first.
     pub(super) parts: Vec<KeptPart>,
 }
@@ -101,6 +111,36 @@ pub(super) const LIVE_MS: u64 = 90_000;
 /// How often an upload in progress writes its state, even without a new
 /// part, so that other servers see it is alive.
 pub(super) const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// How long a put waits for an upload of its name and key in progress
+/// here to end, while that upload still receives: long enough for the
+/// server to notice that its client reconnected because the connection
+/// broke (as on a local root).
+const WAIT_FOR_RECEIVING: Duration = Duration::from_secs(2);
+
+/// How long a put waits for an upload of its name and key in progress
+/// here that is ending (what it stored is being kept).
+const WAIT_FOR_ENDING: Duration = Duration::from_secs(30);
+
+/// Why a kept upload is dropped, or an interrupted one is not kept: the
+/// reasons the log gives, in the words of the local store's.
+pub(super) mod why {
+    pub(in crate::storage::s3) const EXPIRED: &str = "its time to live is over";
+    pub(in crate::storage::s3) const SUPERSEDED: &str = "a put of its name was published";
+    pub(in crate::storage::s3) const REPLACED: &str =
+        "a newer interrupted upload of its name was kept";
+    pub(in crate::storage::s3) const QUOTA: &str = "to make room in the staging quota";
+    pub(in crate::storage::s3) const PUBLISH_FAILED: &str = "its publish failed";
+    pub(in crate::storage::s3) const FAILED: &str = "the upload failed";
+    pub(in crate::storage::s3) const NO_PART: &str = "no whole part was stored";
+}
+
+/// Whether the file at a name, of ETag `now` (`None`: no file), was
+/// published over the one of ETag `replaced` an upload started on.
+pub(super) fn published_over(replaced: Option<&str>, now: Option<&str>) -> bool {
+    let bare = |etag: &str| etag.trim_matches('"').to_owned();
+    now.is_some_and(|now| Some(bare(now)) != replaced.map(bare))
+}
 
 /// A resume key in hex.
 pub(super) fn key_hex(key: &Hash) -> String {
@@ -197,25 +237,40 @@ pub(super) async fn abort(inner: &Inner, key: &str, upload_id: &str) {
     }
 }
 
-/// Drops a kept upload: aborts it and removes its state.
-async fn drop_kept(inner: &Inner, state: &KeptState) {
+/// Drops a kept upload: aborts it, removes its state, and says why.
+async fn drop_kept(inner: &Inner, state: &KeptState, why: &str) {
     abort(inner, &inner.keys.file(&state.name), &state.upload_id).await;
     delete_state(inner, &state.name, &state.key).await;
+    info!(
+        name = %state.name.escape_debug(),
+        bytes = state.received(),
+        reason = why,
+        "kept upload dropped"
+    );
 }
 
-/// Whether this process is uploading it now.
+/// Whether this process is uploading it now (or keeping it).
 fn active(inner: &Inner, state: &KeptState) -> bool {
     inner
         .active()
         .kept
-        .contains(&(state.name.clone(), state.key.clone()))
+        .contains_key(&(state.name.clone(), state.key.clone()))
 }
 
 /// Whether this process, or (by its recent progress) another server, is
-/// uploading it now.
+/// receiving it now. One this process is keeping is not: a publish of its
+/// name that comes while it is kept drops it, as one that came before
+/// stops it from being kept (see `S3Upload::abandon`).
 fn live(inner: &Inner, state: &KeptState) -> bool {
-    active(inner, state)
-        || (state.in_progress && now_ms().saturating_sub(state.updated_ms) < LIVE_MS)
+    let here = inner
+        .active()
+        .kept
+        .get(&(state.name.clone(), state.key.clone()))
+        .copied();
+    match here {
+        Some(ending) => !ending,
+        None => state.in_progress && now_ms().saturating_sub(state.updated_ms) < LIVE_MS,
+    }
 }
 
 /// What a resumable upload may do with what is kept for it.
@@ -232,20 +287,24 @@ pub(super) enum Claim {
 }
 
 /// Claims the resumable upload of `size` bytes as `name` with `key` (see
-/// [`Claim`]). Unless it is [`Claim::NotResumable`], the name and key are
-/// this upload's in this process until [`release`]d. An expired upload
-/// kept under them is dropped.
+/// [`Claim`]), the file at the name being of ETag `current` (`None`: no
+/// file) now. Unless it is [`Claim::NotResumable`], the name and key are
+/// this upload's in this process until [`release`]d. An upload kept under
+/// them that expired, or whose name was published since it started, is
+/// dropped. If an upload of the name and key is in progress here, waits
+/// a little for it to end first (see [`wait_to_claim`]).
 pub(super) async fn claim(
     inner: &Inner,
     key: &Hash,
     name: &str,
     size: u64,
+    current: Option<&str>,
 ) -> Result<Claim, StoreError> {
     let key = key_hex(key);
-    if size > inner.retention.quota {
+    if size > inner.quota {
         return Ok(Claim::NotResumable);
     }
-    if !inner.active().kept.insert((name.to_owned(), key.clone())) {
+    if !wait_to_claim(inner, name, &key).await {
         return Ok(Claim::NotResumable);
     }
     let state = match load(inner, name, &key).await {
@@ -259,7 +318,10 @@ pub(super) async fn claim(
     Ok(match state {
         Some(state) if state.size == size => {
             if now_ms().saturating_sub(state.updated_ms) > ttl {
-                drop_kept(inner, &state).await;
+                drop_kept(inner, &state, why::EXPIRED).await;
+                Claim::Fresh
+            } else if published_over(state.replaces.as_deref(), current) {
+                drop_kept(inner, &state, why::SUPERSEDED).await;
                 Claim::Fresh
             } else {
                 Claim::Resume(state)
@@ -273,12 +335,59 @@ pub(super) async fn claim(
     })
 }
 
+/// Waits while an upload of `name` with `key` is in progress here: up to
+/// [`WAIT_FOR_ENDING`] while what it stored is being kept, up to
+/// [`WAIT_FOR_RECEIVING`] while it still receives (its connection may have
+/// broken without the server noticing yet). Claims the name and key once
+/// they are free; `false` if they are not by then.
+async fn wait_to_claim(inner: &Inner, name: &str, key: &str) -> bool {
+    let started = tokio::time::Instant::now();
+    let id = (name.to_owned(), key.to_owned());
+    loop {
+        // Listening before looking: an end between the two still wakes.
+        let ended = inner.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        let limit = {
+            let mut active = inner.active();
+            match active.kept.get(&id) {
+                None => {
+                    active.kept.insert(id, false);
+                    return true;
+                }
+                Some(true) => WAIT_FOR_ENDING,
+                Some(false) => WAIT_FOR_RECEIVING,
+            }
+        };
+        let Some(left) = limit
+            .checked_sub(started.elapsed())
+            .filter(|left| !left.is_zero())
+        else {
+            return false;
+        };
+        let _ = tokio::time::timeout(left, ended).await;
+    }
+}
+
+/// The upload of `name` with `key` in progress here is ending: its
+/// connection broke, and what it stored is about to be kept.
+pub(super) fn ending(inner: &Inner, name: &str, key: &str) {
+    if let Some(ending) = inner
+        .active()
+        .kept
+        .get_mut(&(name.to_owned(), key.to_owned()))
+    {
+        *ending = true;
+    }
+}
+
 /// Gives up this process's claim on `name` with `key`.
 pub(super) fn release(inner: &Inner, name: &str, key: &str) {
     inner
         .active()
         .kept
         .remove(&(name.to_owned(), key.to_owned()));
+    inner.ended.notify_waiters();
 }
 
 /// Whether anything is kept at all (a check worth one request before
@@ -292,14 +401,15 @@ pub(super) async fn any(inner: &Inner) -> bool {
 }
 
 /// Drops the uploads kept for `name` but the one under `except` (hex),
-/// when `name` was just published or another upload of it kept: they were
-/// for an older content. Those in progress (see [`live`]) stay.
-pub(super) async fn forget_name(inner: &Inner, name: &str, except: Option<&str>) {
+/// when `name` was just published or another upload of it kept (`why`
+/// says which): they were for an older content. Those in progress (see
+/// [`live`]) stay.
+pub(super) async fn forget_name(inner: &Inner, name: &str, except: Option<&str>, why: &str) {
     match states_of(inner, name).await {
         Ok(states) => {
             for state in states {
                 if Some(state.key.as_str()) != except && !live(inner, &state) {
-                    drop_kept(inner, &state).await;
+                    drop_kept(inner, &state, why).await;
                 }
             }
         }
@@ -307,10 +417,13 @@ pub(super) async fn forget_name(inner: &Inner, name: &str, except: Option<&str>)
     }
 }
 
-/// Keeps the states within the staging quota, removing the oldest first
-/// and sparing the one of `name` under `key` (just kept, it fits the quota
-/// alone).
-pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) {
+/// Keeps what resumable uploads hold within the staging quota: the parts
+/// of the kept ones, and the whole size of every one in progress (here,
+/// or by its state on another server), as on a local root. Drops the
+/// oldest kept uploads but the one of `name` under `key` until that fits;
+/// drops none if dropping them all would not make it fit. Returns whether
+/// it fits (or could not be told: the states could not be listed).
+pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) -> bool {
     let mut states = Vec::new();
     let dir = inner.keys.private_dir(Private::Kept);
     let mut token = None;
@@ -323,7 +436,7 @@ pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) {
             Ok(page) => page,
             Err(e) => {
                 warn!(error = %e, "cannot list the kept uploads");
-                return;
+                return true;
             }
         };
         for listed in page.keys {
@@ -339,25 +452,38 @@ pub(super) async fn enforce_quota(inner: &Inner, name: &str, key: &str) {
             break;
         }
     }
-    let mut total: u64 = states.iter().map(KeptState::received).sum();
-    if total <= inner.retention.quota {
-        return;
+    let in_progress = |state: &KeptState| {
+        active(inner, state)
+            || (state.in_progress && now_ms().saturating_sub(state.updated_ms) < LIVE_MS)
+    };
+    let held = |state: &KeptState| {
+        if in_progress(state) {
+            state.size
+        } else {
+            state.received()
+        }
+    };
+    let mut total: u64 = states.iter().map(held).sum();
+    if total <= inner.quota {
+        return true;
     }
-    states.sort_by_key(|s| s.updated_ms);
-    for state in states {
-        if total <= inner.retention.quota {
+    let mut droppable: Vec<KeptState> = states
+        .into_iter()
+        .filter(|s| !(in_progress(s) || (s.name == name && s.key == key)))
+        .collect();
+    let freeable: u64 = droppable.iter().map(KeptState::received).sum();
+    if total.saturating_sub(freeable) > inner.quota {
+        return false;
+    }
+    droppable.sort_by_key(|s| s.updated_ms);
+    for state in droppable {
+        if total <= inner.quota {
             break;
         }
-        if (state.name == name && state.key == key) || active(inner, &state) {
-            continue;
-        }
-        drop_kept(inner, &state).await;
-        total -= state.received();
-        info!(
-            bytes = state.received(),
-            "partial upload evicted by the staging quota"
-        );
+        drop_kept(inner, &state, why::QUOTA).await;
+        total = total.saturating_sub(state.received());
     }
+    true
 }
 
 /// Removes the kept uploads whose time to live is over, and the multipart
@@ -404,6 +530,12 @@ async fn sweep_states(inner: &Inner) -> usize {
                     }
                     abort(inner, &inner.keys.file(&state.name), &state.upload_id).await;
                     let _ = inner.store.delete(&path).await;
+                    info!(
+                        name = %state.name.escape_debug(),
+                        bytes = state.received(),
+                        reason = why::EXPIRED,
+                        "kept upload dropped"
+                    );
                     removed += 1;
                 }
                 // Not a state this server can read: it is no use to anyone.
@@ -538,6 +670,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
             in_progress: false,
+            replaces: None,
             parts: (0..parts)
                 .map(|i| KeptPart {
                     etag: format!("\"e{i}\""),
@@ -545,6 +678,26 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_file_of_another_etag_at_the_name_was_published_over_the_upload() {
+        assert!(!published_over(None, None));
+        assert!(published_over(None, Some("\"a\"")));
+        assert!(!published_over(Some("\"a\""), Some("\"a\"")));
+        assert!(!published_over(Some("a"), Some("\"a\"")));
+        assert!(published_over(Some("\"a\""), Some("\"b\"")));
+        // Deleted since: not a publish.
+        assert!(!published_over(Some("\"a\""), None));
+    }
+
+    #[test]
+    fn a_state_without_the_etag_it_replaces_reads_back() {
+        let mut text = serde_json::to_value(state(1)).unwrap();
+        text.as_object_mut().unwrap().remove("replaces");
+        let back: KeptState = serde_json::from_value(text).unwrap();
+        assert_eq!(back.replaces, None);
+        assert!(back.valid("a/b"));
     }
 
     #[test]

@@ -83,6 +83,10 @@ const HASH_META: &str = "blake3";
 /// The metadata key of the token of the upload that wrote an object.
 const TOKEN_META: &str = "framekit-upload";
 
+/// The staging quota without `--staging-quota`: there is no disk of the
+/// server's to take a share of, so a fixed 64 GiB of stored parts.
+pub const DEFAULT_QUOTA: u64 = 64 << 30;
+
 /// An S3 bucket (or a prefix of one), served.
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -107,8 +111,12 @@ struct Inner {
     /// The size of `memory`, in MiB.
     memory_mib: u32,
     retention: Retention,
+    /// The staging quota: `--staging-quota`, or [`DEFAULT_QUOTA`].
+    quota: u64,
     /// What this process is doing that a sweep must leave alone.
     active: Mutex<Active>,
+    /// Woken when a resumable upload in progress here ends.
+    ended: tokio::sync::Notify,
     /// Serialises puts without overwrite of one name, where the store does
     /// not.
     locks: NameLocks,
@@ -120,8 +128,9 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Active {
     /// Names and resume keys (hex) of the resumable uploads in progress
-    /// here.
-    kept: HashSet<(String, String)>,
+    /// here, each with whether it is ending (its connection broke, and
+    /// what it stored is being kept).
+    kept: HashMap<(String, String), bool>,
     /// Multipart uploads in progress here.
     uploads: HashSet<String>,
 }

@@ -7,7 +7,7 @@
 //! cannot get its share waits, and so does its client (TCP flow control):
 //! memory stays bounded however many clients upload at once.
 
-use super::kept::{self, Claim, KeptPart, KeptState, key_hex};
+use super::kept::{self, Claim, KeptPart, KeptState, key_hex, why};
 use super::parts::{MIN_PART, PartHasher, merge, part_len, part_size};
 use super::{HASH_META, Inner, TOKEN_META, failure, names, now_ms, token};
 use crate::storage::{BodySink, Chunk, SinkEnd, SmallPut, Stopped, StoreError, Upload};
@@ -121,6 +121,9 @@ pub struct S3Upload {
     body: Body,
     /// For a resumable upload: its key (hex) and when it started.
     kept: Option<(String, u64)>,
+    /// For a resumable upload: the ETag of the file at its name when it
+    /// started, if there was one (see [`kept::published_over`]).
+    replaces: Option<String>,
     /// Whether it replaces an existing file.
     overwrite: bool,
     /// Cancelled by the store because another upload of the name completed
@@ -171,6 +174,7 @@ impl S3Upload {
             token,
             body,
             kept: None,
+            replaces: None,
             overwrite: false,
             superseded: false,
             done: false,
@@ -195,6 +199,7 @@ impl S3Upload {
             created_ms: *created_ms,
             updated_ms: now_ms(),
             in_progress,
+            replaces: self.replaces.clone(),
             parts: multipart
                 .parts
                 .iter()
@@ -224,6 +229,43 @@ impl S3Upload {
         }
         if let Body::Multipart(multipart) = &self.body {
             active.uploads.remove(&multipart.id);
+        }
+        drop(active);
+        if self.kept.is_some() {
+            self.inner.ended.notify_waiters();
+        }
+    }
+
+    /// Its connection broke: a put of its name and key waits for it to be
+    /// kept.
+    fn ending(&self) {
+        if let Some((key, _)) = &self.kept {
+            kept::ending(&self.inner, &self.name, key);
+        }
+    }
+
+    /// Drops what the upload stored, and, for a resumable one that stored
+    /// parts, says why it is not kept.
+    async fn not_kept(&mut self, why: &str) {
+        if self.kept.is_some() && matches!(self.body, Body::Multipart(_)) {
+            info!(
+                name = %self.name.escape_debug(),
+                reason = why,
+                "interrupted upload not kept"
+            );
+        }
+        self.drop_stored().await;
+    }
+
+    /// Whether a put of its name was published since it started: the name
+    /// holds a file it did not start on.
+    async fn published_over(&self) -> bool {
+        let Ok(path) = self.inner.keys.path(&self.name) else {
+            return false;
+        };
+        match self.inner.store.head(&path).await {
+            Ok(meta) => kept::published_over(self.replaces.as_deref(), meta.e_tag.as_deref()),
+            Err(_) => false,
         }
     }
 
@@ -259,6 +301,19 @@ impl Drop for S3Upload {
             );
         }
         self.release();
+    }
+}
+
+/// The ETag of the file `name`, if there is one.
+async fn file_etag(inner: &Inner, name: &str) -> Result<Option<String>, StoreError> {
+    match inner
+        .store
+        .head(&inner.keys.path(name).map_err(failure)?)
+        .await
+    {
+        Ok(meta) => Ok(meta.e_tag),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(failure(e)),
     }
 }
 
@@ -339,7 +394,13 @@ async fn resumable(
     if size <= MIN_PART {
         return ordinary(inner, name, size).await;
     }
-    match kept::claim(inner, &key, name, size).await? {
+    // Without overwrite, the name was just found free.
+    let current = if overwrite {
+        file_etag(inner, name).await?
+    } else {
+        None
+    };
+    match kept::claim(inner, &key, name, size, current.as_deref()).await? {
         Claim::NotResumable => ordinary(inner, name, size).await,
         Claim::Resume(state) => {
             let parts = state
@@ -366,6 +427,9 @@ async fn resumable(
                 state.token.clone(),
             );
             upload.kept = Some((state.key, state.created_ms));
+            upload.replaces = state.replaces;
+            // In progress again: counted at its whole size in the quota.
+            upload.save_state(true).await;
             Ok(upload)
         }
         Claim::Fresh => {
@@ -379,6 +443,7 @@ async fn resumable(
             };
             let mut upload = S3Upload::new(inner, name, size, Body::Multipart(multipart), token);
             upload.kept = Some((key_hex(&key), now_ms()));
+            upload.replaces = current;
             // Written now, so that a server killed before the first part
             // leaves a state the sweep finds.
             if let Some(state) = upload.state(true)
@@ -386,6 +451,15 @@ async fn resumable(
             {
                 upload.drop_stored().await;
                 return Err(e);
+            }
+            // The quota counts it at its whole size from now on: if that
+            // does not fit, once the oldest kept uploads are dropped, it is
+            // an ordinary upload, not kept if it is interrupted.
+            let key = key_hex(&key);
+            if !kept::enforce_quota(inner, name, &key).await {
+                kept::delete_state(inner, name, &key).await;
+                upload.kept = None;
+                kept::release(inner, name, &key);
             }
             Ok(upload)
         }
@@ -440,20 +514,30 @@ impl Upload for S3Upload {
     }
 
     async fn discard(mut self) {
-        self.drop_stored().await;
+        self.not_kept(why::FAILED).await;
     }
 
+    /// Keeps a resumable upload's parts, unless a put of its name was
+    /// published since it started. The state says it is interrupted before
+    /// the name is looked at, and the upload is let go only after: so a
+    /// publish whose completion comes after that look finds the state
+    /// interrupted, and drops it, on any server (see `kept::live`).
     async fn abandon(mut self) {
         if self.kept.is_none() {
             self.drop_stored().await;
             return;
         }
+        self.ending();
         let received = self.offset();
         if received == 0 {
-            self.drop_stored().await;
+            self.not_kept(why::NO_PART).await;
             return;
         }
         self.save_state(false).await;
+        if self.published_over().await {
+            self.not_kept(why::SUPERSEDED).await;
+            return;
+        }
         info!(
             name = %self.name.escape_debug(),
             received,
@@ -463,7 +547,7 @@ impl Upload for S3Upload {
         self.release();
         if let Some((key, _)) = self.kept.clone() {
             // One kept upload per name: an older one is for older content.
-            kept::forget_name(&self.inner, &self.name, Some(&key)).await;
+            kept::forget_name(&self.inner, &self.name, Some(&key), why::REPLACED).await;
             kept::enforce_quota(&self.inner, &self.name, &key).await;
         }
     }
@@ -765,7 +849,9 @@ impl BodySink for S3Sink {
                 }
             }
         } else {
-            // What is stored is kept, if the upload can be resumed.
+            // What is stored is kept, if the upload can be resumed; a put
+            // of its name and key waits for that.
+            self.upload.ending();
             self.filling = None;
             self.collect_all().await;
         }
@@ -902,7 +988,7 @@ pub(super) async fn publish(
     hash: blake3::Hash,
 ) -> Result<(), StoreError> {
     if let Err(e) = names::check_structure(inner, name).await {
-        upload.drop_stored().await;
+        upload.not_kept(why::PUBLISH_FAILED).await;
         return Err(e);
     }
     // Without conditional creates, this process at least never lets two
@@ -917,7 +1003,7 @@ pub(super) async fn publish(
         match names::is_file(inner, name).await {
             Ok(false) => {}
             Ok(true) => {
-                upload.drop_stored().await;
+                upload.not_kept(why::PUBLISH_FAILED).await;
                 return Err(StoreError::AlreadyExists);
             }
             Err(e) => {
@@ -956,11 +1042,11 @@ pub(super) async fn publish(
             }
             upload.release();
             // Interrupted uploads of this name were for an older content.
-            kept::forget_name(inner, name, None).await;
+            kept::forget_name(inner, name, None, why::SUPERSEDED).await;
             Ok(())
         }
         Err(e @ StoreError::AlreadyExists) => {
-            upload.drop_stored().await;
+            upload.not_kept(why::PUBLISH_FAILED).await;
             Err(e)
         }
         Err(e) => {
@@ -1147,7 +1233,7 @@ async fn store_small(
     };
     write_whole(inner, name, data, create, &hash, &token()).await?;
     if any_kept {
-        kept::forget_name(inner, name, None).await;
+        kept::forget_name(inner, name, None, why::SUPERSEDED).await;
     }
     Ok(hash)
 }
