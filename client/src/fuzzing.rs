@@ -4,65 +4,12 @@ use crate::files::{Options, Staging, get_file};
 use crate::progress::Meter;
 use crate::session::Session;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 thread_local! {
     /// A hidden progress meter, made once: making one costs more than a
     /// short input.
     static METER: Meter = Meter::hidden();
-}
-
-/// The directory every input works in, made once per process: in memory
-/// (`/dev/shm`) where there is one, since a download syncs its file, and a
-/// disk's sync would set the pace (11,000 inputs a minute on a disk, see
-/// docs/BENCHMARKS.md).
-fn base() -> &'static Path {
-    static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let parent = parent();
-        remove_stale(&parent);
-        let base = parent.join(format!("framekit-client-fuzz-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(base.join("out")).expect("create the fuzzing directory");
-        base
-    })
-}
-
-/// Where the fuzzing directory goes: `$FRAMEKIT_FUZZ_DIR` (which
-/// `scripts/fuzz` makes, and removes when the run ends), else `/dev/shm`,
-/// else the temporary directory.
-fn parent() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FRAMEKIT_FUZZ_DIR") {
-        return PathBuf::from(dir);
-    }
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_owned()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
-/// Removes the fuzzing directories in `parent` of processes that are gone:
-/// a fuzzer ends with `exit`, which runs no destructor, so each process
-/// leaves its directory behind.
-fn remove_stale(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("framekit-client-fuzz-"))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !Path::new("/proc").join(pid.to_string()).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// A peer whose every answer is `input`, and which accepts whatever the
@@ -88,13 +35,15 @@ impl Write for Scripted<'_> {
 }
 
 /// Plays `input` as everything a server answers, to a client that
-/// handshakes, gets a file, then lists. Checks that nothing panics, that
+/// handshakes, gets a file into `base/out`, then lists (`base`: a
+/// directory holding nothing else, best in memory: a download syncs its
+/// file, and a disk's sync would set the pace). Checks that nothing panics, that
 /// nothing is written outside the destination directory or under another
 /// name than the one chosen (or its partial file and description), and
 /// that a file is published only with content whose hash the server sent.
-pub fn responses(input: &[u8]) {
-    let base = base();
+pub fn responses(input: &[u8], base: &Path) {
     let out = base.join("out");
+    std::fs::create_dir_all(&out).expect("create the destination directory");
     let dest = out.join("chosen.bin");
 
     if let Ok(mut session) = Session::handshake(Scripted { input }, None) {

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    framekit_client::fuzzing::responses(data);
+    framekit_client::fuzzing::responses(data, framekit_fuzz::work_dir());
 });

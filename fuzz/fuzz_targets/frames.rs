@@ -6,9 +6,9 @@
 #![no_main]
 
 use bytes::BytesMut;
-use libfuzzer_sys::fuzz_target;
 use framekit_codec::Error;
 use framekit_codec::frame::{Builder, ByteOrder, Decoded, FrameConfig, LengthPrefix, Oversize};
+use libfuzzer_sys::fuzz_target;
 use std::io::Read;
 
 /// The fuzz input: `[config, max_hi, max_lo, n, cut_1 .. cut_n, data..]`,
@@ -258,7 +258,10 @@ fn model(config: &FrameConfig, data: &[u8]) -> (Vec<Event>, End, Vec<(Vec<u8>, V
         let end = pos + declared as usize;
         let strip = config.strip().unwrap_or(head_len);
         events.push(Event::Frame(data[start + strip..end].to_vec()));
-        parts.push((data[start..start + offset].to_vec(), data[pos..end].to_vec()));
+        parts.push((
+            data[start..start + offset].to_vec(),
+            data[pos..end].to_vec(),
+        ));
         pos = end;
     }
 }

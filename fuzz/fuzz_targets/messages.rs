@@ -5,11 +5,11 @@
 #![no_main]
 
 use bytes::BytesMut;
-use libfuzzer_sys::fuzz_target;
 use framekit_codec::message;
 use framekit_transfer::{
     Entry, ErrorCode, ErrorReply, FileVersion, Hello, Request, Response, Trailer, Welcome,
 };
+use libfuzzer_sys::fuzz_target;
 use serde::{Serialize, de::DeserializeOwned};
 use std::fmt::Debug;
 

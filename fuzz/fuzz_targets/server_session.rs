@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    framekit_server::fuzzing::session(data);
+    framekit_server::fuzzing::session(data, framekit_fuzz::work_dir());
 });

@@ -22,64 +22,14 @@ fn runtime() -> &'static Runtime {
     })
 }
 
-/// The directory every input's root is made in, once per process: in
-/// memory (`/dev/shm`) where there is one, since every published upload is
-/// synced, and a disk's sync would set the pace.
-fn base() -> &'static Path {
-    static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let parent = parent();
-        remove_stale(&parent);
-        let base = parent.join(format!("framekit-fuzz-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).expect("create the fuzzing directory");
-        base
-    })
-}
-
-/// Where the fuzzing directory goes: `$FRAMEKIT_FUZZ_DIR` (which
-/// `scripts/fuzz` makes, and removes when the run ends), else `/dev/shm`,
-/// else the temporary directory.
-fn parent() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FRAMEKIT_FUZZ_DIR") {
-        return PathBuf::from(dir);
-    }
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_owned()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
-/// Removes the fuzzing directories in `parent` of processes that are gone:
-/// a fuzzer ends with `exit`, which runs no destructor, so each process
-/// leaves its directory behind.
-fn remove_stale(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("framekit-fuzz-"))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !Path::new("/proc").join(pid.to_string()).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
 /// Plays `input` as everything a client sends on one connection, against
-/// the real connection handler with a fresh root, and checks that:
+/// the real connection handler with a fresh root made in `base` (an empty
+/// directory, best in memory: every published upload is synced), and
+/// checks that:
 /// nothing panics or hangs; nothing exists beside the root afterwards;
 /// the staging area is empty; and every published file's BLAKE3 hash was
 /// sent by the client (so no unverified content was published).
-pub fn session(input: &[u8]) {
-    let base = base();
+pub fn session(input: &[u8], base: &Path) {
     let root = base.join("root");
     let server = Server::new(Config {
         root: root.clone(),
