@@ -435,13 +435,26 @@ impl Partials {
             }
             None => (Claim::Fresh, None),
         };
-        while state.claimed().saturating_add(size) > self.quota {
+        // Kept uploads are dropped only if that makes room: all of them
+        // but this key's may go, and the uploads in progress stay.
+        let freeable: u64 = state
+            .kept
+            .iter()
+            .filter(|(kept, _)| *kept != key)
+            .map(|(_, record)| record.received)
+            .sum();
+        let fits = state
+            .claimed()
+            .saturating_sub(freeable)
+            .saturating_add(size)
+            <= self.quota;
+        while fits && state.claimed().saturating_add(size) > self.quota {
             let Some(oldest) = state.oldest(Some(key)) else {
                 break;
             };
             self.drop_kept(&mut state, &oldest, Dropped::Quota);
         }
-        if state.claimed().saturating_add(size) > self.quota {
+        if !fits || state.claimed().saturating_add(size) > self.quota {
             // What was kept under this key stays for a later attempt.
             if let Some(record) = taken {
                 state.kept.insert(*key, record);

@@ -542,6 +542,25 @@ fn the_quota_counts_uploads_in_progress_at_their_whole_size() {
 }
 
 #[test]
+fn kept_uploads_are_not_dropped_when_that_would_not_make_room() {
+    let (_dir, store) = retained(DAY, 10);
+    let mut kept = store.begin_resumable([1u8; 32], "a", 10).unwrap();
+    kept.write(b"aa").unwrap();
+    drop(kept);
+    // 6 in progress, 2 kept: a put of 6 does not fit even if the kept
+    // upload goes, so it stays, and the put is an ordinary one.
+    let mut first = store.begin_resumable([2u8; 32], "b", 6).unwrap();
+    first.write(b"b").unwrap();
+    let mut second = store.begin_resumable([3u8; 32], "c", 6).unwrap();
+    second.write(b"c").unwrap();
+    assert!(!staging_is_empty(&store));
+    let kept = store.partials().kept();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1.name, "a");
+    drop((first, second));
+}
+
+#[test]
 fn an_upload_interrupted_after_its_name_was_published_is_not_kept() {
     let (dir, store) = retained(DAY, 1 << 20);
     let mut upload = store.begin_resumable([1u8; 32], "n", 10).unwrap();
