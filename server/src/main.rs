@@ -20,6 +20,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
+/// The longest time any of the options in seconds may say: a year. Every
+/// deadline is the time now plus one of them, which must not overflow.
+const MAX_SECS: u64 = 365 * 86_400;
+
 /// Serve a directory, or an S3 bucket, over the framekit file-transfer
 /// protocol.
 ///
@@ -85,21 +89,21 @@ struct Args {
 
     /// Seconds a new connection has to say hello, TLS handshake included
     /// (at most the idle timeout).
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     hello_timeout: u64,
 
     /// Seconds a silent peer is waited for before being dropped.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     idle_timeout: u64,
 
     /// On SIGINT or SIGTERM, seconds that transfers in flight may take to
     /// finish before they are aborted.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(..=MAX_SECS))]
     grace_period: u64,
 
     /// Seconds an interrupted upload is kept for its client to resume it,
     /// after it was last interrupted.
-    #[arg(long, value_name = "SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     partial_ttl: u64,
 
     /// The most bytes interrupted uploads may hold together, counting each
@@ -436,6 +440,21 @@ mod tests {
         assert!(parse_size("12X").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn times_in_seconds_are_at_most_a_year() {
+        let parse = |flag: &str, secs: &str| Args::try_parse_from(["server", flag, secs]);
+        for flag in [
+            "--hello-timeout",
+            "--idle-timeout",
+            "--grace-period",
+            "--partial-ttl",
+        ] {
+            assert!(parse(flag, "31536000").is_ok(), "{flag}");
+            assert!(parse(flag, "31536001").is_err(), "{flag}");
+            assert!(parse(flag, "18446744073709551615").is_err(), "{flag}");
+        }
     }
 
     #[test]
