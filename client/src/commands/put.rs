@@ -162,6 +162,10 @@ const MAX_RECONNECTS: usize = 5;
 /// server noticing.
 const KEPT_MARGIN: Duration = Duration::from_secs(2);
 
+/// The longest a put waits for the server to keep what it received,
+/// whatever idle timeout the server announces.
+const MAX_KEPT_WAIT: Duration = Duration::from_secs(60);
+
 /// Puts `source` as `name` over `link`; if the connection breaks in the
 /// middle of the body of a resumable upload (and retrying is allowed),
 /// continues on a new connection where the server kept it.
@@ -196,7 +200,7 @@ fn put_resuming(
             (Err(_), Some((_, _, lost))) => return Err(lost),
             (Err(e), None) => return Err(e),
         };
-        let idle = Duration::from_millis(session.welcome().idle_timeout_ms);
+        let idle = Duration::from_millis(session.welcome().idle_timeout_ms).min(MAX_KEPT_WAIT);
         match files::put_file_attempt(session, source, name, transfer, meter, note, &mut attempt) {
             Ok(uploaded) => return Ok(uploaded),
             Err(files::PutFailure::NotKept) => {
