@@ -13,6 +13,7 @@ use framekit_tests::{
     Backend, RawPeer, ServerProcess, partials, random_bytes, small_disk, staged_bytes, staging,
 };
 use framekit_transfer::{ErrorCode, Put, PutEager, Request, Response, Trailer};
+use std::io::Write;
 use std::path::Path;
 
 /// The size of the files the tests on every backend cut: more than one
@@ -141,6 +142,46 @@ fn kept_uploads_are_dropped_oldest_first_to_make_room_for_a_put() {
     framekit_tests::assert_error(&out, 7, "no space");
     assert_eq!(partial_bytes(&root), 10 << 20);
     assert!(staging(&root).is_empty());
+}
+
+#[test]
+fn a_stream_of_unknown_size_is_refused_where_it_would_cross_min_free() {
+    let (dir, mnt) = small_disk("size=20m");
+    let root = mnt.path.join("root");
+    let server = ServerProcess::start(&root, &["--min-free", "8M"]);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mut child = server
+        .client(&work)
+        .args(["put", "-", "--name", "stream"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // 16 MiB would leave about 4 MiB of the 20 free: under the floor.
+        for block in 0..16 {
+            if stdin.write_all(&random_bytes(block, 1 << 20)).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    framekit_tests::assert_error(&out, 7, "no space");
+    assert!(!root.join("stream").exists());
+    framekit_tests::eventually("the stream's file is removed", || staging(&root).is_empty());
+    // A put that leaves the floor is still accepted.
+    let hash = framekit_tests::write_random_file(&work.join("small"), 3, 4 * MIB);
+    let out = server
+        .client(&work)
+        .args(["put", "small"])
+        .output()
+        .unwrap();
+    framekit_tests::assert_success(&out);
+    assert_eq!(framekit_tests::hash_file(&root.join("small")), hash);
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //! is refused before its body, not in the middle of it. When there is not
 //! enough room, kept interrupted uploads are dropped, oldest first, until
 //! there is; if dropping all of them would not make enough, none is
-//! dropped and the put is refused with NoSpace.
+//! dropped and the put is refused with NoSpace. An upload whose size is not
+//! known in advance (a stream) is admitted at the floor, and asks for room
+//! as it writes, [`GROW_STEP`] at a time: it is refused with NoSpace when
+//! its next step does not fit.
 
 use super::partial::{Dropped, Partials};
 use crate::storage::StoreError;
@@ -58,10 +61,18 @@ impl MinFree {
     }
 }
 
+/// How much more room an upload asks for when it writes beyond what it
+/// was admitted for.
+pub(super) const GROW_STEP: u64 = 8 << 20;
+
 /// The room uploads take on the disk.
 #[derive(Debug)]
 pub(super) struct Space {
     min_free: MinFree,
+    /// The served root: its file system is the one measured.
+    root: Dir,
+    /// The kept uploads, dropped to make room.
+    partials: Arc<Partials>,
     /// Bytes that uploads in progress announced and have not written yet.
     outstanding: AtomicU64,
     /// Admissions are taken one at a time: the check and the reservation
@@ -70,9 +81,11 @@ pub(super) struct Space {
 }
 
 impl Space {
-    pub(super) fn new(min_free: MinFree) -> Space {
+    pub(super) fn new(min_free: MinFree, root: Dir, partials: Arc<Partials>) -> Space {
         Space {
             min_free,
+            root,
+            partials,
             outstanding: AtomicU64::new(0),
             admitting: Mutex::new(()),
         }
@@ -94,14 +107,13 @@ impl Space {
     /// if nothing does.
     pub(super) fn admit(
         self: &Arc<Self>,
-        root: &Dir,
         need: u64,
-        partials: &Partials,
         spare: Option<&Hash>,
     ) -> Result<Reservation, StoreError> {
+        let partials = &self.partials;
         let _turn = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let (available, total) = Space::available(root)?;
+            let (available, total) = Space::available(&self.root)?;
             let floor = self.min_free.bytes(total);
             let outstanding = self.outstanding.load(Ordering::Acquire);
             let room = available.saturating_sub(outstanding);
@@ -140,6 +152,20 @@ pub(super) struct Reservation {
 }
 
 impl Reservation {
+    /// Adds `more` bytes to the room promised, if the disk has them (see
+    /// [`Space::admit`]); [`StoreError::NoSpace`] if it does not.
+    pub(super) fn grow(&mut self, more: u64, spare: Option<&Hash>) -> Result<(), StoreError> {
+        let mut extra = self.space.admit(more, spare)?;
+        self.left = self.left.saturating_add(extra.left);
+        extra.left = 0;
+        Ok(())
+    }
+
+    /// Bytes promised and not written yet.
+    pub(super) fn left(&self) -> u64 {
+        self.left
+    }
+
     /// `bytes` of the upload were written.
     pub(super) fn wrote(&mut self, bytes: u64) {
         let written = bytes.min(self.left);

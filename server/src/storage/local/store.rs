@@ -18,7 +18,7 @@
 
 use super::digest::Digests;
 use super::partial::{Claim, Partials, Record, Retention, data_name, now_ms};
-use super::space::{MinFree, Reservation, Space};
+use super::space::{GROW_STEP, MinFree, Reservation, Space};
 use super::walk::{ListingMemory, Walk};
 use crate::storage::{Found, SmallPut, StoreError};
 use cap_std::ambient_authority;
@@ -156,6 +156,11 @@ impl Store {
         let (available, _) = Space::available(&root)?;
         let partials = Arc::new(Partials::open(&root, retention, available)?);
         let digests = Digests::open(&root)?;
+        let space = Arc::new(Space::new(
+            min_free,
+            root.try_clone()?,
+            Arc::clone(&partials),
+        ));
         Ok(Store {
             root,
             staging,
@@ -163,7 +168,7 @@ impl Store {
             digests,
             next_upload: AtomicU64::new(0),
             listings: Arc::default(),
-            space: Arc::new(Space::new(min_free)),
+            space,
             #[cfg(test)]
             steps: std::sync::Mutex::default(),
         })
@@ -200,7 +205,7 @@ impl Store {
     /// that will write `size` bytes, if the disk has room for them (see
     /// [`Space::admit`]).
     pub(super) fn begin_upload(&self, size: u64) -> Result<LocalUpload, StoreError> {
-        let reservation = self.space.admit(&self.root, size, &self.partials, None)?;
+        let reservation = self.space.admit(size, None)?;
         self.staged(reservation)
     }
 
@@ -255,9 +260,7 @@ impl Store {
         let dir = self.partials.dir().try_clone()?;
         // What is kept for it is not dropped to make room for it.
         let held = self.partials.kept_for(&key, name, size);
-        let reservation = self
-            .space
-            .admit(&self.root, size - held, &self.partials, Some(&key))?;
+        let mut reservation = self.space.admit(size - held, Some(&key))?;
         let (offset, created_ms) = match self.partials.claim(&key, name, size) {
             Claim::NotResumable => {
                 drop(reservation);
@@ -273,6 +276,16 @@ impl Store {
                 return Err(e.into());
             }
         };
+        // Less was kept than when it was admitted (dropped meanwhile, or
+        // its data missing): the rest needs room too.
+        let short = (size - offset).saturating_sub(reservation.left());
+        if short > 0
+            && let Err(e) = reservation.grow(short, Some(&key))
+        {
+            self.partials
+                .discard(&key, "the disk has no room for the rest");
+            return Err(e);
+        }
         Ok(LocalUpload {
             file: Some(file),
             temp: data_name(&key),
@@ -952,8 +965,20 @@ impl LocalUpload {
         self.offset
     }
 
-    /// Appends body bytes to the file.
+    /// Appends body bytes to the file. Beyond the room the upload was
+    /// admitted for (an upload of unknown size), asks for more first:
+    /// [`io::ErrorKind::StorageFull`] if the disk does not have it.
     pub(super) fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let len = data.len() as u64;
+        if let Some(reservation) = self.reservation.as_mut()
+            && reservation.left() < len
+        {
+            let more = (len - reservation.left()).max(GROW_STEP);
+            reservation.grow(more, None).map_err(|e| match e {
+                StoreError::NoSpace => io::Error::from(io::ErrorKind::StorageFull),
+                other => io::Error::other(other),
+            })?;
+        }
         if let Some(file) = self.file.as_mut() {
             file.write_all(data)?;
         }
