@@ -169,22 +169,8 @@ fn digest(token: &str) -> [u8; 32] {
 /// start is known from many.
 #[derive(Debug, Default)]
 pub(crate) struct FailureLimiter {
-    by_address: Mutex<Recent<IpAddr>>,
-    by_prefix: Mutex<Recent<[u8; 32]>>,
-}
-
-/// Recent failures, by what they are counted under.
-#[derive(Debug)]
-struct Recent<K> {
-    failures: HashMap<K, Failures>,
-}
-
-impl<K> Default for Recent<K> {
-    fn default() -> Self {
-        Recent {
-            failures: HashMap::new(),
-        }
-    }
+    by_address: Mutex<HashMap<IpAddr, Failures>>,
+    by_prefix: Mutex<HashMap<[u8; 32], Failures>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -193,32 +179,34 @@ struct Failures {
     last: Instant,
 }
 
-impl<K: std::hash::Hash + Eq + Copy> Recent<K> {
-    /// Counts a failure under `key` at `now`; returns the count.
-    fn count(&mut self, key: K, now: Instant) -> u32 {
-        let failures = &mut self.failures;
-        if failures.len() >= FailureLimiter::MAX_TRACKED && !failures.contains_key(&key) {
-            failures.retain(|_, f| now.duration_since(f.last) < FailureLimiter::FORGET_AFTER);
-            if failures.len() >= FailureLimiter::MAX_TRACKED
-                && let Some(oldest) = failures
-                    .iter()
-                    .min_by_key(|(_, f)| f.last)
-                    .map(|(key, _)| *key)
-            {
-                failures.remove(&oldest);
-            }
+/// Counts a failure under `key` at `now` in `failures`, the recent ones by
+/// what they are counted under; returns the count.
+fn count<K: std::hash::Hash + Eq + Copy>(
+    failures: &mut HashMap<K, Failures>,
+    key: K,
+    now: Instant,
+) -> u32 {
+    if failures.len() >= FailureLimiter::MAX_TRACKED && !failures.contains_key(&key) {
+        failures.retain(|_, f| now.duration_since(f.last) < FailureLimiter::FORGET_AFTER);
+        if failures.len() >= FailureLimiter::MAX_TRACKED
+            && let Some(oldest) = failures
+                .iter()
+                .min_by_key(|(_, f)| f.last)
+                .map(|(key, _)| *key)
+        {
+            failures.remove(&oldest);
         }
-        let entry = failures.entry(key).or_insert(Failures {
-            count: 0,
-            last: now,
-        });
-        if now.duration_since(entry.last) >= FailureLimiter::FORGET_AFTER {
-            entry.count = 0;
-        }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
-        entry.count
     }
+    let entry = failures.entry(key).or_insert(Failures {
+        count: 0,
+        last: now,
+    });
+    if now.duration_since(entry.last) >= FailureLimiter::FORGET_AFTER {
+        entry.count = 0;
+    }
+    entry.count = entry.count.saturating_add(1);
+    entry.last = now;
+    entry.count
 }
 
 impl FailureLimiter {
@@ -243,16 +231,18 @@ impl FailureLimiter {
         now: Instant,
     ) -> Duration {
         let by_address = ip.map_or(1, |ip| {
-            self.by_address
+            let mut failures = self
+                .by_address
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .count(ip, now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            count(&mut failures, ip, now)
         });
-        let by_prefix = self
+        let mut failures = self
             .by_prefix
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .count(prefix_key(token), now);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let by_prefix = count(&mut failures, prefix_key(token), now);
+        drop(failures);
         Self::delay_for(by_address.max(by_prefix))
     }
 
@@ -262,7 +252,6 @@ impl FailureLimiter {
         self.by_address
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .failures
             .remove(&ip);
     }
 
