@@ -83,9 +83,9 @@ pub fn read_to_close(stream: &mut TcpStream) -> u64 {
 }
 
 /// Waits until one line of the server's log contains every one of
-/// `needles`, and returns it; panics after 20 s.
+/// `needles`, and returns it; panics after [`crate::PATIENCE`].
 pub fn wait_for_line(server: &ServerProcess, needles: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::PATIENCE;
     loop {
         let log = server.log();
         if let Some(line) = log
@@ -108,7 +108,7 @@ pub fn log_peer(stream: &TcpStream) -> String {
 }
 
 /// Runs the `server` binary with `args`, expecting it to exit by itself
-/// (within 20 s, else it is killed and the test fails), and returns its
+/// (within [`crate::PATIENCE`], else it is killed and the test fails), and returns its
 /// output.
 pub fn server_exit(args: &[&std::ffi::OsStr]) -> std::process::Output {
     let mut child = std::process::Command::new(crate::bin("server"))
@@ -118,7 +118,7 @@ pub fn server_exit(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::PATIENCE;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -345,7 +345,7 @@ impl Intact {
     ///   it;
     /// - a new client can put and get a file.
     pub fn check(&self, server: &ServerProcess, changed: &[&str], declared: Option<u64>) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::PATIENCE;
         while self.stored.uploads_in_progress() > 0 {
             assert!(
                 Instant::now() < deadline,

@@ -289,9 +289,9 @@ impl ServerProcess {
             .collect()
     }
 
-    /// Waits until the log contains `needle`; panics after 20 s.
+    /// Waits until the log contains `needle`; panics after [`PATIENCE`].
     pub fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + PATIENCE;
         while !self.log().contains(needle) {
             assert!(
                 Instant::now() < deadline,
@@ -758,9 +758,15 @@ pub fn memory_tempdir() -> tempfile::TempDir {
     }
 }
 
-/// Waits until `check` holds; panics with `what` after 20 s.
+/// How long a test waits for what must happen before it fails: a bound
+/// on a hang, not on speed, far above how long anything here takes when
+/// it works (keeping an interrupted upload, which syncs it, has taken over
+/// 20 s on a shared disk under load).
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Waits until `check` holds; panics with `what` after [`PATIENCE`].
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + PATIENCE;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(20));

@@ -242,7 +242,7 @@ fn sigterm_lets_a_transfer_in_flight_finish_then_exits() {
     // Between requests, the connection is told the server is going away.
     assert_eq!(error_code(peer.recv()), ErrorCode::ShuttingDown);
     let status = server
-        .wait_exit(Duration::from_secs(20))
+        .wait_exit(framekit_tests::PATIENCE)
         .expect("the server exits");
     assert!(status.success(), "{status:?}");
     assert_eq!(server.stored().read("inflight").unwrap(), body);
@@ -257,7 +257,7 @@ fn a_signal_sent_as_soon_as_the_address_is_announced_is_a_clean_shutdown() {
         let mut server = ServerProcess::start(&dir.path().join("root"), &[]);
         server.signal(name);
         let status = server
-            .wait_exit(Duration::from_secs(20))
+            .wait_exit(framekit_tests::PATIENCE)
             .expect("the server exits");
         assert!(status.success(), "SIG{name}: {status:?}");
     }
@@ -279,7 +279,7 @@ fn sigterm_aborts_a_stalled_upload_after_the_grace_period() {
     });
     server.signal("INT");
     let status = server
-        .wait_exit(Duration::from_secs(20))
+        .wait_exit(framekit_tests::PATIENCE)
         .expect("the server exits");
     assert!(status.success(), "{status:?}");
     assert!(
