@@ -98,10 +98,7 @@ fn write_unnamed(
 /// result per file, in order: the saved file's stamp, if it can be read,
 /// or why it was not saved. A file whose directory could not be synced is
 /// visible under its name, but reported failed.
-pub(crate) fn commit(
-    files: &[Pending],
-    record: &(dyn Fn(Step) + Sync),
-) -> Vec<Result<Option<Stamp>, ClientError>> {
+pub(crate) fn commit(files: &[Pending], record: &(dyn Fn(Step) + Sync)) -> Committed {
     let written = write_together(files, record);
     let linked: Vec<Result<Unnamed, ClientError>> = written
         .into_iter()
@@ -140,6 +137,70 @@ pub(crate) fn commit(
             }
         })
         .collect()
+}
+
+/// The results of [`commit`]: one per file, in order.
+pub(crate) type Committed = Vec<Result<Option<Stamp>, ClientError>>;
+
+/// A batch being saved by [`commit`] on a thread of its own, while its
+/// caller receives the next one: the file system's journal commits for
+/// one batch overlap the transfer of the next.
+#[derive(Debug)]
+pub(crate) struct Saving {
+    thread: Option<std::thread::JoinHandle<Committed>>,
+    /// Where the files go, for the failure of a thread that panicked; or
+    /// the results, when no thread could be started and the batch was
+    /// saved at once.
+    dests: Vec<PathBuf>,
+    done: Option<Committed>,
+}
+
+impl Saving {
+    /// Starts saving `files`.
+    pub(crate) fn start(files: Vec<Pending>) -> Saving {
+        let dests = files.iter().map(|f| f.dest.clone()).collect();
+        let files = std::sync::Arc::new(files);
+        let theirs = std::sync::Arc::clone(&files);
+        let spawned = std::thread::Builder::new()
+            .name("save batch".into())
+            .spawn(move || commit(&theirs, &|_| {}));
+        match spawned {
+            Ok(thread) => Saving {
+                thread: Some(thread),
+                dests,
+                done: None,
+            },
+            // No thread to be had: saved here and now.
+            Err(_) => Saving {
+                thread: None,
+                dests,
+                done: Some(commit(&files, &|_| {})),
+            },
+        }
+    }
+
+    /// Waits until the batch is saved: one result per file, in order, as
+    /// [`commit`] gives them. A thread that panicked saved nothing that
+    /// can be vouched for: each of its files is reported failed.
+    pub(crate) fn wait(mut self) -> Committed {
+        if let Some(done) = self.done.take() {
+            return done;
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(done)) => done,
+            _ => self
+                .dests
+                .iter()
+                .map(|dest| {
+                    Err(local(
+                        "cannot save",
+                        dest,
+                        io::Error::other("saving the batch failed"),
+                    ))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Writes and syncs the files, from up to [`SYNC_THREADS`] threads at
@@ -309,6 +370,31 @@ mod tests {
         assert_eq!(std::fs::read(&taken).unwrap(), b"someone else's");
         assert_eq!(std::fs::read(&free).unwrap(), b"free");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_batch_saved_on_a_thread_of_its_own_gives_each_file_its_result_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = dir.path().join("taken");
+        std::fs::write(&taken, b"someone else's").unwrap();
+        let mut files: Vec<Pending> = (0..40)
+            .map(|i| pending(&dir.path().join(format!("f{i}")), format!("{i}").as_bytes()))
+            .collect();
+        files.insert(7, pending(&taken, b"new"));
+        let results = Saving::start(files).wait();
+        assert_eq!(results.len(), 41);
+        for (k, result) in results.iter().enumerate() {
+            if k == 7 {
+                assert!(matches!(result, Err(ClientError::DestinationExists { .. })));
+            } else {
+                assert!(matches!(result, Ok(Some(_))), "{k}: {result:?}");
+            }
+        }
+        for i in 0..40 {
+            let saved = std::fs::read(dir.path().join(format!("f{i}"))).unwrap();
+            assert_eq!(saved, format!("{i}").as_bytes());
+        }
+        assert_eq!(std::fs::read(&taken).unwrap(), b"someone else's");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::Options;
 use super::Staging;
-use super::commit::{self, Pending};
+use super::commit::{self, Pending, Saving};
 use super::download::Saved;
 use crate::error::ClientError;
 use crate::session::{Download, Session};
@@ -41,6 +41,8 @@ enum Slot {
     Requested,
     /// Received and verified, held in memory: saved with the next batch.
     Unsaved(Pending, Saved),
+    /// Being saved with its batch.
+    Saving(Saved),
     /// Done: nothing to fetch (`None`), saved, or failed.
     Done(Option<Result<Saved, ClientError>>),
 }
@@ -55,7 +57,8 @@ enum Slot {
 /// its batch (at most 256 files or 8 MiB): written to unnamed files in
 /// their destinations' directories and synced, several at once, then
 /// linked under their names (never over an existing file), then their
-/// directories synced (see `commit.rs`). With `options.force`, a file whose destination
+/// directories synced (see `commit.rs`). A batch is saved on a thread of
+/// its own while the next one arrives; one batch at a time. With `options.force`, a file whose destination
 /// exists, and a file that has a partial download (`DEST.part`), are
 /// saved one at a time through a [`Staging`], as [`get_file`](super::get_file) saves
 /// them; so is every file where unnamed files cannot be made. A file that
@@ -81,6 +84,7 @@ pub fn get_small_files<S: Read + Write>(
         first: 0,
         unsaved: 0,
         unsaved_bytes: 0,
+        saving: None,
     };
     let mut unnamed = HashMap::new();
     let mut next = 0;
@@ -111,10 +115,12 @@ pub fn get_small_files<S: Read + Write>(
             // Everything sent was answered: report what can be, and go on
             // if there is more to send.
             run.save_batch();
-            run.report(done);
             if next < items.len() {
+                run.report(done);
                 continue;
             }
+            run.saved();
+            run.report(done);
             return run.first;
         };
         let Some(file) = items.get(i).copied().flatten() else {
@@ -147,6 +153,8 @@ struct Run {
     /// Files received and not saved yet, and their bytes.
     unsaved: usize,
     unsaved_bytes: u64,
+    /// The batch being saved, and the index of each of its items.
+    saving: Option<(Saving, Vec<usize>)>,
 }
 
 impl Run {
@@ -174,31 +182,47 @@ impl Run {
         }
     }
 
-    /// Saves every file received and not saved yet, as one batch.
+    /// Starts saving every file received and not saved yet, as one batch,
+    /// once the batch before it is saved.
     fn save_batch(&mut self) {
         if self.unsaved == 0 {
             return;
         }
-        let mut at = Vec::new();
-        let mut unnamed = Vec::new();
+        self.saved();
+        let mut items = Vec::new();
+        let mut files = Vec::new();
         for (k, slot) in self.slots.iter_mut().enumerate() {
-            if let Slot::Unsaved(..) = slot {
-                let Slot::Unsaved(file, saved) = std::mem::replace(slot, Slot::Requested) else {
-                    continue;
-                };
-                at.push((k, saved));
-                unnamed.push(file);
-            }
+            *slot = match std::mem::replace(slot, Slot::Done(None)) {
+                Slot::Unsaved(file, saved) => {
+                    items.push(self.first + k);
+                    files.push(file);
+                    Slot::Saving(saved)
+                }
+                other => other,
+            };
         }
-        let results = commit::commit(&unnamed, &|_| {});
-        for ((k, saved), result) in at.into_iter().zip(results) {
-            let result = result.map(|stamp| Saved { stamp, ..saved });
-            if let Some(slot) = self.slots.get_mut(k) {
-                *slot = Slot::Done(Some(result));
-            }
-        }
+        self.saving = Some((Saving::start(files), items));
         self.unsaved = 0;
         self.unsaved_bytes = 0;
+    }
+
+    /// Waits until the batch being saved, if any, is saved, and records
+    /// what became of its files.
+    fn saved(&mut self) {
+        let Some((saving, items)) = self.saving.take() else {
+            return;
+        };
+        for (i, result) in items.into_iter().zip(saving.wait()) {
+            let Some(slot) = self.slots.get_mut(i - self.first) else {
+                continue;
+            };
+            *slot = match std::mem::replace(slot, Slot::Done(None)) {
+                Slot::Saving(saved) => {
+                    Slot::Done(Some(result.map(|stamp| Saved { stamp, ..saved })))
+                }
+                other => other,
+            };
+        }
     }
 
     /// Reports the items done at the front, in order.
@@ -220,6 +244,7 @@ impl Run {
         done: &mut dyn FnMut(usize, Option<Result<Saved, ClientError>>),
     ) -> usize {
         self.save_batch();
+        self.saved();
         self.report(done);
         if let Some(Slot::Requested) = self.slots.front() {
             done(self.first, Some(Err(error)));
