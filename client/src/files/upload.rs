@@ -18,12 +18,14 @@ use std::path::Path;
 /// resumed.
 pub const SMALL_FILE: u64 = MAX_EAGER_BODY;
 
-/// At most this many eager uploads are sent ahead of their answers.
-const EAGER_WINDOW: usize = 64;
+/// At most this many eager uploads are sent ahead of their answers: two
+/// of the server's batches, so that one arrives while the other is
+/// stored.
+const EAGER_WINDOW: usize = 128;
 
 /// At most this many body bytes of eager uploads are sent ahead of their
 /// answers.
-const EAGER_WINDOW_BYTES: u64 = 1024 * 1024;
+const EAGER_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 
 /// A finished upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
