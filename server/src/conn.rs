@@ -59,6 +59,10 @@ pub(crate) struct Conn<S> {
     stream: S,
     codec: FrameCodec,
     read_buf: BytesMut,
+    /// Whether `read_buf` was given more room than a request needs (see
+    /// [`Conn::read_body_bytes`]), perhaps in an allocation that bodies
+    /// taken from it share.
+    read_buf_grown: bool,
     write_buf: BytesMut,
     idle: Duration,
     /// What [`Conn::buffered_frame`] decoded and its caller gave back (or
@@ -74,6 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             stream,
             codec: FrameCodec::with_config(frame_config()),
             read_buf: BytesMut::new(),
+            read_buf_grown: false,
             write_buf: BytesMut::new(),
             idle,
             pending: None,
@@ -92,6 +97,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             if let Some(frame) = self.codec.decode_frame(&mut self.read_buf)? {
                 return Ok(Some(frame));
+            }
+            // A connection that waits for its next request keeps no more
+            // than a read's room: the large buffer a batch of eager
+            // uploads was read into is let go (with the bodies taken from
+            // it, once they are stored).
+            if self.read_buf.is_empty() && self.read_buf_grown {
+                self.read_buf = BytesMut::new();
+                self.read_buf_grown = false;
             }
             self.read_buf.reserve(READ_RESERVE);
             let read = timeout_at(deadline, self.stream.read_buf(&mut self.read_buf))
@@ -169,7 +182,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     ) -> Result<Bytes, (usize, ConnError)> {
         let deadline = Instant::now() + self.idle;
         while self.read_buf.len() < len {
-            self.read_buf.reserve(room.max(len - self.read_buf.len()));
+            let reserve = room.max(len - self.read_buf.len());
+            self.read_buf_grown |= reserve > READ_RESERVE;
+            self.read_buf.reserve(reserve);
             let have = self.read_buf.len();
             let read = timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)).await;
             body_read(read).map_err(|e| (have, e))?;
