@@ -58,12 +58,13 @@ enum Slot {
 /// their destinations' directories and synced, several at once, then
 /// linked under their names (never over an existing file), then their
 /// directories synced (see `commit.rs`). A batch is saved on a thread of
-/// its own while the next one arrives; one batch at a time. With `options.force`, a file whose destination
-/// exists, and a file that has a partial download (`DEST.part`), are
-/// saved one at a time through a [`Staging`], as [`get_file`](super::get_file) saves
-/// them; so is every file where unnamed files cannot be made. A file that
-/// turned out larger than [`SMALL_GET`] is streamed to its partial file,
-/// as [`get_file`](super::get_file) does.
+/// its own while the next one arrives; one batch at a time. With
+/// `options.force`, a file whose destination exists, and a file that has
+/// a partial download (`DEST.part`), are saved one at a time through a
+/// [`Staging`], as [`get_file`](super::get_file) saves them; so is every
+/// file where unnamed files cannot be made. A file that turned out larger
+/// than [`SMALL_GET`] is streamed to its partial file, as
+/// [`get_file`](super::get_file) does.
 ///
 /// `done(i, result)` is called for the items in order, a file's only once
 /// it is saved (durable) or failed; `None` for an item with nothing to
@@ -213,7 +214,10 @@ impl Run {
             return;
         };
         for (i, result) in items.into_iter().zip(saving.wait()) {
-            let Some(slot) = self.slots.get_mut(i - self.first) else {
+            let Some(slot) = i
+                .checked_sub(self.first)
+                .and_then(|k| self.slots.get_mut(k))
+            else {
                 continue;
             };
             *slot = match std::mem::replace(slot, Slot::Done(None)) {
