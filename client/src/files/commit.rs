@@ -146,13 +146,11 @@ pub(crate) type Committed = Vec<Result<Option<Stamp>, ClientError>>;
 /// caller receives the next one: the file system's journal commits for
 /// one batch overlap the transfer of the next.
 #[derive(Debug)]
-pub(crate) struct Saving {
-    thread: Option<std::thread::JoinHandle<Committed>>,
-    /// Where the files go, for the failure of a thread that panicked; or
-    /// the results, when no thread could be started and the batch was
-    /// saved at once.
-    dests: Vec<PathBuf>,
-    done: Option<Committed>,
+pub(crate) enum Saving {
+    /// Being saved by this thread, into these destinations.
+    Thread(std::thread::JoinHandle<Committed>, Vec<PathBuf>),
+    /// No thread could be started: saved at once, with these results.
+    Saved(Committed),
 }
 
 impl Saving {
@@ -165,40 +163,29 @@ impl Saving {
             .name("save batch".into())
             .spawn(move || commit(&theirs, &|_| {}));
         match spawned {
-            Ok(thread) => Saving {
-                thread: Some(thread),
-                dests,
-                done: None,
-            },
-            // No thread to be had: saved here and now.
-            Err(_) => Saving {
-                thread: None,
-                dests,
-                done: Some(commit(&files, &|_| {})),
-            },
+            Ok(thread) => Saving::Thread(thread, dests),
+            Err(_) => Saving::Saved(commit(&files, &|_| {})),
         }
     }
 
     /// Waits until the batch is saved: one result per file, in order, as
     /// [`commit`] gives them. A thread that panicked saved nothing that
     /// can be vouched for: each of its files is reported failed.
-    pub(crate) fn wait(mut self) -> Committed {
-        if let Some(done) = self.done.take() {
-            return done;
-        }
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(done)) => done,
-            _ => self
-                .dests
-                .iter()
-                .map(|dest| {
-                    Err(local(
-                        "cannot save",
-                        dest,
-                        io::Error::other("saving the batch failed"),
-                    ))
-                })
-                .collect(),
+    pub(crate) fn wait(self) -> Committed {
+        match self {
+            Saving::Saved(done) => done,
+            Saving::Thread(thread, dests) => thread.join().unwrap_or_else(|_| {
+                dests
+                    .iter()
+                    .map(|dest| {
+                        Err(local(
+                            "cannot save",
+                            dest,
+                            io::Error::other("saving the batch failed"),
+                        ))
+                    })
+                    .collect()
+            }),
         }
     }
 }
